@@ -1,0 +1,7 @@
+#pragma once
+#include <pybind11/pybind11.h>
+
+namespace pyattn::bindings {
+void register_sdpa(pybind11::module_& m);
+void register_config(pybind11::module_& m);
+}  // namespace pyattn::bindings

@@ -1,0 +1,59 @@
+// Threads, dispatch and build information for pyattn.get_config().
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "../dispatch/kernel_table.h"
+#include "bindings.h"
+#include "pyattn/threads.h"
+
+namespace pyattn::bindings {
+
+namespace py = pybind11;
+
+namespace {
+
+std::string compiler() {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return "gcc " + std::to_string(__GNUC__) + "." + std::to_string(__GNUC_MINOR__) + "." +
+         std::to_string(__GNUC_PATCHLEVEL__);
+#else
+  return "unknown";
+#endif
+}
+
+}  // namespace
+
+void register_config(py::module_& m) {
+  m.def("get_num_threads", &default_num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("num_threads must be >= 1");
+    set_num_threads(n);
+  });
+  m.def("dispatch_info", [] {
+    const DispatchInfo d = dispatch_info();
+    py::dict r;
+    r["compiled"] = d.compiled;
+    r["supported"] = d.supported;
+    r["selected"] = d.selected;
+    r["requested"] = d.requested;
+    r["warning"] = d.warning;
+    return r;
+  });
+  m.def("set_isa", [](const std::string& name) {
+    try {
+      return set_isa(name);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  }, "Testing hook: switch the process to another compiled, supported ISA; returns the previous one.");
+  m.def("build_info", [] {
+    py::dict r;
+    r["compiler"] = compiler();
+    r["openmp"] = openmp_enabled() ? py::object(py::str(openmp_description())) : py::object(py::none());
+    return r;
+  });
+}
+
+}  // namespace pyattn::bindings

@@ -1,0 +1,10 @@
+// The private extension module pyattn._core.
+#include <pybind11/pybind11.h>
+
+#include "bindings.h"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pyattn's compiled core (private: use the pyattn package)";
+  pyattn::bindings::register_sdpa(m);
+  pyattn::bindings::register_config(m);
+}

@@ -1,0 +1,45 @@
+// The function table each ISA target provides, and the dispatcher that picks
+// one. SIMD-free; shared by the driver, the targets and the bindings.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pyattn/sdpa.h"
+#include "../kernels/tiling.h"
+
+namespace pyattn {
+
+// A kernel processes work items [begin, end) with one thread's scratch.
+using SdpaKernelFn = void (*)(const SdpaParams&, const Tiling&, int64_t begin,
+                              int64_t end, void* scratch);
+
+struct KernelTable {
+  const char* isa;          // "generic", "avx2", ...
+  SdpaKernelFn sdpa[2];     // indexed by DType
+};
+
+// One per target translation unit (csrc/targets/<isa>.cpp).
+namespace generic { const KernelTable& kernel_table(); }
+#if PYATTN_HAVE_X86_TARGETS
+namespace avx2 { const KernelTable& kernel_table(); }
+#endif
+
+struct DispatchInfo {
+  std::vector<std::string> compiled;   // lowest first
+  std::vector<std::string> supported;  // by this CPU, among compiled
+  std::string selected;
+  std::string requested;               // PYATTN_ISA, "" if unset
+  std::string warning;                 // non-empty if the request was refused
+};
+
+// The table of the selected ISA: chosen at first use (best supported, or
+// PYATTN_ISA), then fixed unless set_isa() is called.
+const KernelTable& active_kernels();
+DispatchInfo dispatch_info();
+// Testing hook: selects a compiled, supported ISA by name; returns the name
+// of the previous one. Throws std::invalid_argument otherwise.
+std::string set_isa(const std::string& name);
+
+}  // namespace pyattn

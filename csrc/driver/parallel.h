@@ -1,0 +1,56 @@
+// The one place OpenMP appears: runs kernel(begin, end, scratch) over work
+// items [0, items) on up to num_threads threads, each with its own scratch.
+// Items are independent and their arithmetic does not depend on which thread
+// runs them, so the split never changes the result.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pyattn {
+
+struct AlignedFree {
+  void operator()(void* p) const { ::operator delete(p, std::align_val_t(64)); }
+};
+using ScratchPtr = std::unique_ptr<char, AlignedFree>;
+
+// Throws std::bad_alloc if the scratch of every thread cannot be allocated.
+inline ScratchPtr allocate_scratch(size_t per_thread_bytes, int threads) {
+  const size_t total = per_thread_bytes * static_cast<size_t>(threads);
+  if (threads > 0 && total / static_cast<size_t>(threads) != per_thread_bytes) throw std::bad_alloc();
+  return ScratchPtr(static_cast<char*>(::operator new(total ? total : 64, std::align_val_t(64))));
+}
+
+template <class Fn>
+void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, Fn&& kernel) {
+  if (items <= 0) return;
+  int threads = num_threads < 1 ? 1 : num_threads;
+  if (static_cast<int64_t>(threads) > items) threads = static_cast<int>(items);
+#ifndef _OPENMP
+  threads = 1;
+#endif
+  // Round each thread's scratch to whole cache lines so threads never share one.
+  const size_t stride = (scratch_bytes + 63) / 64 * 64;
+  ScratchPtr scratch = allocate_scratch(stride, threads);
+  char* base = scratch.get();
+  if (threads == 1) {
+    kernel(int64_t{0}, items, static_cast<void*>(base));
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+  {
+    void* mine = base + stride * static_cast<size_t>(omp_get_thread_num());
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) kernel(it, it + 1, mine);
+  }
+#endif
+}
+
+}  // namespace pyattn

@@ -1,0 +1,44 @@
+#include "pyattn/threads.h"
+
+#include <atomic>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pyattn {
+namespace {
+std::atomic<int> g_num_threads{0};  // 0: follow OpenMP's default
+}
+
+int default_num_threads() {
+  const int n = g_num_threads.load(std::memory_order_relaxed);
+  if (n > 0) return n;
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+void set_num_threads(int n) { g_num_threads.store(n, std::memory_order_relaxed); }
+
+bool openmp_enabled() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+const char* openmp_description() {
+#ifdef _OPENMP
+#define PYATTN_STR2(x) #x
+#define PYATTN_STR(x) PYATTN_STR2(x)
+  return "OpenMP " PYATTN_STR(_OPENMP);
+#else
+  return "none (built without OpenMP: single-threaded)";
+#endif
+}
+
+}  // namespace pyattn

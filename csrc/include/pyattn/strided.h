@@ -1,0 +1,46 @@
+// Strided views of the arrays an attention call reads and writes.
+//
+// Every array argument is described by its batch strides (one per batch
+// dimension of the call, 0 where the array is broadcast) plus the strides of
+// its two trailing dimensions. All strides are in ELEMENTS, not bytes. This
+// header is SIMD-free: it is shared by the bindings, the driver and every ISA.
+#pragma once
+
+#include <cstdint>
+
+namespace pyattn {
+
+// After size-1 batch dimensions are dropped and mergeable neighbours are
+// coalesced, no real call comes near this; the bindings refuse more.
+constexpr int kMaxBatchDims = 16;
+
+enum class DType : int { f32 = 0, f64 = 1 };
+
+// The batch dimensions shared by every operand of one call.
+struct BatchShape {
+  int ndim = 0;
+  int64_t shape[kMaxBatchDims] = {};
+  int64_t count = 1;  // product of shape; 0 if any dimension is 0
+};
+
+// One array: data pointer, per-batch-dimension strides, and the strides of
+// its last two dimensions (rows, columns).
+struct StridedArray {
+  void* data = nullptr;
+  int64_t batch_stride[kMaxBatchDims] = {};
+  int64_t row_stride = 0;
+  int64_t col_stride = 1;
+
+  // Element offset of batch element `flat` (row-major over BatchShape).
+  int64_t batch_offset(const BatchShape& b, int64_t flat) const {
+    int64_t off = 0;
+    for (int d = b.ndim - 1; d >= 0; --d) {
+      const int64_t n = b.shape[d];
+      off += (flat % n) * batch_stride[d];
+      flat /= n;
+    }
+    return off;
+  }
+};
+
+}  // namespace pyattn

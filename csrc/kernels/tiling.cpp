@@ -1,0 +1,60 @@
+// Block sizes and scratch layout for the attention kernels (see tiling.h).
+#include "tiling.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace pyattn {
+namespace {
+
+// Adds `n` elements at the end of the layout (64-byte aligned regions);
+// returns false on overflow.
+bool take(int64_t n, size_t elem_size, int64_t* cursor, int64_t* off) {
+  const int64_t align = std::max<int64_t>(1, 64 / static_cast<int64_t>(elem_size));
+  const int64_t limit = std::numeric_limits<int64_t>::max() / 8 / static_cast<int64_t>(elem_size);
+  if (n < 0 || n > limit || *cursor > limit - n - align) return false;
+  *off = *cursor;
+  *cursor = round_up(*cursor + n, align);
+  return true;
+}
+
+bool mul_ok(int64_t a, int64_t b, int64_t* r) {
+  return !__builtin_mul_overflow(a, b, r);
+}
+
+}  // namespace
+
+bool make_sdpa_tiling(int64_t batch_count, int64_t L, int64_t S, int64_t E,
+                      int64_t Ev, size_t elem_size, bool want_weights,
+                      Tiling* t) {
+  // Query block: enough rows to reuse each packed key/value block many times.
+  t->q_block = std::max<int64_t>(1, std::min<int64_t>(L, 64));
+  // Key block: the packed K and V panels plus the score tile should stay in
+  // L2 (>= 1 MiB on every x86 core of the last decade).
+  const int64_t row_bytes = (E + Ev) * static_cast<int64_t>(elem_size);
+  int64_t kb = row_bytes <= 1024 ? 256 : 128;
+  kb = std::min<int64_t>(kb, round_up(std::max<int64_t>(S, 1), kPadElems));
+  t->k_block = kb;
+  t->num_q_blocks = ceil_div(L, t->q_block);
+  t->num_k_blocks = ceil_div(S, t->k_block);
+  if (!mul_ok(batch_count, t->num_q_blocks, &t->items)) return false;
+
+  t->ev_pad = round_up(std::max<int64_t>(Ev, 1), kPadElems);
+  const int64_t kpad = round_up(t->k_block, kPadElems);
+  const int64_t qb = t->q_block;
+  int64_t cur = 0, n = 0;
+  bool ok = mul_ok(qb, E, &n) && take(n, elem_size, &cur, &t->off_q);
+  ok = ok && mul_ok(kpad, std::max<int64_t>(E, 1), &n) && take(n, elem_size, &cur, &t->off_k);
+  ok = ok && mul_ok(t->k_block, t->ev_pad, &n) && take(n, elem_size, &cur, &t->off_v);
+  ok = ok && mul_ok(qb, kpad, &n) && take(n, elem_size, &cur, &t->off_s);
+  ok = ok && mul_ok(qb, t->ev_pad, &n) && take(n, elem_size, &cur, &t->off_acc);
+  ok = ok && take(qb, elem_size, &cur, &t->off_m);
+  ok = ok && take(qb, elem_size, &cur, &t->off_l);
+  n = 0;
+  ok = ok && (!want_weights || mul_ok(qb, t->num_k_blocks, &n));
+  ok = ok && take(n, elem_size, &cur, &t->off_wmax);
+  t->scratch_elems = cur;
+  return ok;
+}
+
+}  // namespace pyattn

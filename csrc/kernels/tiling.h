@@ -1,0 +1,47 @@
+// Tiling heuristics for every attention kernel: block sizes as a function of
+// L, S, E, Ev and the cache sizes, and the layout of the per-thread scratch
+// space. The one place where block-size literals live.
+//
+// SIMD-free and ISA-independent on purpose: the driver (baseline code) fills
+// a Tiling once per call and every ISA's kernel reads the same numbers, so the
+// arithmetic order -- hence the result -- does not depend on the thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pyattn {
+
+// Columns of packed key panels and value rows are padded to this many
+// elements: a multiple of every ISA's panel width (16 float lanes x 2).
+constexpr int64_t kPadElems = 32;
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
+
+struct Tiling {
+  int64_t q_block = 1;       // query rows per work item
+  int64_t k_block = 1;       // keys per inner block (multiple of kPadElems)
+  int64_t num_q_blocks = 0;  // ceil(L / q_block)
+  int64_t num_k_blocks = 0;  // ceil(S / k_block)
+  int64_t items = 0;         // batch.count * num_q_blocks
+
+  // Per-thread scratch layout, offsets in elements of the compute type.
+  int64_t off_q = 0;         // q_block x E        scaled query block
+  int64_t off_k = 0;         // k_block_pad x E    packed key panels
+  int64_t off_v = 0;         // k_block x Ev_pad   packed value rows
+  int64_t off_s = 0;         // q_block x k_block_pad  scores / probabilities
+  int64_t off_acc = 0;       // q_block x Ev_pad   output accumulator
+  int64_t off_m = 0;         // q_block            running max
+  int64_t off_l = 0;         // q_block            running sum
+  int64_t off_wmax = 0;      // q_block x num_k_blocks  (only with weights)
+  int64_t scratch_elems = 0; // total per thread
+  int64_t ev_pad = 0;
+};
+
+// Returns false if the sizes overflow what can be allocated.
+bool make_sdpa_tiling(int64_t batch_count, int64_t L, int64_t S, int64_t E,
+                      int64_t Ev, size_t elem_size, bool want_weights,
+                      Tiling* out);
+
+}  // namespace pyattn

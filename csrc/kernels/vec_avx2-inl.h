@@ -1,0 +1,82 @@
+// AVX2 + FMA implementation of the Vec layer (8 floats / 4 doubles per
+// register). Included INSIDE the avx2 target namespace, after
+// #pragma GCC target("avx2,fma"); no include guard.
+//
+// The operations every Vec provides (kernels use nothing else):
+//   zero set1 load store add sub mul fma(a,b,c)=a*b+c max min
+//   reduce_max reduce_sum round pow2n zero_if_less
+// max/min return the SECOND operand when either is NaN (x86 semantics), so
+// max(running, x) / min(limit, x) propagate a NaN x.
+
+struct Avx2F32 {
+  using T = float;
+  using R = __m256;
+  static constexpr int W = 8;
+
+  static R zero() { return _mm256_setzero_ps(); }
+  static R set1(T x) { return _mm256_set1_ps(x); }
+  static R load(const T* p) { return _mm256_loadu_ps(p); }
+  static void store(T* p, R x) { _mm256_storeu_ps(p, x); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static R min(R a, R b) { return _mm256_min_ps(a, b); }
+  static T reduce_max(R a) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+  }
+  static T reduce_sum(R a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static R round(R x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R pow2n(R n) {
+    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+  }
+  static R zero_if_less(R x, R threshold, R y) {
+    return _mm256_andnot_ps(_mm256_cmp_ps(x, threshold, _CMP_LT_OQ), y);
+  }
+};
+
+struct Avx2F64 {
+  using T = double;
+  using R = __m256d;
+  static constexpr int W = 4;
+
+  static R zero() { return _mm256_setzero_pd(); }
+  static R set1(T x) { return _mm256_set1_pd(x); }
+  static R load(const T* p) { return _mm256_loadu_pd(p); }
+  static void store(T* p, R x) { _mm256_storeu_pd(p, x); }
+  static R add(R a, R b) { return _mm256_add_pd(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static R max(R a, R b) { return _mm256_max_pd(a, b); }
+  static R min(R a, R b) { return _mm256_min_pd(a, b); }
+  static T reduce_max(R a) {
+    __m128d m = _mm_max_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    m = _mm_max_sd(m, _mm_unpackhi_pd(m, m));
+    return _mm_cvtsd_f64(m);
+  }
+  static T reduce_sum(R a) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+  }
+  static R round(R x) { return _mm256_round_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R pow2n(R n) {
+    const __m256i i64 = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));
+    const __m256i e = _mm256_add_epi64(i64, _mm256_set1_epi64x(1023));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
+  }
+  static R zero_if_less(R x, R threshold, R y) {
+    return _mm256_andnot_pd(_mm256_cmp_pd(x, threshold, _CMP_LT_OQ), y);
+  }
+};

@@ -1,0 +1,46 @@
+// Portable one-lane "vector": the generic target's implementation of the thin
+// Vec layer every kernel is written against. Included INSIDE a target
+// namespace (no include guard); vec_avx2-inl.h documents the same operations.
+//
+// Plain C++ on purpose: the generic target must run on any x86-64 (or other)
+// CPU, and the compiler may still auto-vectorise it with baseline SSE2.
+
+template <class TT>
+struct ScalarVec {
+  using T = TT;
+  using R = TT;
+  static constexpr int W = 1;
+
+  static R zero() { return T(0); }
+  static R set1(T x) { return x; }
+  static R load(const T* p) { return *p; }
+  static void store(T* p, R x) { *p = x; }
+  static R add(R a, R b) { return a + b; }
+  static R sub(R a, R b) { return a - b; }
+  static R mul(R a, R b) { return a * b; }
+  static R fma(R a, R b, R c) { return a * b + c; }
+  // x86 max/min semantics: the SECOND operand is returned when either is NaN,
+  // so max(running, x) and min(limit, x) let a NaN x through.
+  static R max(R a, R b) { return a > b ? a : b; }
+  static R min(R a, R b) { return a < b ? a : b; }
+  static T reduce_max(R a) { return a; }
+  static T reduce_sum(R a) { return a; }
+  // Round to nearest integer (ties to even), as a floating value.
+  static R round(R x) { return std::nearbyint(x); }
+  // 2^n for integral n within the normal exponent range of T.
+  static R pow2n(R n) {
+    if constexpr (sizeof(T) == 4) {
+      const uint32_t bits = uint32_t(int32_t(n) + 127) << 23;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    } else {
+      const uint64_t bits = uint64_t(int64_t(n) + 1023) << 52;
+      double d;
+      std::memcpy(&d, &bits, 8);
+      return d;
+    }
+  }
+  // (x < threshold) ? 0 : y  -- false for NaN x, so NaN survives.
+  static R zero_if_less(R x, R threshold, R y) { return x < threshold ? T(0) : y; }
+};

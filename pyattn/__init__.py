@@ -1,0 +1,26 @@
+"""pyattn: fast, exact attention for CPUs.
+
+    >>> import numpy as np, pyattn
+    >>> q = k = v = np.random.rand(2, 8, 128, 64).astype(np.float32)
+    >>> out = pyattn.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+See pyattn.reference for the NumPy implementation of the same API and
+SPEC.md for the full contract.
+"""
+
+from . import reference
+from ._config import __version__, get_config, get_num_threads, set_num_threads, show_config
+from ._config import warn_if_isa_refused as _warn_if_isa_refused
+from .attention import scaled_dot_product_attention
+
+__all__ = [
+    "scaled_dot_product_attention",
+    "set_num_threads",
+    "get_num_threads",
+    "get_config",
+    "show_config",
+    "reference",
+    "__version__",
+]
+
+_warn_if_isa_refused()

@@ -1,0 +1,174 @@
+"""Public attention functions (the fast path through pyattn._core).
+
+Each function checks and normalises its arguments here (see _args.py), then
+hands strided views to the compiled core, which releases the GIL while it
+computes. The NumPy reference with the same signatures is pyattn.reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _args, _core
+
+
+class _HeadLayout:
+    """Maps arrays indexed by the user's batch shape onto the core's batch.
+
+    Without grouped-query attention the two are the same. With it, the head
+    axis (dim -3) of size Hq is split into (Hkv, G) so that key/value, of
+    shape (..., Hkv, 1, S, E), broadcast over the G query heads of their
+    group: query head h uses kv head h // G, and nothing is copied.
+    """
+
+    def __init__(self, nb: int, hkv: int = 0, group: int = 1, gqa: bool = False):
+        self.nb, self.hkv, self.group, self.gqa = nb, hkv, group, gqa
+
+    def query(self, a):
+        a = _args.with_ndim(a, self.nb + 2)
+        return _args.split_axis(a, self.nb - 1, self.hkv, self.group) if self.gqa else a
+
+    def kv(self, a):
+        a = _args.with_ndim(a, self.nb + 2)
+        return np.expand_dims(a, self.nb) if self.gqa else a
+
+    def batched(self, a, trailing: int):
+        """Arrays of shape (user batch..., *trailing dims): masks, lengths, outputs."""
+        if a is None:
+            return None
+        a = _args.with_ndim(a, self.nb + trailing)
+        if not self.gqa:
+            return a
+        if a.shape[self.nb - 1] == 1:
+            return np.expand_dims(a, self.nb)
+        return _args.split_axis(a, self.nb - 1, self.hkv, self.group)
+
+
+def _batch_and_layout(q, k, v, enable_gqa):
+    if not enable_gqa:
+        batch = _args.broadcast_batch({"query": q.shape[:-2], "key": k.shape[:-2], "value": v.shape[:-2]})
+        return batch, _HeadLayout(len(batch))
+    for name, a in (("query", q), ("key", k), ("value", v)):
+        if a.ndim < 3:
+            raise ValueError(f"enable_gqa needs (..., heads, rows, features) inputs; {name} has shape {a.shape}")
+    hq, hk, hv = q.shape[-3], k.shape[-3], v.shape[-3]
+    if hk != hv:
+        raise ValueError(f"enable_gqa: key and value must have the same number of heads, got {hk} and {hv}")
+    if (hk == 0 and hq != 0) or (hk and hq % hk):
+        raise ValueError(f"enable_gqa: key/value heads ({hk}) must divide query heads ({hq})")
+    outer = _args.broadcast_batch({"query": q.shape[:-3], "key": k.shape[:-3], "value": v.shape[:-3]})
+    batch = outer + (hq,)
+    return batch, _HeadLayout(len(batch), hk, hq // hk if hk else 1, gqa=True)
+
+
+def scaled_dot_product_attention(
+    query,
+    key,
+    value,
+    *,
+    attn_mask=None,
+    is_causal=False,
+    scale=None,
+    window=None,
+    kv_lengths=None,
+    enable_gqa=False,
+    return_weights=False,
+    return_lse=False,
+    out=None,
+    num_threads=None,
+):
+    """Scaled-dot-product attention, computed exactly (no approximation of
+    the softmax) by a blocked online-softmax kernel.
+
+    Shapes (``...`` are batch dimensions, broadcast NumPy-style):
+        query ``(..., L, E)``, key ``(..., S, E)``, value ``(..., S, Ev)``
+        -> out ``(batch..., L, Ev)``; weights ``(batch..., L, S)``;
+        lse ``(batch..., L)``.
+
+    ``s[i, j] = scale * <q_i, k_j> + bias[i, j]`` over the keys row ``i`` may
+    see; ``out_i = sum_j softmax(s)[i, j] v_j``.
+
+    Args:
+        attn_mask: bool (True = may attend) or float (added to the scores,
+            ``-inf`` allowed), broadcastable to ``(batch..., L, S)`` without
+            adding batch dims.
+        is_causal: ``False``, ``True``/``"upper_left"`` (key j visible if
+            ``j <= i``) or ``"lower_right"`` (``j <= i + n - L``, n the valid
+            keys: what decoding with a KV cache needs).
+        scale: defaults to ``1/sqrt(E)`` (1 when E = 0); must be finite.
+        window: ``None``, ``w`` (= ``(w, 0)``) or ``(left, right)`` with
+            ``None`` for an unbounded side: key j visible iff
+            ``p(i) - left <= j <= p(i) + right``, aligned like ``is_causal``.
+        kv_lengths: integer array of valid key counts per batch element
+            (a 1-D array with 2+ batch dims applies to the first batch dim).
+        enable_gqa: grouped-query attention over dim -3 (query head h uses
+            kv head ``h // (Hq // Hkv)``); nothing is copied.
+        return_weights, return_lse: also return the attention weights (output
+            dtype) and the natural log-sum-exp of the visible scores (float32;
+            float64 for float64 inputs). Rows with no visible key give zeros,
+            ``lse = -inf``.
+        out: preallocated result (exact shape and dtype, writable, not
+            overlapping an input); returned itself.
+        num_threads: threads for this call (default: ``get_num_threads()``).
+
+    Returns:
+        ``out``, or a tuple ``(out[, weights][, lse])``.
+    """
+    arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
+    q, k, v = arrays["query"], arrays["key"], arrays["value"]
+    L, E = q.shape[-2:]
+    S, Ek = k.shape[-2:]
+    Sv, Ev = v.shape[-2:]
+    if Ek != E:
+        raise ValueError(f"key feature size {Ek} (shape {k.shape}) != query feature size {E} (shape {q.shape})")
+    if Sv != S:
+        raise ValueError(f"value has {Sv} rows (shape {v.shape}) but key has {S} (shape {k.shape})")
+    batch, layout = _batch_and_layout(q, k, v, bool(enable_gqa))
+
+    causal, lower_right = _args.parse_causal(is_causal)
+    left, right = _args.parse_window(window, L, S)
+    scale = _args.parse_scale(scale, E)
+    threads = _args.parse_num_threads(num_threads, _core.get_num_threads)
+    cdt = _args.compute_dtype(dtype)
+    mask = _args.prepare_mask(attn_mask, batch, L, S, cdt)
+    lengths = _args.prepare_lengths(kv_lengths, batch, S)
+
+    out_shape = batch + (L, Ev)
+    _args.check_size(out_shape, dtype.itemsize, "the result")
+    if out is None:
+        result = np.empty(out_shape, dtype)
+    else:
+        result = _args.check_out(out, out_shape, dtype, {"query": query, "key": key, "value": value,
+                                                         "attn_mask": attn_mask, "kv_lengths": kv_lengths})
+    direct = result.dtype == cdt and (Ev <= 1 or result.strides[-1] == result.itemsize) \
+        and all(s % result.itemsize == 0 for s in result.strides)
+    target = result if direct else np.empty(out_shape, cdt)
+    weights = lse = None
+    if return_weights:
+        _args.check_size(batch + (L, S), cdt.itemsize, "weights")
+        weights = np.empty(batch + (L, S), cdt)
+    if return_lse:
+        lse = np.empty(batch + (L,), cdt)
+
+    _core.sdpa(
+        layout.query(_args.for_core(q, cdt)),
+        layout.kv(_args.for_core(k, cdt)),
+        layout.kv(_args.for_core(v, cdt)),
+        layout.batched(target, 2),
+        layout.batched(mask, 2),
+        layout.batched(lengths, 0),
+        layout.batched(weights, 2),
+        layout.batched(lse, 1),
+        scale, causal, lower_right, left, right, threads,
+    )
+
+    if not direct:
+        result[...] = target
+    if not (return_weights or return_lse):
+        return result
+    ret = (result,)
+    if return_weights:
+        ret += (weights if weights.dtype == dtype else weights.astype(dtype),)
+    if return_lse:
+        ret += (lse,)
+    return ret

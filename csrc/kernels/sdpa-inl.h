@@ -1,52 +1,18 @@
-// Blocked online-softmax ("flash") scaled-dot-product attention, written once
-// over the Vec layer and instantiated per ISA. Included INSIDE a target
-// namespace after the Vec types and vec_math-inl.h; no include guard.
+// Scaled-dot-product scores for the shared attention loop
+// (attention_loop-inl.h), written once over the Vec layer and instantiated
+// per ISA. Included INSIDE a target namespace after attention_loop-inl.h;
+// no include guard.
 //
-// Algorithm. One work item = (batch element, block of q_block query rows).
-//   1. Pack the query block scaled by `scale` (scale folded into Q once).
-//   2. For each key block of k_block keys inside the union of the rows'
-//      visible intervals (causal / window / kv_lengths make each row's visible
-//      keys ONE interval, so hidden key blocks are never touched):
-//        pack K^T into panels of PW columns, S = Qs K^T by an MR x PW register
-//        tile, add the mask (bool: -inf where False; float: + bias) and hide
-//        the keys outside each row's interval (only boundary blocks pay),
-//        online softmax: m' = max(m, rowmax S), P = exp(S - m'),
-//        l = l e^(m - m') + sum P, acc = acc e^(m - m') + P V (register tile).
-//   3. out = acc / l, lse = m + log l; rows that saw no key: out 0, lse -inf.
-//   With weights: P of each block is stored into `weights` as it is made,
-//   with its m'; a last pass over the (cache-resident) rows rescales it by
-//   e^(m' - m) / l. No score is recomputed.
+// DotScorer: the query block is packed once per work item, pre-multiplied by
+// `scale`; each key block is packed into panels of PW = NR*W keys (E rows of
+// PW consecutive keys, zero beyond the block) so that an MR x PW register
+// tile of scores accumulates E rank-1 updates from broadcast query scalars
+// and contiguous panel loads (the GEMM micro-kernel scheme of BLIS).
 //
-// Numerics: float32/float64 accumulation in the input precision; exp from
-// vec_math-inl.h (<= 2 ulp). Each row's arithmetic depends only on the
-// tiling, never on the thread running it, so results are bitwise identical
-// for every thread count.
-//
-// Speed (AVX2, one core, float32): the two register-tiled products dominate;
-// see benchmarks/ for measured GFLOP/s.
+// Numerics: dot products accumulate in the input precision in order e = 0..E-1.
+// Speed: see benchmarks/ (GFLOP/s against the machine's matmul roof).
 
-template <class T>
-inline T neg_inf() { return -std::numeric_limits<T>::infinity(); }
-
-inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
-
-// The visible key interval [lo, hi) of query row i (see Visibility).
-struct KeyInterval {
-  int64_t lo, hi;
-};
-
-inline KeyInterval visible_keys(const Visibility& vis, int64_t i, int64_t L, int64_t n) {
-  const int64_t p = vis.lower_right ? i + n - L : i;
-  int64_t lo = 0, hi = n;
-  if (vis.causal) hi = imin(hi, p + 1);
-  if (vis.window_left >= 0) lo = imax(lo, p - vis.window_left);
-  if (vis.window_right >= 0) hi = imin(hi, p + vis.window_right + 1);
-  if (hi < lo) hi = lo;
-  return {lo, hi};
-}
-
-// C[MR x NR*W] = A[MR x E] * Bpanel[E x NR*W]   (scores of one register tile)
+// C[MR x NR*W] = A[MR x E] * Bpanel[E x NR*W]
 template <class V, int MR, int NR>
 inline void qk_tile(const typename V::T* a, int64_t lda, const typename V::T* b,
                     int64_t E, typename V::T* c, int64_t ldc) {
@@ -67,29 +33,7 @@ inline void qk_tile(const typename V::T* a, int64_t lda, const typename V::T* b,
     for (int n = 0; n < NR; ++n) V::store(c + m * ldc + n * W, acc[m][n]);
 }
 
-// C[MR x NC*W] += P[MR x nk] * B[nk x NC*W]   (probabilities times values)
-template <class V, int MR, int NC>
-inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
-                    const typename V::T* b, int64_t ldb, typename V::T* c,
-                    int64_t ldc) {
-  using R = typename V::R;
-  constexpr int W = V::W;
-  R acc[MR][NC];
-  for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NC; ++n) acc[m][n] = V::load(c + m * ldc + n * W);
-  for (int64_t j = 0; j < nk; ++j) {
-    R bv[NC];
-    for (int n = 0; n < NC; ++n) bv[n] = V::load(b + j * ldb + n * W);
-    for (int m = 0; m < MR; ++m) {
-      const R av = V::set1(p[m * ldp + j]);
-      for (int n = 0; n < NC; ++n) acc[m][n] = V::fma(av, bv[n], acc[m][n]);
-    }
-  }
-  for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NC; ++n) V::store(c + m * ldc + n * W, acc[m][n]);
-}
-
-// Row tails: call the tile with a compile-time row count 1..MR.
+// Row tails: the tile with a compile-time row count 1..MR.
 template <class V, int MR, int NR>
 inline void qk_rows(int mr, const typename V::T* a, int64_t lda,
                     const typename V::T* b, int64_t E, typename V::T* c, int64_t ldc) {
@@ -99,33 +43,7 @@ inline void qk_rows(int mr, const typename V::T* a, int64_t lda,
   qk_tile<V, MR, NR>(a, lda, b, E, c, ldc);
 }
 
-template <class V, int MR, int NC>
-inline void pv_rows(int mr, const typename V::T* p, int64_t ldp, int64_t nk,
-                    const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc) {
-  if constexpr (MR > 1) {
-    if (mr < MR) return pv_rows<V, MR - 1, NC>(mr, p, ldp, nk, b, ldb, c, ldc);
-  }
-  pv_tile<V, MR, NC>(p, ldp, nk, b, ldb, c, ldc);
-}
-
-// Column tails of P V: 1..NC vectors.
-template <class V, int MR, int NC>
-inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64_t nk,
-                    const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc) {
-  if constexpr (NC > 1) {
-    if (nvec < NC) return pv_cols<V, MR, NC - 1>(nvec, mr, p, ldp, nk, b, ldb, c, ldc);
-  }
-  pv_rows<V, MR, NC>(mr, p, ldp, nk, b, ldb, c, ldc);
-}
-
-// Register-tile shapes of one ISA's kernel.
-template <int QK_MR, int QK_NR, int PV_MR, int PV_NC>
-struct TileShape {
-  static constexpr int qk_mr = QK_MR, qk_nr = QK_NR, pv_mr = PV_MR, pv_nc = PV_NC;
-};
-
-// Packs keys [j0, j0 + nk) into panels of PW columns: panel p holds
-// E rows of PW consecutive keys (zero beyond nk).
+// Packs keys [j0, j0 + nk) into panels of PW columns (zero beyond nk).
 template <class T, int PW>
 inline void pack_key_panels(const T* k, int64_t k_row, int64_t j0, int64_t nk,
                             int64_t E, T* kp) {
@@ -144,204 +62,51 @@ inline void pack_key_panels(const T* k, int64_t k_row, int64_t j0, int64_t nk,
   }
 }
 
-// Copies value rows [j0, j0 + nk) into rows of ev_pad (zero-padded) columns.
-template <class T>
-inline void pack_value_rows(const T* v, int64_t v_row, int64_t j0, int64_t nk,
-                            int64_t Ev, int64_t ev_pad, T* vp) {
-  for (int64_t j = 0; j < nk; ++j) {
-    const T* src = v + (j0 + j) * v_row;
-    T* dst = vp + j * ev_pad;
-    for (int64_t c = 0; c < Ev; ++c) dst[c] = src[c];
-    for (int64_t c = Ev; c < ev_pad; ++c) dst[c] = T(0);
-  }
-}
-
-// Adds the explicit mask of one row to its scores s[0, nk) (keys j0 + c).
-template <class V>
-inline void apply_mask_row(const SdpaParams& p, const void* mrow, int64_t nk,
-                           typename V::T* s) {
+template <class V, class Shape>
+struct DotScorer {
   using T = typename V::T;
-  const int64_t cs = p.mask.col_stride;
-  if (p.mask_kind == MaskKind::boolean) {
-    const uint8_t* m = static_cast<const uint8_t*>(mrow);
-    for (int64_t c = 0; c < nk; ++c)
-      if (!m[c * cs]) s[c] = neg_inf<T>();
-  } else {
-    const T* m = static_cast<const T*>(mrow);
-    int64_t c = 0;
-    if (cs == 1) {
-      for (; c + V::W <= nk; c += V::W)
-        V::store(s + c, V::add(V::load(s + c), V::load(m + c)));
+  static constexpr int kPanelWidth = Shape::qk_nr * V::W;
+
+  const SdpaParams& p;
+  T* qs;            // rows x E, scaled query block
+  T* kp;            // packed key panels
+  const T* k = nullptr;
+  int64_t rows = 0;
+
+  DotScorer(const SdpaParams& params, const Tiling& t, T* scratch)
+      : p(params), qs(scratch + t.off_q), kp(scratch + t.off_k) {}
+
+  void begin_item(int64_t b, int64_t i0, int64_t nrows) {
+    rows = nrows;
+    const T* q = static_cast<const T*>(p.q.data) + p.q.batch_offset(p.batch, b);
+    k = static_cast<const T*>(p.k.data) + p.k.batch_offset(p.batch, b);
+    const T scale = static_cast<T>(p.scale);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* src = q + (i0 + r) * p.q.row_stride;
+      for (int64_t e = 0; e < p.E; ++e) qs[r * p.E + e] = src[e] * scale;
     }
-    for (; c < nk; ++c) s[c] += m[c * cs];
   }
-}
 
-// One online-softmax step for one row: turns scores s[0, ncols) (ncols a
-// multiple of W, hidden entries -inf) into probabilities in place and returns
-// the max they are relative to. Updates m, l and rescales the acc row.
-template <class V>
-inline typename V::T softmax_step(typename V::T* s, int64_t ncols, typename V::T* m,
-                                  typename V::T* l, typename V::T* acc_row, int64_t ev_pad) {
-  using T = typename V::T;
-  using R = typename V::R;
-  R vmax = V::set1(neg_inf<T>());
-  for (int64_t c = 0; c < ncols; c += V::W) vmax = V::max(vmax, V::load(s + c));
-  const T block_max = V::reduce_max(vmax);
-  const T m_old = *m;
-  const T m_new = block_max > m_old ? block_max : m_old;
-  // Subtract 0 instead of -inf when nothing is visible yet: exp(-inf) = 0.
-  const T m_use = m_new == neg_inf<T>() ? T(0) : m_new;
-  const R vm = V::set1(m_use);
-  R vsum = V::zero();
-  for (int64_t c = 0; c < ncols; c += V::W) {
-    const R e = vexp<V>(V::sub(V::load(s + c), vm));
-    V::store(s + c, e);
-    vsum = V::add(vsum, e);
+  // Scores of the item's rows against keys [j0, j0 + nk) into st (ld_s),
+  // round_up(nk, kPanelWidth) columns.
+  void scores(int64_t j0, int64_t nk, int64_t nrows, T* st, int64_t ld_s) {
+    const int64_t E = p.E;
+    const int64_t ncols = round_up(nk, kPanelWidth);
+    pack_key_panels<T, kPanelWidth>(k, p.k.row_stride, j0, nk, E, kp);
+    for (int64_t r0 = 0; r0 < nrows; r0 += Shape::qk_mr) {
+      const int mr = static_cast<int>(imin(Shape::qk_mr, nrows - r0));
+      for (int64_t c0 = 0; c0 < ncols; c0 += kPanelWidth)
+        qk_rows<V, Shape::qk_mr, Shape::qk_nr>(mr, qs + r0 * E, E, kp + c0 * E, E,
+                                               st + r0 * ld_s + c0, ld_s);
+    }
   }
-  const T alpha = std::exp(m_old - m_use);
-  if (alpha != T(1)) {
-    const R va = V::set1(alpha);
-    for (int64_t c = 0; c < ev_pad; c += V::W)
-      V::store(acc_row + c, V::mul(V::load(acc_row + c), va));
-  }
-  *l = *l * alpha + V::reduce_sum(vsum);
-  *m = m_new;
-  return m_use;
-}
+};
 
 template <class V, class Shape>
 void sdpa_kernel(const SdpaParams& p, const Tiling& t, int64_t item_begin,
                  int64_t item_end, void* scratch_void) {
   using T = typename V::T;
-  constexpr int W = V::W;
-  constexpr int PW = Shape::qk_nr * W;  // key panel width
-  static_assert(kPadElems % PW == 0, "panel width must divide kPadElems");
-
   T* scratch = static_cast<T*>(scratch_void);
-  T* qs = scratch + t.off_q;
-  T* kp = scratch + t.off_k;
-  T* vp = scratch + t.off_v;
-  T* st = scratch + t.off_s;
-  T* acc = scratch + t.off_acc;
-  T* mrow = scratch + t.off_m;
-  T* lrow = scratch + t.off_l;
-  T* wmax = scratch + t.off_wmax;
-
-  const int64_t L = p.L, S = p.S, E = p.E, Ev = p.Ev;
-  const int64_t ev_pad = t.ev_pad;
-  const int64_t ld_s = round_up(t.k_block, kPadElems);
-  const bool want_w = p.weights.data != nullptr;
-  const T scale = static_cast<T>(p.scale);
-
-  for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t b = item / t.num_q_blocks;
-    const int64_t i0 = (item % t.num_q_blocks) * t.q_block;
-    const int64_t rows = imin(t.q_block, L - i0);
-
-    const T* q = static_cast<const T*>(p.q.data) + p.q.batch_offset(p.batch, b);
-    const T* k = static_cast<const T*>(p.k.data) + p.k.batch_offset(p.batch, b);
-    const T* v = static_cast<const T*>(p.v.data) + p.v.batch_offset(p.batch, b);
-    T* out = static_cast<T*>(p.out.data) + p.out.batch_offset(p.batch, b);
-    const int64_t n = p.vis.lengths.data
-        ? static_cast<const int64_t*>(p.vis.lengths.data)[p.vis.lengths.batch_offset(p.batch, b)]
-        : S;
-    const char* mask = nullptr;
-    if (p.mask_kind != MaskKind::none) {
-      const int64_t esz = p.mask_kind == MaskKind::boolean ? 1 : int64_t(sizeof(T));
-      mask = static_cast<const char*>(p.mask.data) + p.mask.batch_offset(p.batch, b) * esz;
-    }
-
-    // Visible interval of every row and their union.
-    int64_t jlo = S, jhi = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      const KeyInterval iv = visible_keys(p.vis, i0 + r, L, n);
-      if (iv.hi > iv.lo) {
-        jlo = imin(jlo, iv.lo);
-        jhi = imax(jhi, iv.hi);
-      }
-    }
-
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* src = q + (i0 + r) * p.q.row_stride;
-      for (int64_t e = 0; e < E; ++e) qs[r * E + e] = src[e] * scale;
-      mrow[r] = neg_inf<T>();
-      lrow[r] = T(0);
-      for (int64_t c = 0; c < ev_pad; ++c) acc[r * ev_pad + c] = T(0);
-    }
-
-    int64_t blk = 0;  // index of the key block (for the weights rescale)
-    for (int64_t j0 = jlo; j0 < jhi; j0 += t.k_block, ++blk) {
-      const int64_t nk = imin(t.k_block, jhi - j0);
-      const int64_t ncols = round_up(nk, PW);
-      pack_key_panels<T, PW>(k, p.k.row_stride, j0, nk, E, kp);
-      for (int64_t r0 = 0; r0 < rows; r0 += Shape::qk_mr) {
-        const int mr = static_cast<int>(imin(Shape::qk_mr, rows - r0));
-        for (int64_t c0 = 0; c0 < ncols; c0 += PW)
-          qk_rows<V, Shape::qk_mr, Shape::qk_nr>(mr, qs + r0 * E, E, kp + c0 * E, E,
-                                                 st + r0 * ld_s + c0, ld_s);
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        T* s = st + r * ld_s;
-        const KeyInterval iv = visible_keys(p.vis, i0 + r, L, n);
-        const int64_t lo = imax(iv.lo - j0, 0), hi = imin(iv.hi - j0, nk);
-        if (hi <= lo) {  // row hidden in this whole block: contributes nothing
-          for (int64_t c = 0; c < ncols; ++c) s[c] = T(0);
-          if (want_w) wmax[r * t.num_k_blocks + blk] = neg_inf<T>();
-          continue;
-        }
-        if (mask)
-          apply_mask_row<V>(p, mask + ((i0 + r) * p.mask.row_stride + j0 * p.mask.col_stride) *
-                                          (p.mask_kind == MaskKind::boolean ? 1 : int64_t(sizeof(T))),
-                            nk, s);
-        for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
-        for (int64_t c = hi; c < ncols; ++c) s[c] = neg_inf<T>();
-        const T m_use = softmax_step<V>(s, ncols, mrow + r, lrow + r, acc + r * ev_pad, ev_pad);
-        if (want_w) {
-          T* w = static_cast<T*>(p.weights.data) + p.weights.batch_offset(p.batch, b) +
-                 (i0 + r) * p.weights.row_stride + j0;
-          for (int64_t c = 0; c < nk; ++c) w[c] = s[c];
-          wmax[r * t.num_k_blocks + blk] = m_use;
-        }
-      }
-      pack_value_rows<T>(v, p.v.row_stride, j0, nk, Ev, ev_pad, vp);
-      for (int64_t r0 = 0; r0 < rows; r0 += Shape::pv_mr) {
-        const int mr = static_cast<int>(imin(Shape::pv_mr, rows - r0));
-        for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {
-          const int nvec = static_cast<int>(imin(Shape::pv_nc, (ev_pad - c0) / W));
-          pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + r0 * ld_s, ld_s, nk,
-                                                 vp + c0, ev_pad, acc + r0 * ev_pad + c0, ev_pad);
-        }
-      }
-    }
-
-    // Normalise, write out / lse / weights.
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r;
-      const T l = lrow[r];
-      const bool empty = l == T(0);
-      const T inv = empty ? T(0) : T(1) / l;
-      T* o = out + i * p.out.row_stride;
-      const T* a = acc + r * ev_pad;
-      for (int64_t c = 0; c < Ev; ++c) o[c] = a[c] * inv;
-      if (p.lse.data) {
-        T* lse = static_cast<T*>(p.lse.data) + p.lse.batch_offset(p.batch, b);
-        lse[i * p.lse.row_stride] = empty ? neg_inf<T>() : mrow[r] + std::log(l);
-      }
-      if (want_w) {
-        T* w = static_cast<T*>(p.weights.data) + p.weights.batch_offset(p.batch, b) +
-               i * p.weights.row_stride;
-        const T m_fin = mrow[r] == neg_inf<T>() ? T(0) : mrow[r];
-        for (int64_t c = 0; c < imin(jlo, S); ++c) w[c] = T(0);
-        int64_t bi = 0;
-        for (int64_t j0 = jlo; j0 < jhi; j0 += t.k_block, ++bi) {
-          const int64_t nk = imin(t.k_block, jhi - j0);
-          const T wm = wmax[r * t.num_k_blocks + bi];
-          const T f = (empty || wm == neg_inf<T>()) ? T(0) : std::exp(wm - m_fin) * inv;
-          for (int64_t c = 0; c < nk; ++c) w[j0 + c] = f == T(0) ? T(0) : w[j0 + c] * f;
-        }
-        for (int64_t c = imax(jhi, jlo); c < S; ++c) w[c] = T(0);
-      }
-    }
-  }
+  DotScorer<V, Shape> scorer(p, t, scratch);
+  attention_loop<V, Shape>(p, scorer, t, item_begin, item_end, scratch);
 }

@@ -17,6 +17,7 @@ namespace avx2 {
 
 #include "../kernels/vec_avx2-inl.h"
 #include "../kernels/vec_math-inl.h"
+#include "../kernels/attention_loop-inl.h"
 #include "../kernels/sdpa-inl.h"
 
 // Q K^T: 6 rows x 2 vectors = 12 accumulators + 2 panel loads + 1 broadcast

@@ -8,6 +8,7 @@ namespace generic {
 
 #include "../kernels/vec_scalar-inl.h"
 #include "../kernels/vec_math-inl.h"
+#include "../kernels/attention_loop-inl.h"
 #include "../kernels/sdpa-inl.h"
 
 // Register tiles: 4 rows x 4 columns for both products (16 accumulators,

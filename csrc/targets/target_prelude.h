@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 
+#include "pyattn/attention_params.h"
 #include "pyattn/sdpa.h"
 #include "../dispatch/kernel_table.h"
 #include "../kernels/tiling.h"

@@ -1,0 +1,50 @@
+// What every attention op shares: the batch, the values it averages, the
+// visibility rules, the explicit mask and the outputs. Each op's params
+// struct (SdpaParams, AdditiveParams) extends this with how it scores a
+// query against a key. SIMD-free.
+#pragma once
+
+#include <cstdint>
+
+#include "pyattn/strided.h"
+
+namespace pyattn {
+
+enum class MaskKind : int { none = 0, boolean = 1, additive = 2 };
+
+// Structural visibility: which keys a query row may see before any explicit
+// mask. Query row i sits at key position
+//   p(i) = i              (upper-left alignment)
+//   p(i) = i + n - L      (lower-right alignment; n = valid keys of the batch
+//                          element: kv_lengths, else S)
+// and key j is visible iff  j < n,  (causal: j <= p(i)),
+//   p(i) - window_left <= j <= p(i) + window_right  (each side if >= 0).
+// The visible keys of a row are therefore one contiguous interval.
+struct Visibility {
+  bool causal = false;
+  bool lower_right = false;     // alignment of p(i) for causal and window
+  int64_t window_left = -1;     // -1 = unbounded
+  int64_t window_right = -1;    // -1 = unbounded
+  StridedArray lengths;         // int64 per batch element; data null = all S
+};
+
+struct AttentionParams {
+  DType dtype = DType::f32;     // compute and storage type of inputs and out
+  BatchShape batch;
+  int64_t L = 0, S = 0, Ev = 0;
+
+  StridedArray v;               // (batch, S, Ev), col_stride 1
+  StridedArray out;             // (batch, L, Ev), col_stride 1
+
+  MaskKind mask_kind = MaskKind::none;
+  StridedArray mask;            // (batch, L, S): uint8 (bool) or dtype, any strides
+
+  Visibility vis;
+
+  StridedArray weights;         // (batch, L, S) in dtype, col_stride 1; null = not wanted
+  StridedArray lse;             // (batch, L) in dtype; null = not wanted
+
+  int num_threads = 1;          // resolved by the caller, >= 1
+};
+
+}  // namespace pyattn

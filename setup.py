@@ -61,7 +61,7 @@ ext = Pybind11Extension(
     "pyattn._core",
     sorted(glob("csrc/bindings/*.cpp") + glob("csrc/dispatch/*.cpp") + glob("csrc/driver/*.cpp")
            + glob("csrc/kernels/*.cpp") + ["csrc/targets/generic.cpp"]
-           + (["csrc/targets/avx2.cpp"] if _x86 else [])),
+           + (["csrc/targets/avx2.cpp", "csrc/targets/avx512.cpp"] if _x86 else [])),
     include_dirs=["csrc/include"],
     define_macros=[("PYATTN_HAVE_X86_TARGETS", "1" if _x86 else "0")],
     cxx_std=17,

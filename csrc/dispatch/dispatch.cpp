@@ -24,6 +24,10 @@ bool cpu_has_avx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+bool cpu_has_avx512() {
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
 #endif
 
 // Lowest first; the best supported one is the default.
@@ -31,6 +35,7 @@ const Target kTargets[] = {
     {"generic", &generic::kernel_table, &always},
 #if PYATTN_HAVE_X86_TARGETS
     {"avx2", &avx2::kernel_table, &cpu_has_avx2},
+    {"avx512", &avx512::kernel_table, &cpu_has_avx512},
 #endif
 };
 constexpr int kNumTargets = sizeof(kTargets) / sizeof(kTargets[0]);

@@ -24,6 +24,7 @@ struct KernelTable {
 namespace generic { const KernelTable& kernel_table(); }
 #if PYATTN_HAVE_X86_TARGETS
 namespace avx2 { const KernelTable& kernel_table(); }
+namespace avx512 { const KernelTable& kernel_table(); }
 #endif
 
 struct DispatchInfo {

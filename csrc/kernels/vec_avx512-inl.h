@@ -1,0 +1,83 @@
+// AVX-512 (F, DQ, BW, VL: x86-64 "v4") implementation of the Vec layer:
+// 16 floats / 8 doubles per register, 32 registers. Included INSIDE the
+// avx512 target namespace, after its target pragma; no include guard.
+// Operations and NaN semantics as documented in vec_avx2-inl.h.
+
+struct Avx512F32 {
+  using T = float;
+  using R = __m512;
+  static constexpr int W = 16;
+
+  static R zero() { return _mm512_setzero_ps(); }
+  static R set1(T x) { return _mm512_set1_ps(x); }
+  static R load(const T* p) { return _mm512_loadu_ps(p); }
+  static void store(T* p, R x) { _mm512_storeu_ps(p, x); }
+  static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static R min(R a, R b) { return _mm512_min_ps(a, b); }
+  static T reduce_max(R a) {
+    __m256 m = _mm256_max_ps(_mm512_castps512_ps256(a),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+  }
+  static T reduce_sum(R a) {
+    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(a),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+  }
+  static R round(R x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R pow2n(R n) {
+    const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+  }
+  static R zero_if_less(R x, R threshold, R y) {
+    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_ps());
+  }
+};
+
+struct Avx512F64 {
+  using T = double;
+  using R = __m512d;
+  static constexpr int W = 8;
+
+  static R zero() { return _mm512_setzero_pd(); }
+  static R set1(T x) { return _mm512_set1_pd(x); }
+  static R load(const T* p) { return _mm512_loadu_pd(p); }
+  static void store(T* p, R x) { _mm512_storeu_pd(p, x); }
+  static R add(R a, R b) { return _mm512_add_pd(a, b); }
+  static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
+  static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  static R max(R a, R b) { return _mm512_max_pd(a, b); }
+  static R min(R a, R b) { return _mm512_min_pd(a, b); }
+  static T reduce_max(R a) {
+    __m256d m = _mm256_max_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
+    __m128d h = _mm_max_pd(_mm256_castpd256_pd128(m), _mm256_extractf128_pd(m, 1));
+    h = _mm_max_sd(h, _mm_unpackhi_pd(h, h));
+    return _mm_cvtsd_f64(h);
+  }
+  static T reduce_sum(R a) {
+    __m256d s = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+    h = _mm_add_sd(h, _mm_unpackhi_pd(h, h));
+    return _mm_cvtsd_f64(h);
+  }
+  static R round(R x) { return _mm512_roundscale_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R pow2n(R n) {
+    const __m512i i64 = _mm512_cvtepi32_epi64(_mm512_cvtpd_epi32(n));
+    const __m512i e = _mm512_add_epi64(i64, _mm512_set1_epi64(1023));
+    return _mm512_castsi512_pd(_mm512_slli_epi64(e, 52));
+  }
+  static R zero_if_less(R x, R threshold, R y) {
+    return _mm512_mask_mov_pd(y, _mm512_cmp_pd_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_pd());
+  }
+};

@@ -169,7 +169,7 @@ def prepare_mask(attn_mask, batch: tuple, L: int, S: int, dtype: np.dtype):
         # Keep finite biases finite: finfo(float64).min must stay "visible".
         f32 = np.finfo(np.float32)
         m = np.where(np.isinf(m), m, np.clip(m, f32.min, f32.max))
-    return np.ascontiguousarray(m, dtype=dtype)
+    return m.astype(dtype)
 
 
 def prepare_lengths(kv_lengths, batch: tuple, S: int):
@@ -201,7 +201,7 @@ def prepare_lengths(kv_lengths, batch: tuple, S: int):
         lo, hi = int(n.min()), int(n.max())
         if lo < 0 or hi > S:
             raise ValueError(f"kv_lengths must lie in [0, S={S}], got values in [{lo}, {hi}]")
-    return np.ascontiguousarray(n, dtype=np.int64)
+    return n.astype(np.int64, copy=False)
 
 
 def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:

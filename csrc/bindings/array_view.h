@@ -38,13 +38,17 @@ inline void add_operand(BatchLayoutBuilder& builder, const std::vector<int64_t>&
   if (static_cast<size_t>(a.ndim()) != nb + trailing)
     throw py::value_error(std::string(name) + ": wrong number of dimensions for this call");
   if (writable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
-  const std::vector<int64_t> s = element_strides(a, name);
+  std::vector<int64_t> s = element_strides(a, name);
+  // A size-1 dimension is read at index 0 only (or broadcast): stride 0.
+  // An empty array is never read at all.
+  for (size_t d = 0; d < s.size(); ++d)
+    if (a.shape(d) == 1 || a.size() == 0) s[d] = 0;
   std::vector<int64_t> bs(nb);
   for (size_t d = 0; d < nb; ++d) {
     const int64_t n = a.shape(d);
     if (n != batch[d] && n != 1)
       throw py::value_error(std::string(name) + ": batch shape does not broadcast");
-    bs[d] = (n == 1 && batch[d] != 1) ? 0 : s[d];
+    bs[d] = s[d];
   }
   view->data = const_cast<void*>(a.data());
   view->row_stride = trailing >= 1 ? s[nb] : 0;

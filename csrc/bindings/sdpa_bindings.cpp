@@ -50,7 +50,7 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
   add_operand(builder, batch, v, "value", 2, &p.v);
   add_operand(builder, batch, out, "out", 2, &p.out, /*writable=*/true);
   for (const auto& [view, a] : {std::pair{&p.q, &q}, {&p.k, &k}, {&p.v, &v}, {&p.out, &out}})
-    if (view->col_stride != 1 && a->shape(a->ndim() - 1) > 1)
+    if (view->col_stride != 1 && a->shape(a->ndim() - 1) > 1 && a->size() > 0)
       throw py::value_error("query/key/value/out: last dimension must have unit stride");
 
   py::array mask_a, len_a, w_a, lse_a;  // keep references alive
@@ -74,7 +74,7 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
     w_a = weights.cast<py::array>();
     if (!w_a.dtype().is(dt)) throw py::type_error("weights: wrong dtype");
     add_operand(builder, batch, w_a, "weights", 2, &p.weights, true);
-    if (p.weights.col_stride != 1 && p.S > 1) throw py::value_error("weights: last dimension must have unit stride");
+    if (p.weights.col_stride != 1 && p.S > 1 && w_a.size() > 0) throw py::value_error("weights: last dimension must have unit stride");
   }
   if (!lse.is_none()) {
     lse_a = lse.cast<py::array>();

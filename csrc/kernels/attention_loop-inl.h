@@ -104,6 +104,39 @@ inline void pack_value_rows(const T* v, int64_t v_row, int64_t j0, int64_t nk,
   }
 }
 
+// True if rows [0, nk) x columns [0, Ev) of b are all finite: x - x is 0
+// for finite x and NaN for inf/NaN, so the sum stays 0 only if all are.
+template <class V>
+inline bool all_finite(const typename V::T* b, int64_t ldb, int64_t nk, int64_t Ev) {
+  using T = typename V::T;
+  typename V::R vs = V::zero();
+  T ss = T(0);
+  for (int64_t j = 0; j < nk; ++j) {
+    const T* row = b + j * ldb;
+    int64_t c = 0;
+    for (; c + V::W <= Ev; c += V::W) {
+      const typename V::R x = V::load(row + c);
+      vs = V::add(vs, V::sub(x, x));
+    }
+    for (; c < Ev; ++c) ss += row[c] - row[c];
+  }
+  return V::reduce_sum(vs) + ss == T(0);
+}
+
+// acc[r] += sum_j P[r, j] V[j] over the j with P[r, j] != 0 only, so that a
+// NaN or inf value never reaches a row for which its key is hidden (0 * inf
+// would). Used only for value blocks that hold a non-finite number.
+template <class T>
+inline void pv_skip_zeros(const T* p, int64_t ldp, int64_t rows, int64_t nk, const T* b,
+                          int64_t ldb, int64_t Ev, T* acc, int64_t ldacc) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < nk; ++j) {
+      const T pj = p[r * ldp + j];
+      if (pj == T(0)) continue;
+      for (int64_t c = 0; c < Ev; ++c) acc[r * ldacc + c] += pj * b[j * ldb + c];
+    }
+}
+
 // Adds the explicit mask of one row to its scores s[0, nk).
 template <class V>
 inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, int64_t nk,
@@ -158,7 +191,9 @@ inline typename V::T softmax_step(typename V::T* s, int64_t ncols, typename V::T
 }
 
 // Runs work items [item_begin, item_end) of an attention op whose scores come
-// from `Scorer` (see DotScorer in sdpa-inl.h for the interface).
+// from `Scorer` (see DotScorer in sdpa-inl.h for the interface). An item is a
+// row group of one batch element; key blocks are aligned to k_block, packed
+// once per group, and scored tile by tile (q_block rows) against each.
 template <class V, class Shape, class Scorer>
 void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
                     int64_t item_begin, int64_t item_end, typename V::T* scratch) {
@@ -166,6 +201,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   constexpr int W = V::W;
   constexpr int PW = Scorer::kPanelWidth;  // score columns come in multiples of this
   static_assert(kPadElems % PW == 0, "panel width must divide kPadElems");
+  constexpr int kMaxTiles = 8;             // q_block tiles per row group (tiling.cpp)
 
   T* vp = scratch + t.off_v;
   T* st = scratch + t.off_s;
@@ -179,11 +215,14 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   const int64_t ld_s = round_up(t.k_block, kPadElems);
   const bool want_w = p.weights.data != nullptr;
   const int64_t mask_esz = p.mask_kind == MaskKind::boolean ? 1 : int64_t(sizeof(T));
+  // Values whose rows are whole vectors are read in place, else packed.
+  const bool v_in_place = Ev % W == 0 && ev_pad == Ev;
 
   for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t b = item / t.num_q_blocks;
-    const int64_t i0 = (item % t.num_q_blocks) * t.q_block;
-    const int64_t rows = imin(t.q_block, L - i0);
+    const int64_t b = item / t.num_groups;
+    const int64_t g0 = (item % t.num_groups) * t.group_rows;
+    const int64_t grows = imin(t.group_rows, L - g0);
+    const int64_t ntiles = ceil_div(grows, t.q_block);
 
     const T* v = static_cast<const T*>(p.v.data) + p.v.batch_offset(p.batch, b);
     T* out = static_cast<T*>(p.out.data) + p.out.batch_offset(p.batch, b);
@@ -194,86 +233,119 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
     const char* mask = p.mask_kind == MaskKind::none ? nullptr
         : static_cast<const char*>(p.mask.data) + p.mask.batch_offset(p.batch, b) * mask_esz;
 
-    // Visible interval of every row and their union.
+    // Union of the visible intervals of each tile's rows, and of the group.
+    int64_t tlo[kMaxTiles], thi[kMaxTiles];
     int64_t jlo = S, jhi = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      const KeyInterval iv = visible_keys(p.vis, i0 + r, L, n);
-      if (iv.hi > iv.lo) {
-        jlo = imin(jlo, iv.lo);
-        jhi = imax(jhi, iv.hi);
+    for (int64_t ti = 0; ti < ntiles; ++ti) {
+      tlo[ti] = S;
+      thi[ti] = 0;
+      const int64_t r1 = imin((ti + 1) * t.q_block, grows);
+      for (int64_t r = ti * t.q_block; r < r1; ++r) {
+        const KeyInterval iv = visible_keys(p.vis, g0 + r, L, n);
+        if (iv.hi > iv.lo) {
+          tlo[ti] = imin(tlo[ti], iv.lo);
+          thi[ti] = imax(thi[ti], iv.hi);
+        }
       }
+      jlo = imin(jlo, tlo[ti]);
+      jhi = imax(jhi, thi[ti]);
     }
 
-    scorer.begin_item(b, i0, rows);
-    for (int64_t r = 0; r < rows; ++r) {
+    scorer.begin_item(b, g0, grows);
+    for (int64_t r = 0; r < grows; ++r) {
       mrow[r] = neg_inf<T>();
       lrow[r] = T(0);
       for (int64_t c = 0; c < ev_pad; ++c) acc[r * ev_pad + c] = T(0);
+      if (want_w)
+        for (int64_t kb = 0; kb < t.num_k_blocks; ++kb) wmax[r * t.num_k_blocks + kb] = neg_inf<T>();
     }
 
-    int64_t blk = 0;  // index of the key block (for the weights rescale)
-    for (int64_t j0 = jlo; j0 < jhi; j0 += t.k_block, ++blk) {
-      const int64_t nk = imin(t.k_block, jhi - j0);
+    for (int64_t kb = jlo < jhi ? jlo / t.k_block : 0; kb * t.k_block < jhi; ++kb) {
+      // Keys [j0, j0 + nk): the aligned block cut to what the group can see.
+      const int64_t j0 = imax(kb * t.k_block, jlo);
+      const int64_t nk = imin((kb + 1) * t.k_block, jhi) - j0;
       const int64_t ncols = round_up(nk, PW);
-      scorer.scores(j0, nk, rows, st, ld_s);
-      for (int64_t r = 0; r < rows; ++r) {
-        T* s = st + r * ld_s;
-        const KeyInterval iv = visible_keys(p.vis, i0 + r, L, n);
-        const int64_t lo = imax(iv.lo - j0, 0), hi = imin(iv.hi - j0, nk);
-        if (hi <= lo) {  // row hidden in this whole block: contributes nothing
-          for (int64_t c = 0; c < ncols; ++c) s[c] = T(0);
-          if (want_w) wmax[r * t.num_k_blocks + blk] = neg_inf<T>();
+      scorer.pack_keys(j0, nk);
+      const T* vb = v + j0 * p.v.row_stride;
+      int64_t ldv = p.v.row_stride;
+      if (!v_in_place) {
+        pack_value_rows<T>(v, p.v.row_stride, j0, nk, Ev, ev_pad, vp);
+        vb = vp;
+        ldv = ev_pad;
+      }
+      const bool v_finite = all_finite<V>(vb, ldv, nk, Ev);
+      for (int64_t ti = 0; ti < ntiles; ++ti) {
+        if (thi[ti] <= j0 || tlo[ti] >= j0 + nk) continue;  // tile sees nothing here
+        const int64_t r0 = ti * t.q_block;
+        const int64_t rows = imin(t.q_block, grows - r0);
+        scorer.scores(r0, rows, nk, st, ld_s);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t gr = r0 + r;  // row within the group
+          T* s = st + r * ld_s;
+          const KeyInterval iv = visible_keys(p.vis, g0 + gr, L, n);
+          const int64_t lo = imax(iv.lo - j0, 0), hi = imin(iv.hi - j0, nk);
+          if (hi <= lo) {  // row hidden in this whole block: contributes nothing
+            for (int64_t c = 0; c < ncols; ++c) s[c] = T(0);
+            continue;
+          }
+          if (mask)
+            apply_mask_row<V>(p.mask_kind,
+                              mask + ((g0 + gr) * p.mask.row_stride + j0 * p.mask.col_stride) * mask_esz,
+                              p.mask.col_stride, nk, s);
+          for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
+          for (int64_t c = hi; c < ncols; ++c) s[c] = neg_inf<T>();
+          const T m_use = softmax_step<V>(s, ncols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);
+          if (want_w) {
+            T* w = wrows + (g0 + gr) * p.weights.row_stride + j0;
+            for (int64_t c = 0; c < nk; ++c) w[c] = s[c];
+            wmax[gr * t.num_k_blocks + kb] = m_use;
+          }
+        }
+        if (!v_finite) {  // rare: keep a hidden NaN/inf value out of rows that cannot see it
+          pv_skip_zeros<T>(st, ld_s, rows, nk, vb, ldv, Ev, acc + r0 * ev_pad, ev_pad);
           continue;
         }
-        if (mask)
-          apply_mask_row<V>(p.mask_kind,
-                            mask + ((i0 + r) * p.mask.row_stride + j0 * p.mask.col_stride) * mask_esz,
-                            p.mask.col_stride, nk, s);
-        for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
-        for (int64_t c = hi; c < ncols; ++c) s[c] = neg_inf<T>();
-        const T m_use = softmax_step<V>(s, ncols, mrow + r, lrow + r, acc + r * ev_pad, ev_pad);
-        if (want_w) {
-          T* w = wrows + (i0 + r) * p.weights.row_stride + j0;
-          for (int64_t c = 0; c < nk; ++c) w[c] = s[c];
-          wmax[r * t.num_k_blocks + blk] = m_use;
-        }
-      }
-      pack_value_rows<T>(v, p.v.row_stride, j0, nk, Ev, ev_pad, vp);
-      for (int64_t r0 = 0; r0 < rows; r0 += Shape::pv_mr) {
-        const int mr = static_cast<int>(imin(Shape::pv_mr, rows - r0));
-        for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {
-          const int nvec = static_cast<int>(imin(Shape::pv_nc, (ev_pad - c0) / W));
-          pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + r0 * ld_s, ld_s, nk,
-                                                 vp + c0, ev_pad, acc + r0 * ev_pad + c0, ev_pad);
+        for (int64_t m0 = 0; m0 < rows; m0 += Shape::pv_mr) {
+          const int mr = static_cast<int>(imin(Shape::pv_mr, rows - m0));
+          for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {
+            const int nvec = static_cast<int>(imin(Shape::pv_nc, (ev_pad - c0) / W));
+            pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + m0 * ld_s, ld_s, nk, vb + c0, ldv,
+                                                   acc + (r0 + m0) * ev_pad + c0, ev_pad);
+          }
         }
       }
     }
 
     // Normalise; write out, lse and weights.
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r;
-      const T l = lrow[r];
+    for (int64_t gr = 0; gr < grows; ++gr) {
+      const int64_t i = g0 + gr;
+      const T l = lrow[gr];
       const bool empty = l == T(0);
       const T inv = empty ? T(0) : T(1) / l;
       T* o = out + i * p.out.row_stride;
-      const T* a = acc + r * ev_pad;
+      const T* a = acc + gr * ev_pad;
       for (int64_t c = 0; c < Ev; ++c) o[c] = a[c] * inv;
       if (p.lse.data) {
         T* lse = static_cast<T*>(p.lse.data) + p.lse.batch_offset(p.batch, b);
-        lse[i * p.lse.row_stride] = empty ? neg_inf<T>() : mrow[r] + std::log(l);
+        lse[i * p.lse.row_stride] = empty ? neg_inf<T>() : mrow[gr] + std::log(l);
       }
       if (want_w) {
+        // Blocks this row's tile processed hold exp(s - m_block); rescale
+        // them to exp(s - m) / l. Everything else is an exact 0.
         T* w = wrows + i * p.weights.row_stride;
-        const T m_fin = mrow[r] == neg_inf<T>() ? T(0) : mrow[r];
-        for (int64_t c = 0; c < imin(jlo, S); ++c) w[c] = T(0);
-        int64_t bi = 0;
-        for (int64_t j0 = jlo; j0 < jhi; j0 += t.k_block, ++bi) {
-          const int64_t nk = imin(t.k_block, jhi - j0);
-          const T wm = wmax[r * t.num_k_blocks + bi];
-          const T f = (empty || wm == neg_inf<T>()) ? T(0) : std::exp(wm - m_fin) * inv;
-          for (int64_t c = 0; c < nk; ++c) w[j0 + c] = f == T(0) ? T(0) : w[j0 + c] * f;
+        const T m_fin = mrow[gr] == neg_inf<T>() ? T(0) : mrow[gr];
+        int64_t done = 0;  // columns [0, done) are final
+        for (int64_t kb = 0; kb < t.num_k_blocks; ++kb) {
+          const T wm = wmax[gr * t.num_k_blocks + kb];
+          if (empty || wm == neg_inf<T>()) continue;
+          const int64_t j0 = imax(kb * t.k_block, jlo);
+          const int64_t j1 = imin((kb + 1) * t.k_block, jhi);
+          for (int64_t c = done; c < j0; ++c) w[c] = T(0);
+          const T f = std::exp(wm - m_fin) * inv;
+          for (int64_t c = j0; c < j1; ++c) w[c] *= f;
+          done = j1;
         }
-        for (int64_t c = imax(jhi, jlo); c < S; ++c) w[c] = T(0);
+        for (int64_t c = done; c < S; ++c) w[c] = T(0);
       }
     }
   }

@@ -62,42 +62,48 @@ inline void pack_key_panels(const T* k, int64_t k_row, int64_t j0, int64_t nk,
   }
 }
 
+// The Scorer interface the shared loop uses:
+//   kPanelWidth                 score columns come in multiples of it;
+//   begin_item(b, g0, rows)     prepare query rows [g0, g0 + rows) of batch b;
+//   pack_keys(j0, nk)           prepare keys [j0, j0 + nk) (once per key block);
+//   scores(r0, rows, nk, st, ld_s)  scores of group rows [r0, r0 + rows)
+//                               against the packed keys into st (row stride
+//                               ld_s), round_up(nk, kPanelWidth) columns.
 template <class V, class Shape>
 struct DotScorer {
   using T = typename V::T;
   static constexpr int kPanelWidth = Shape::qk_nr * V::W;
 
   const SdpaParams& p;
-  T* qs;            // rows x E, scaled query block
-  T* kp;            // packed key panels
+  T* qs;            // group rows x E, scaled queries
+  T* kp;            // packed key panels of the current block
   const T* k = nullptr;
-  int64_t rows = 0;
 
   DotScorer(const SdpaParams& params, const Tiling& t, T* scratch)
       : p(params), qs(scratch + t.off_q), kp(scratch + t.off_k) {}
 
-  void begin_item(int64_t b, int64_t i0, int64_t nrows) {
-    rows = nrows;
+  void begin_item(int64_t b, int64_t g0, int64_t rows) {
     const T* q = static_cast<const T*>(p.q.data) + p.q.batch_offset(p.batch, b);
     k = static_cast<const T*>(p.k.data) + p.k.batch_offset(p.batch, b);
     const T scale = static_cast<T>(p.scale);
     for (int64_t r = 0; r < rows; ++r) {
-      const T* src = q + (i0 + r) * p.q.row_stride;
+      const T* src = q + (g0 + r) * p.q.row_stride;
       for (int64_t e = 0; e < p.E; ++e) qs[r * p.E + e] = src[e] * scale;
     }
   }
 
-  // Scores of the item's rows against keys [j0, j0 + nk) into st (ld_s),
-  // round_up(nk, kPanelWidth) columns.
-  void scores(int64_t j0, int64_t nk, int64_t nrows, T* st, int64_t ld_s) {
+  void pack_keys(int64_t j0, int64_t nk) {
+    pack_key_panels<T, kPanelWidth>(k, p.k.row_stride, j0, nk, p.E, kp);
+  }
+
+  void scores(int64_t r0, int64_t rows, int64_t nk, T* st, int64_t ld_s) const {
     const int64_t E = p.E;
     const int64_t ncols = round_up(nk, kPanelWidth);
-    pack_key_panels<T, kPanelWidth>(k, p.k.row_stride, j0, nk, E, kp);
-    for (int64_t r0 = 0; r0 < nrows; r0 += Shape::qk_mr) {
-      const int mr = static_cast<int>(imin(Shape::qk_mr, nrows - r0));
+    for (int64_t m0 = 0; m0 < rows; m0 += Shape::qk_mr) {
+      const int mr = static_cast<int>(imin(Shape::qk_mr, rows - m0));
       for (int64_t c0 = 0; c0 < ncols; c0 += kPanelWidth)
-        qk_rows<V, Shape::qk_mr, Shape::qk_nr>(mr, qs + r0 * E, E, kp + c0 * E, E,
-                                               st + r0 * ld_s + c0, ld_s);
+        qk_rows<V, Shape::qk_mr, Shape::qk_nr>(mr, qs + (r0 + m0) * E, E, kp + c0 * E, E,
+                                               st + m0 * ld_s + c0, ld_s);
     }
   }
 };

@@ -27,31 +27,39 @@ bool mul_ok(int64_t a, int64_t b, int64_t* r) {
 bool make_sdpa_tiling(int64_t batch_count, int64_t L, int64_t S, int64_t E,
                       int64_t Ev, size_t elem_size, bool want_weights,
                       Tiling* t) {
-  // Query block: enough rows to reuse each packed key/value block many times.
-  t->q_block = std::max<int64_t>(1, std::min<int64_t>(L, 64));
+  // Score tile height: a multiple of every ISA's register-tile height
+  // (4, 6, 12) that keeps the q_block x k_block score tile in L2.
+  t->q_block = std::max<int64_t>(1, std::min<int64_t>(L, 96));
+  // Row group: up to 8 score tiles share each packed key block, but keep at
+  // least ~16 work items when the batch is small so two or more threads
+  // stay busy (the grouping never changes a row's arithmetic).
+  const int64_t nqb = ceil_div(L, t->q_block);
+  int64_t per_group = std::min<int64_t>(8, nqb);
+  while (per_group > 1 && batch_count * ceil_div(nqb, per_group) < 16) per_group /= 2;
+  t->group_rows = per_group * t->q_block;
   // Key block: the packed K and V panels plus the score tile should stay in
   // L2 (>= 1 MiB on every x86 core of the last decade).
   const int64_t row_bytes = (E + Ev) * static_cast<int64_t>(elem_size);
   int64_t kb = row_bytes <= 1024 ? 256 : 128;
   kb = std::min<int64_t>(kb, round_up(std::max<int64_t>(S, 1), kPadElems));
   t->k_block = kb;
-  t->num_q_blocks = ceil_div(L, t->q_block);
+  t->num_groups = ceil_div(L, t->group_rows);
   t->num_k_blocks = ceil_div(S, t->k_block);
-  if (!mul_ok(batch_count, t->num_q_blocks, &t->items)) return false;
+  if (!mul_ok(batch_count, t->num_groups, &t->items)) return false;
 
   t->ev_pad = round_up(std::max<int64_t>(Ev, 1), kPadElems);
   const int64_t kpad = round_up(t->k_block, kPadElems);
-  const int64_t qb = t->q_block;
+  const int64_t qb = t->q_block, gr = t->group_rows;
   int64_t cur = 0, n = 0;
-  bool ok = mul_ok(qb, E, &n) && take(n, elem_size, &cur, &t->off_q);
+  bool ok = mul_ok(gr, E, &n) && take(n, elem_size, &cur, &t->off_q);
   ok = ok && mul_ok(kpad, std::max<int64_t>(E, 1), &n) && take(n, elem_size, &cur, &t->off_k);
   ok = ok && mul_ok(t->k_block, t->ev_pad, &n) && take(n, elem_size, &cur, &t->off_v);
   ok = ok && mul_ok(qb, kpad, &n) && take(n, elem_size, &cur, &t->off_s);
-  ok = ok && mul_ok(qb, t->ev_pad, &n) && take(n, elem_size, &cur, &t->off_acc);
-  ok = ok && take(qb, elem_size, &cur, &t->off_m);
-  ok = ok && take(qb, elem_size, &cur, &t->off_l);
+  ok = ok && mul_ok(gr, t->ev_pad, &n) && take(n, elem_size, &cur, &t->off_acc);
+  ok = ok && take(gr, elem_size, &cur, &t->off_m);
+  ok = ok && take(gr, elem_size, &cur, &t->off_l);
   n = 0;
-  ok = ok && (!want_weights || mul_ok(qb, t->num_k_blocks, &n));
+  ok = ok && (!want_weights || mul_ok(gr, t->num_k_blocks, &n));
   ok = ok && take(n, elem_size, &cur, &t->off_wmax);
   t->scratch_elems = cur;
   return ok;

@@ -19,22 +19,27 @@ constexpr int64_t kPadElems = 32;
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 
+// A work item is a "row group" of up to group_rows query rows of one batch
+// element. Key blocks are aligned to multiples of k_block; each is packed
+// once per row group and used by all its q_block-row blocks, so packing costs
+// (E + Ev) / group_rows per score instead of per q_block.
 struct Tiling {
-  int64_t q_block = 1;       // query rows per work item
-  int64_t k_block = 1;       // keys per inner block (multiple of kPadElems)
-  int64_t num_q_blocks = 0;  // ceil(L / q_block)
+  int64_t q_block = 1;       // query rows scored together (score tile height)
+  int64_t group_rows = 1;    // query rows per work item (multiple of q_block)
+  int64_t k_block = 1;       // keys per block (multiple of kPadElems)
+  int64_t num_groups = 0;    // ceil(L / group_rows)
   int64_t num_k_blocks = 0;  // ceil(S / k_block)
-  int64_t items = 0;         // batch.count * num_q_blocks
+  int64_t items = 0;         // batch.count * num_groups
 
   // Per-thread scratch layout, offsets in elements of the compute type.
-  int64_t off_q = 0;         // q_block x E        scaled query block
-  int64_t off_k = 0;         // k_block_pad x E    packed key panels
-  int64_t off_v = 0;         // k_block x Ev_pad   packed value rows
+  int64_t off_q = 0;         // group_rows x E       scaled queries
+  int64_t off_k = 0;         // k_block_pad x E      packed key panels
+  int64_t off_v = 0;         // k_block x Ev_pad     packed value rows
   int64_t off_s = 0;         // q_block x k_block_pad  scores / probabilities
-  int64_t off_acc = 0;       // q_block x Ev_pad   output accumulator
-  int64_t off_m = 0;         // q_block            running max
-  int64_t off_l = 0;         // q_block            running sum
-  int64_t off_wmax = 0;      // q_block x num_k_blocks  (only with weights)
+  int64_t off_acc = 0;       // group_rows x Ev_pad  output accumulator
+  int64_t off_m = 0;         // group_rows           running max
+  int64_t off_l = 0;         // group_rows           running sum
+  int64_t off_wmax = 0;      // group_rows x num_k_blocks  (only with weights)
   int64_t scratch_elems = 0; // total per thread
   int64_t ev_pad = 0;
 };

@@ -5,8 +5,12 @@
 // The operations every Vec provides (kernels use nothing else):
 //   zero set1 load store add sub mul fma(a,b,c)=a*b+c max min
 //   reduce_max reduce_sum round pow2n zero_if_less
+//   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
+//   recip(x) ~ 1/x   abs(x)   copysign(mag,sgn) = |mag| with the sign of sgn
 // max/min return the SECOND operand when either is NaN (x86 semantics), so
 // max(running, x) / min(limit, x) propagate a NaN x.
+// recip: float = rcp estimate (12 bits) + one Newton step, within 2 ulp of
+// 1/x for 2^-125 < |x| < 2^125 (outside that range use div); double = div.
 
 struct Avx2F32 {
   using T = float;
@@ -43,6 +47,19 @@ struct Avx2F32 {
   static R zero_if_less(R x, R threshold, R y) {
     return _mm256_andnot_ps(_mm256_cmp_ps(x, threshold, _CMP_LT_OQ), y);
   }
+  static R select_less(R x, R threshold, R a, R b) {
+    return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, threshold, _CMP_LT_OQ));
+  }
+  static R div(R a, R b) { return _mm256_div_ps(a, b); }
+  static R recip(R x) {
+    const R r = _mm256_rcp_ps(x);
+    return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(x, r, _mm256_set1_ps(1.0f)), r);
+  }
+  static R abs(R x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+  static R copysign(R mag, R sgn) {
+    const R sign = _mm256_set1_ps(-0.0f);
+    return _mm256_or_ps(_mm256_andnot_ps(sign, mag), _mm256_and_ps(sign, sgn));
+  }
 };
 
 struct Avx2F64 {
@@ -78,5 +95,15 @@ struct Avx2F64 {
   }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm256_andnot_pd(_mm256_cmp_pd(x, threshold, _CMP_LT_OQ), y);
+  }
+  static R select_less(R x, R threshold, R a, R b) {
+    return _mm256_blendv_pd(b, a, _mm256_cmp_pd(x, threshold, _CMP_LT_OQ));
+  }
+  static R div(R a, R b) { return _mm256_div_pd(a, b); }
+  static R recip(R x) { return _mm256_div_pd(_mm256_set1_pd(1.0), x); }
+  static R abs(R x) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), x); }
+  static R copysign(R mag, R sgn) {
+    const R sign = _mm256_set1_pd(-0.0);
+    return _mm256_or_pd(_mm256_andnot_pd(sign, mag), _mm256_and_pd(sign, sgn));
   }
 };

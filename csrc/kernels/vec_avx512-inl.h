@@ -1,7 +1,9 @@
 // AVX-512 (F, DQ, BW, VL: x86-64 "v4") implementation of the Vec layer:
 // 16 floats / 8 doubles per register, 32 registers. Included INSIDE the
 // avx512 target namespace, after its target pragma; no include guard.
-// Operations and NaN semantics as documented in vec_avx2-inl.h.
+// Operations and NaN semantics as documented in vec_avx2-inl.h; recip is an
+// rcp14 estimate refined by Newton steps (one for float, two for double),
+// within 2 ulp of 1/x for 2^-125 < |x| < 2^125 (float) / 2^-1021 < |x| < 2^1021.
 
 struct Avx512F32 {
   using T = float;
@@ -42,6 +44,22 @@ struct Avx512F32 {
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_ps());
   }
+  static R select_less(R x, R threshold, R a, R b) {
+    return _mm512_mask_mov_ps(b, _mm512_cmp_ps_mask(x, threshold, _CMP_LT_OQ), a);
+  }
+  static R div(R a, R b) { return _mm512_div_ps(a, b); }
+  // rcp14 estimate + one Newton step.
+  static R recip(R x) {
+    const R r = _mm512_rcp14_ps(x);
+    return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(1.0f)), r);
+  }
+  static R abs(R x) { return _mm512_abs_ps(x); }
+  static R copysign(R mag, R sgn) {
+    // (mag & ~sign) | (sgn & sign): ternary logic 0xCA = A ? B : C with A = the sign mask.
+    const __m512i sign = _mm512_set1_epi32(int32_t(0x80000000u));
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(sign, _mm512_castps_si512(sgn),
+                                                         _mm512_castps_si512(mag), 0xCA));
+  }
 };
 
 struct Avx512F64 {
@@ -79,5 +97,22 @@ struct Avx512F64 {
   }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_pd(y, _mm512_cmp_pd_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_pd());
+  }
+  static R select_less(R x, R threshold, R a, R b) {
+    return _mm512_mask_mov_pd(b, _mm512_cmp_pd_mask(x, threshold, _CMP_LT_OQ), a);
+  }
+  static R div(R a, R b) { return _mm512_div_pd(a, b); }
+  // rcp14 estimate + two Newton steps.
+  static R recip(R x) {
+    const R one = _mm512_set1_pd(1.0);
+    R r = _mm512_rcp14_pd(x);
+    r = _mm512_fmadd_pd(r, _mm512_fnmadd_pd(x, r, one), r);
+    return _mm512_fmadd_pd(r, _mm512_fnmadd_pd(x, r, one), r);
+  }
+  static R abs(R x) { return _mm512_abs_pd(x); }
+  static R copysign(R mag, R sgn) {
+    const __m512i sign = _mm512_set1_epi64(int64_t(0x8000000000000000ull));
+    return _mm512_castsi512_pd(_mm512_ternarylogic_epi64(sign, _mm512_castpd_si512(sgn),
+                                                         _mm512_castpd_si512(mag), 0xCA));
   }
 };

@@ -43,4 +43,12 @@ struct ScalarVec {
   }
   // (x < threshold) ? 0 : y  -- false for NaN x, so NaN survives.
   static R zero_if_less(R x, R threshold, R y) { return x < threshold ? T(0) : y; }
+  // (x < threshold) ? a : b  -- b for NaN x.
+  static R select_less(R x, R threshold, R a, R b) { return x < threshold ? a : b; }
+  static R div(R a, R b) { return a / b; }
+  // 1/x (exact here; the SIMD Vecs may refine an estimate: see vec_avx2-inl.h).
+  static R recip(R x) { return T(1) / x; }
+  static R abs(R x) { return std::fabs(x); }
+  // |mag| with the sign of sgn.
+  static R copysign(R mag, R sgn) { return std::copysign(mag, sgn); }
 };

@@ -1,0 +1,239 @@
+"""pyattn.scaled_dot_product_attention against the float64 reference, per ISA."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pyattn
+from helpers import (
+    LOW_PRECISION,
+    assert_matches_reference,
+    finfo_min,
+    qkv,
+    random_array,
+    sdpa_cases,
+)
+
+sdpa = pyattn.scaled_dot_product_attention
+FLOATS = [np.dtype(np.float32), np.dtype(np.float64)]
+
+
+def check(case):
+    """Run one case on the fast path, check inputs untouched and the result."""
+    before = case.copies()
+    result = sdpa(case.q, case.k, case.v, **case.kwargs)
+    case.assert_unchanged(before)
+    return assert_matches_reference(result, case.q, case.k, case.v, **case.kwargs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@settings(max_examples=120)
+@given(data=st.data())
+def test_random_cases(isa, dtype, data):
+    check(data.draw(sdpa_cases(dtype=dtype, max_L=24, max_S=40, max_E=40, max_Ev=24)))
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@settings(max_examples=60)
+@given(data=st.data())
+def test_random_cases_low_precision(isa, dtype, data):
+    check(data.draw(sdpa_cases(dtype=dtype, max_L=16, max_S=40, max_E=40, max_Ev=16,
+                               use_finfo_min=False)))
+
+
+@pytest.mark.parametrize("dtype", FLOATS + LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("B, H, L, S, E, Ev, kwargs", [
+    (1, 2, 97, 1025, 59, 59, {}),
+    (1, 1, 97, 1025, 59, 31, dict(is_causal="lower_right", window=(100, None))),
+    (2, 1, 97, 97, 59, 59, dict(is_causal=True, return_weights=True, return_lse=True)),
+    (3, 2, 13, 17, 5, 7, dict(window=(3, 2), return_lse=True)),
+    (2, 3, 1, 1025, 128, 128, dict(is_causal="lower_right", kv_lengths=np.array([1025, 700]))),
+    (1, 2, 33, 300, 256, 256, dict(is_causal=True)),
+])
+def test_odd_and_large_sizes(isa, dtype, B, H, L, S, E, Ev, kwargs):
+    q, k, v = qkv(np.random.default_rng(L * S + E), (B, H), L, S, E, Ev, dtype)
+    assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("dim", ["B", "H", "L", "S", "E", "Ev"])
+@pytest.mark.parametrize("size", [0, 1])
+def test_every_dim_zero_and_one(isa, dim, size):
+    shape = dict(B=2, H=3, L=5, S=6, E=4, Ev=3)
+    shape[dim] = size
+    B, H, L, S, E, Ev = shape.values()
+    rng = np.random.default_rng(11)
+    q, k, v = qkv(rng, (B, H), L, S, E, Ev)
+    kwargs = dict(is_causal="lower_right", attn_mask=rng.random((H, L, S)) < 0.8,
+                  kv_lengths=rng.integers(0, S + 1, size=(B,)), return_weights=True,
+                  return_lse=True)
+    assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("q_batch, kv_batch, mask_shape, kv_lengths", [
+    ((2, 3), (3,), (5, 7), None),
+    ((1, 3), (2, 1), (3, 1, 7), np.array([4, 7])),            # 1-D: first batch dim
+    ((3,), (2, 1), (1, 5, 1), np.array([[2], [7]])),
+    ((2, 1, 3), (1, 4, 1), (4, 1, 5, 7), np.array(5)),
+    ((2, 3), (2, 3), (7,), np.array([[1, 2, 3], [4, 5, 6]])),  # mask of one dim
+])
+def test_batch_broadcasting(isa, dtype, q_batch, kv_batch, mask_shape, kv_lengths):
+    rng = np.random.default_rng(12)
+    q = random_array(rng, q_batch + (5, 8), dtype)
+    k = random_array(rng, kv_batch + (7, 8), dtype)
+    v = random_array(rng, kv_batch + (7, 6), dtype)
+    for mask in (rng.random(mask_shape) < 0.7, random_array(rng, mask_shape, dtype)):
+        kwargs = dict(attn_mask=mask, kv_lengths=kv_lengths, return_weights=True,
+                      return_lse=True)
+        assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_fused_qkv_views(isa, dtype):
+    B, L, H, E = 2, 37, 3, 16
+    fused = random_array(np.random.default_rng(13), (B, L, 3, H, E), dtype)
+    before = fused.copy()
+    q, k, v = (fused[:, :, i].transpose(0, 2, 1, 3) for i in range(3))   # (B, H, L, E)
+    assert q.strides[-1] == fused.itemsize and not q.flags.c_contiguous
+    for kwargs in (dict(is_causal=True), dict(window=(4, 4), return_lse=True)):
+        assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+    np.testing.assert_array_equal(fused, before)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_strided_views(isa, dtype):
+    rng = np.random.default_rng(14)
+    big = random_array(rng, (2, 4, 30, 24), dtype)
+    q = big[:, ::2, ::3, 1:9]      # row stride 3, sliced features
+    k = big[::-1, 1::2, 2:, :16:2]  # reversed batch, feature stride 2
+    v = big[:, 1::2, 2:, 5:11]
+    kwargs = dict(is_causal="lower_right", return_weights=True)
+    assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("layout", ["every_other_column", "transposed", "row_slice"])
+def test_out_views(isa, dtype, layout):
+    B, H, L, S, E, Ev = 2, 3, 9, 11, 8, 5
+    q, k, v = qkv(np.random.default_rng(15), (B, H), L, S, E, Ev, dtype)
+    sentinel = np.array(7.5, dtype)
+    if layout == "every_other_column":
+        base = np.full((B, H, L, 2 * Ev), sentinel)
+        out, rest = base[..., ::2], base[..., 1::2]
+    elif layout == "transposed":
+        base = np.full((B, L, H, Ev), sentinel)
+        out, rest = base.transpose(0, 2, 1, 3), base[:0]
+    else:
+        base = np.full((B, H, L + 3, Ev), sentinel)
+        out, rest = base[:, :, 1:L + 1], base[:, :, [0, L + 1, L + 2]]
+    result = sdpa(q, k, v, is_causal=True, out=out)
+    assert result is out
+    assert_matches_reference(out, q, k, v, is_causal=True)
+    assert (rest == sentinel).all()
+
+
+MASKS = ["none", "bool", "float"]
+CAUSAL = [False, "upper_left", "lower_right"]
+WINDOWS = [None, 5, (3, None), (None, 2)]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("mask_kind", MASKS)
+@pytest.mark.parametrize("is_causal", CAUSAL)
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_rule_combinations(isa, dtype, mask_kind, is_causal, window, with_lengths):
+    rng = np.random.default_rng(16)
+    B, H, L, S = 2, 2, 33, 47
+    q, k, v = qkv(rng, (B, H), L, S, 16, 12, dtype)
+    kwargs = dict(is_causal=is_causal, window=window, return_weights=True, return_lse=True)
+    if mask_kind == "bool":
+        kwargs["attn_mask"] = rng.random((H, L, S)) < 0.7
+    elif mask_kind == "float":
+        mask = random_array(rng, (B, 1, L, S), dtype)
+        mask[rng.random(mask.shape) < 0.2] = -np.inf
+        mask[rng.random(mask.shape) < 0.1] = finfo_min(dtype)
+        kwargs["attn_mask"] = mask
+    if with_lengths:
+        kwargs["kv_lengths"] = np.array([S, 20])
+    assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("hq, hkv", [(8, 2), (6, 3), (4, 1), (3, 3)])
+def test_gqa(isa, dtype, hq, hkv):
+    rng = np.random.default_rng(17)
+    q = random_array(rng, (2, hq, 19, 16), dtype)
+    k = random_array(rng, (2, hkv, 23, 16), dtype)
+    v = random_array(rng, (1, hkv, 23, 8), dtype)
+    kwargs = dict(enable_gqa=True, is_causal="lower_right", kv_lengths=np.array([23, 9]),
+                  attn_mask=rng.random((hq, 19, 23)) < 0.8, return_weights=True,
+                  return_lse=True)
+    assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_return_forms(isa, dtype):
+    q, k, v = qkv(np.random.default_rng(18), (2,), 4, 6, 8, 5, dtype)
+    assert isinstance(sdpa(q, k, v), np.ndarray)
+    for rw, rl, n in [(True, False, 2), (False, True, 2), (True, True, 3)]:
+        result = sdpa(q, k, v, return_weights=rw, return_lse=rl)
+        assert isinstance(result, tuple) and len(result) == n
+        assert_matches_reference(result, q, k, v, return_weights=rw, return_lse=rl)
+
+
+@pytest.mark.parametrize("mask_dtype", [np.float16, np.float64], ids=str)
+def test_mask_of_another_float_dtype(isa, mask_dtype):
+    rng = np.random.default_rng(19)
+    q, k, v = qkv(rng, (2,), 7, 9, 8)
+    mask = rng.standard_normal((7, 9)).astype(mask_dtype)
+    mask[2, 3:] = -np.inf
+    assert_matches_reference(sdpa(q, k, v, attn_mask=mask), q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_fully_masked_rows(isa, dtype):
+    rng = np.random.default_rng(20)
+    q, k, v = qkv(rng, (2,), 6, 9, 8, 4, dtype)
+    keep = rng.random((2, 6, 9)) < 0.6
+    keep[0, 2] = False
+    bias = np.where(keep, 0.0, -np.inf).astype(dtype)
+    for kwargs in (dict(attn_mask=keep), dict(attn_mask=bias),
+                   dict(is_causal="lower_right", kv_lengths=np.array([3, 0])),
+                   dict(window=(0, 0), kv_lengths=np.array([2, 9]))):
+        out, w, lse = sdpa(q, k, v, return_weights=True, return_lse=True, **kwargs)
+        assert not np.isnan(out).any() and not np.isnan(w).any() and not np.isnan(lse).any()
+        assert_matches_reference((out, w, lse), q, k, v, return_weights=True,
+                                 return_lse=True, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("where", ["query", "key", "value"])
+@pytest.mark.parametrize("is_causal", [False, "upper_left", "lower_right"])
+def test_nan_propagates_to_affected_rows_only(isa, dtype, where, is_causal):
+    rng = np.random.default_rng(21)
+    q, k, v = qkv(rng, (2,), 10, 13, 8, 6, dtype)
+    target = dict(query=q, key=k, value=v)[where]
+    target[1, 6, 2] = np.nan     # batch 1, row/key 6, feature 2
+    kwargs = dict(is_causal=is_causal, kv_lengths=np.array([13, 12]), return_lse=True)
+    # assert_close checks that NaN sits at exactly the reference's places.
+    got, _ = assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+    nan_rows = np.isnan(got["out"]).any(-1)
+    assert not nan_rows[0].any() and nan_rows[1, 6]
+    if where == "query":
+        assert nan_rows[1].sum() == 1
+    elif is_causal:                  # rows that cannot see key 6 stay finite
+        assert not nan_rows[1, :4].any()
+
+
+def test_inputs_are_not_modified(isa):
+    rng = np.random.default_rng(22)
+    q, k, v = qkv(rng, (2, 3), 17, 29, 8, 8)
+    mask = rng.standard_normal((3, 17, 29)).astype(np.float32)
+    lengths = np.array([29, 5])
+    copies = [a.copy() for a in (q, k, v, mask, lengths)]
+    sdpa(q, k, v, attn_mask=mask, kv_lengths=lengths, is_causal="lower_right",
+         return_weights=True, return_lse=True)
+    for a, c in zip((q, k, v, mask, lengths), copies):
+        np.testing.assert_array_equal(a, c)

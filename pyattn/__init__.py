@@ -12,9 +12,11 @@ from . import reference
 from ._config import __version__, get_config, get_num_threads, set_num_threads, show_config
 from ._config import warn_if_isa_refused as _warn_if_isa_refused
 from .attention import scaled_dot_product_attention
+from .merge import merge_attention_states
 
 __all__ = [
     "scaled_dot_product_attention",
+    "merge_attention_states",
     "set_num_threads",
     "get_num_threads",
     "get_config",

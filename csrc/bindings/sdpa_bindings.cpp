@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "array_view.h"
+#include "attention_args.h"
 #include "bindings.h"
 #include "pyattn/sdpa.h"
 
@@ -16,13 +17,7 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
           const py::object& lse, double scale, bool causal, bool lower_right,
           int64_t window_left, int64_t window_right, int num_threads) {
   SdpaParams p;
-  if (has_dtype<float>(q)) {
-    p.dtype = DType::f32;
-  } else if (has_dtype<double>(q)) {
-    p.dtype = DType::f64;
-  } else {
-    throw py::type_error("query: dtype must be float32 or float64");
-  }
+  p.dtype = dtype_of(q, "query");
   const py::dtype dt = q.dtype();
   for (const py::array* a : {&k, &v, &out})
     if (!a->dtype().is(dt)) throw py::type_error("query, key, value and out must share one dtype");
@@ -38,11 +33,7 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
       out.shape(nb) != p.L || out.shape(nb + 1) != p.Ev)
     throw py::value_error("query/key/value/out: inconsistent trailing shapes");
   p.scale = scale;
-  p.vis.causal = causal;
-  p.vis.lower_right = lower_right;
-  p.vis.window_left = window_left;
-  p.vis.window_right = window_right;
-  p.num_threads = num_threads;
+  set_visibility(p, causal, lower_right, window_left, window_right, num_threads);
 
   BatchLayoutBuilder builder(batch);
   add_operand(builder, batch, q, "query", 2, &p.q);
@@ -53,34 +44,11 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
     if (view->col_stride != 1 && a->shape(a->ndim() - 1) > 1 && a->size() > 0)
       throw py::value_error("query/key/value/out: last dimension must have unit stride");
 
-  py::array mask_a, len_a, w_a, lse_a;  // keep references alive
-  if (!mask.is_none()) {
-    mask_a = mask.cast<py::array>();
-    if (has_dtype<bool>(mask_a)) {
-      p.mask_kind = MaskKind::boolean;
-    } else if (mask_a.dtype().is(dt)) {
-      p.mask_kind = MaskKind::additive;
-    } else {
-      throw py::type_error("attn_mask: dtype must be bool or the dtype of query");
-    }
-    add_operand(builder, batch, mask_a, "attn_mask", 2, &p.mask);
-  }
-  if (!lengths.is_none()) {
-    len_a = lengths.cast<py::array>();
-    if (!has_dtype<int64_t>(len_a)) throw py::type_error("kv_lengths: dtype must be int64");
-    add_operand(builder, batch, len_a, "kv_lengths", 0, &p.vis.lengths);
-  }
-  if (!weights.is_none()) {
-    w_a = weights.cast<py::array>();
-    if (!w_a.dtype().is(dt)) throw py::type_error("weights: wrong dtype");
-    add_operand(builder, batch, w_a, "weights", 2, &p.weights, true);
-    if (p.weights.col_stride != 1 && p.S > 1 && w_a.size() > 0) throw py::value_error("weights: last dimension must have unit stride");
-  }
-  if (!lse.is_none()) {
-    lse_a = lse.cast<py::array>();
-    if (!lse_a.dtype().is(dt)) throw py::type_error("lse: wrong dtype");
-    add_operand(builder, batch, lse_a, "lse", 1, &p.lse, true);
-  }
+  SharedOperands keep;
+  add_shared_operands(p, builder, batch, dt, mask, lengths, weights, lse, keep);
+  std::vector<const StridedArray*> shared = {&p.k, &p.v};
+  if (p.vis.lengths.data) shared.push_back(&p.vis.lengths);
+  p.fold = builder.fold_shared(shared);
   if (!builder.finish(&p.batch))
     throw py::value_error("too many non-mergeable batch dimensions");
 

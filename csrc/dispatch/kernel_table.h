@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "pyattn/additive.h"
 #include "pyattn/sdpa.h"
 #include "../kernels/tiling.h"
 
@@ -14,10 +15,13 @@ namespace pyattn {
 // A kernel processes work items [begin, end) with one thread's scratch.
 using SdpaKernelFn = void (*)(const SdpaParams&, const Tiling&, int64_t begin,
                               int64_t end, void* scratch);
+using AdditiveKernelFn = void (*)(const AdditiveParams&, const Tiling&, int64_t begin,
+                                  int64_t end, void* scratch);
 
 struct KernelTable {
   const char* isa;          // "generic", "avx2", ...
   SdpaKernelFn sdpa[2];     // indexed by DType
+  AdditiveKernelFn additive[2];
 };
 
 // One per target translation unit (csrc/targets/<isa>.cpp).

@@ -9,6 +9,30 @@ void BatchLayoutBuilder::add(StridedArray* target, std::vector<int64_t> strides)
   strides_.push_back(std::move(strides));
 }
 
+int64_t BatchLayoutBuilder::fold_shared(const std::vector<const StridedArray*>& shared) {
+  for (size_t d = shape_.size(); d-- > 0;) {
+    if (shape_[d] <= 1) continue;
+    bool all_broadcast = true, any_varies = false;
+    for (size_t o = 0; o < targets_.size(); ++o) {
+      bool is_shared = false;
+      for (const StridedArray* s : shared) is_shared |= s == targets_[o];
+      if (is_shared)
+        all_broadcast &= strides_[o][d] == 0;
+      else
+        any_varies |= strides_[o][d] != 0;
+    }
+    if (!all_broadcast || !any_varies) continue;
+    const int64_t n = shape_[d];
+    for (size_t o = 0; o < targets_.size(); ++o) {
+      targets_[o]->fold_stride = strides_[o][d];
+      strides_[o].erase(strides_[o].begin() + d);
+    }
+    shape_.erase(shape_.begin() + d);
+    return n;
+  }
+  return 1;
+}
+
 bool BatchLayoutBuilder::finish(BatchShape* out) {
   const std::size_t nops = targets_.size();
   std::vector<int64_t> shape;

@@ -211,6 +211,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   T* wmax = scratch + t.off_wmax;
 
   const int64_t L = p.L, S = p.S, Ev = p.Ev;
+  const int64_t rows_total = p.fold * L;  // folded query rows per batch element
   const int64_t ev_pad = t.ev_pad;
   const int64_t ld_s = round_up(t.k_block, kPadElems);
   const bool want_w = p.weights.data != nullptr;
@@ -219,9 +220,14 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   const bool v_in_place = Ev % W == 0 && ev_pad == Ev;
 
   for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t b = item / t.num_groups;
-    const int64_t g0 = (item % t.num_groups) * t.group_rows;
-    const int64_t grows = imin(t.group_rows, L - g0);
+    // item = (batch element, row group, key split), split fastest.
+    const int64_t b = item / (t.num_groups * t.num_splits);
+    const int64_t g0 = (item / t.num_splits % t.num_groups) * t.group_rows;
+    const int64_t split = item % t.num_splits;
+    // Keys this item may look at: all, or one split_keys chunk of them.
+    const int64_t ks = t.num_splits > 1 ? split * t.split_keys : 0;
+    const int64_t ke = t.num_splits > 1 ? imin(S, ks + t.split_keys) : S;
+    const int64_t grows = imin(t.group_rows, rows_total - g0);
     const int64_t ntiles = ceil_div(grows, t.q_block);
 
     const T* v = static_cast<const T*>(p.v.data) + p.v.batch_offset(p.batch, b);
@@ -241,10 +247,11 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       thi[ti] = 0;
       const int64_t r1 = imin((ti + 1) * t.q_block, grows);
       for (int64_t r = ti * t.q_block; r < r1; ++r) {
-        const KeyInterval iv = visible_keys(p.vis, g0 + r, L, n);
-        if (iv.hi > iv.lo) {
-          tlo[ti] = imin(tlo[ti], iv.lo);
-          thi[ti] = imax(thi[ti], iv.hi);
+        const KeyInterval iv = visible_keys(p.vis, (g0 + r) % L, L, n);
+        const int64_t lo = imax(iv.lo, ks), hi = imin(iv.hi, ke);
+        if (hi > lo) {
+          tlo[ti] = imin(tlo[ti], lo);
+          thi[ti] = imax(thi[ti], hi);
         }
       }
       jlo = imin(jlo, tlo[ti]);
@@ -261,8 +268,10 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
     }
 
     for (int64_t kb = jlo < jhi ? jlo / t.k_block : 0; kb * t.k_block < jhi; ++kb) {
-      // Keys [j0, j0 + nk): the aligned block cut to what the group can see.
-      const int64_t j0 = imax(kb * t.k_block, jlo);
+      // Keys [j0, j0 + nk): the aligned block, cut after what the group can
+      // see. (Its start is never moved, so SIMD lanes and summation order
+      // of a row do not depend on the other rows of its group.)
+      const int64_t j0 = kb * t.k_block;
       const int64_t nk = imin((kb + 1) * t.k_block, jhi) - j0;
       const int64_t ncols = round_up(nk, PW);
       scorer.pack_keys(j0, nk);
@@ -282,21 +291,21 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t gr = r0 + r;  // row within the group
           T* s = st + r * ld_s;
-          const KeyInterval iv = visible_keys(p.vis, g0 + gr, L, n);
-          const int64_t lo = imax(iv.lo - j0, 0), hi = imin(iv.hi - j0, nk);
+          const KeyInterval iv = visible_keys(p.vis, (g0 + gr) % L, L, n);
+          const int64_t lo = imax(iv.lo - j0, 0), hi = imin(iv.hi - j0, nk);  // [j0, j0+nk) lies in [ks, ke)
           if (hi <= lo) {  // row hidden in this whole block: contributes nothing
             for (int64_t c = 0; c < ncols; ++c) s[c] = T(0);
             continue;
           }
           if (mask)
             apply_mask_row<V>(p.mask_kind,
-                              mask + ((g0 + gr) * p.mask.row_stride + j0 * p.mask.col_stride) * mask_esz,
+                              mask + (p.mask.row_offset(g0 + gr, L) + j0 * p.mask.col_stride) * mask_esz,
                               p.mask.col_stride, nk, s);
           for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
           for (int64_t c = hi; c < ncols; ++c) s[c] = neg_inf<T>();
           const T m_use = softmax_step<V>(s, ncols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);
           if (want_w) {
-            T* w = wrows + (g0 + gr) * p.weights.row_stride + j0;
+            T* w = wrows + p.weights.row_offset(g0 + gr, L) + j0;
             for (int64_t c = 0; c < nk; ++c) w[c] = s[c];
             wmax[gr * t.num_k_blocks + kb] = m_use;
           }
@@ -316,29 +325,40 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       }
     }
 
+    if (t.num_splits > 1) {  // partial state for merge_splits (driver): m, l, acc
+      T* part = static_cast<T*>(t.split_state) + item * t.group_rows * (Ev + 2);
+      for (int64_t gr = 0; gr < grows; ++gr) {
+        T* row = part + gr * (Ev + 2);
+        row[0] = mrow[gr];
+        row[1] = lrow[gr];
+        for (int64_t c = 0; c < Ev; ++c) row[2 + c] = acc[gr * ev_pad + c];
+      }
+      continue;
+    }
+
     // Normalise; write out, lse and weights.
     for (int64_t gr = 0; gr < grows; ++gr) {
       const int64_t i = g0 + gr;
       const T l = lrow[gr];
       const bool empty = l == T(0);
       const T inv = empty ? T(0) : T(1) / l;
-      T* o = out + i * p.out.row_stride;
+      T* o = out + p.out.row_offset(i, L);
       const T* a = acc + gr * ev_pad;
       for (int64_t c = 0; c < Ev; ++c) o[c] = a[c] * inv;
       if (p.lse.data) {
         T* lse = static_cast<T*>(p.lse.data) + p.lse.batch_offset(p.batch, b);
-        lse[i * p.lse.row_stride] = empty ? neg_inf<T>() : mrow[gr] + std::log(l);
+        lse[p.lse.row_offset(i, L)] = empty ? neg_inf<T>() : mrow[gr] + std::log(l);
       }
       if (want_w) {
         // Blocks this row's tile processed hold exp(s - m_block); rescale
         // them to exp(s - m) / l. Everything else is an exact 0.
-        T* w = wrows + i * p.weights.row_stride;
+        T* w = wrows + p.weights.row_offset(i, L);
         const T m_fin = mrow[gr] == neg_inf<T>() ? T(0) : mrow[gr];
         int64_t done = 0;  // columns [0, done) are final
         for (int64_t kb = 0; kb < t.num_k_blocks; ++kb) {
           const T wm = wmax[gr * t.num_k_blocks + kb];
           if (empty || wm == neg_inf<T>()) continue;
-          const int64_t j0 = imax(kb * t.k_block, jlo);
+          const int64_t j0 = kb * t.k_block;
           const int64_t j1 = imin((kb + 1) * t.k_block, jhi);
           for (int64_t c = done; c < j0; ++c) w[c] = T(0);
           const T f = std::exp(wm - m_fin) * inv;

@@ -62,6 +62,55 @@ inline void pack_key_panels(const T* k, int64_t k_row, int64_t j0, int64_t nk,
   }
 }
 
+// Scores of `rows` query rows (qs, row stride E) against keys k[0, nk) read
+// in place (row stride ldk): 4 keys at a time, one vector accumulator per
+// (row, key) over E, then a horizontal sum. For groups too small to amortise
+// packing (decoding: one or a few query rows per K/V pass), where the cost
+// is reading K once from memory.
+template <class V>
+inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const typename V::T* k,
+                     int64_t ldk, int64_t nk, typename V::T* st, int64_t ld_s) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::W;
+  const int64_t ev = E / W * W;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* q = qs + r * E;
+    T* s = st + r * ld_s;
+    int64_t j = 0;
+    for (; j + 4 <= nk; j += 4) {
+      const T* k0 = k + j * ldk;
+      R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+      for (int64_t e = 0; e < ev; e += W) {
+        const R qv = V::load(q + e);
+        a0 = V::fma(qv, V::load(k0 + e), a0);
+        a1 = V::fma(qv, V::load(k0 + ldk + e), a1);
+        a2 = V::fma(qv, V::load(k0 + 2 * ldk + e), a2);
+        a3 = V::fma(qv, V::load(k0 + 3 * ldk + e), a3);
+      }
+      T t0 = V::reduce_sum(a0), t1 = V::reduce_sum(a1), t2 = V::reduce_sum(a2), t3 = V::reduce_sum(a3);
+      for (int64_t e = ev; e < E; ++e) {
+        t0 += q[e] * k0[e];
+        t1 += q[e] * k0[ldk + e];
+        t2 += q[e] * k0[2 * ldk + e];
+        t3 += q[e] * k0[3 * ldk + e];
+      }
+      s[j] = t0;
+      s[j + 1] = t1;
+      s[j + 2] = t2;
+      s[j + 3] = t3;
+    }
+    for (; j < nk; ++j) {
+      const T* kj = k + j * ldk;
+      R a = V::zero();
+      for (int64_t e = 0; e < ev; e += W) a = V::fma(V::load(q + e), V::load(kj + e), a);
+      T t = V::reduce_sum(a);
+      for (int64_t e = ev; e < E; ++e) t += q[e] * kj[e];
+      s[j] = t;
+    }
+  }
+}
+
 // The Scorer interface the shared loop uses:
 //   kPanelWidth                 score columns come in multiples of it;
 //   begin_item(b, g0, rows)     prepare query rows [g0, g0 + rows) of batch b;
@@ -78,26 +127,33 @@ struct DotScorer {
   T* qs;            // group rows x E, scaled queries
   T* kp;            // packed key panels of the current block
   const T* k = nullptr;
+  const T* kb = nullptr;  // unpacked keys of the current block (direct mode)
+  bool direct = false;    // group too small to amortise packing
 
   DotScorer(const SdpaParams& params, const Tiling& t, T* scratch)
       : p(params), qs(scratch + t.off_q), kp(scratch + t.off_k) {}
 
   void begin_item(int64_t b, int64_t g0, int64_t rows) {
+    direct = rows < Shape::qk_mr;
     const T* q = static_cast<const T*>(p.q.data) + p.q.batch_offset(p.batch, b);
     k = static_cast<const T*>(p.k.data) + p.k.batch_offset(p.batch, b);
     const T scale = static_cast<T>(p.scale);
     for (int64_t r = 0; r < rows; ++r) {
-      const T* src = q + (g0 + r) * p.q.row_stride;
+      const T* src = q + p.q.row_offset(g0 + r, p.L);
       for (int64_t e = 0; e < p.E; ++e) qs[r * p.E + e] = src[e] * scale;
     }
   }
 
   void pack_keys(int64_t j0, int64_t nk) {
-    pack_key_panels<T, kPanelWidth>(k, p.k.row_stride, j0, nk, p.E, kp);
+    if (direct)
+      kb = k + j0 * p.k.row_stride;
+    else
+      pack_key_panels<T, kPanelWidth>(k, p.k.row_stride, j0, nk, p.E, kp);
   }
 
   void scores(int64_t r0, int64_t rows, int64_t nk, T* st, int64_t ld_s) const {
     const int64_t E = p.E;
+    if (direct) return dot_rows<V>(qs + r0 * E, rows, E, kb, p.k.row_stride, nk, st, ld_s);
     const int64_t ncols = round_up(nk, kPanelWidth);
     for (int64_t m0 = 0; m0 < rows; m0 += Shape::qk_mr) {
       const int mr = static_cast<int>(imin(Shape::qk_mr, rows - m0));

@@ -24,7 +24,7 @@ bool mul_ok(int64_t a, int64_t b, int64_t* r) {
 
 }  // namespace
 
-bool make_sdpa_tiling(int64_t batch_count, int64_t L, int64_t S, int64_t E,
+bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int64_t E,
                       int64_t Ev, size_t elem_size, bool want_weights,
                       Tiling* t) {
   // Score tile height: a multiple of every ISA's register-tile height
@@ -32,7 +32,8 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L, int64_t S, int64_t E,
   t->q_block = std::max<int64_t>(1, std::min<int64_t>(L, 96));
   // Row group: up to 8 score tiles share each packed key block, but keep at
   // least ~16 work items when the batch is small so two or more threads
-  // stay busy (the grouping never changes a row's arithmetic).
+  // stay busy. Key blocks are aligned to multiples of k_block, so a row's
+  // arithmetic does not depend on which group it is in.
   const int64_t nqb = ceil_div(L, t->q_block);
   int64_t per_group = std::min<int64_t>(8, nqb);
   while (per_group > 1 && batch_count * ceil_div(nqb, per_group) < 16) per_group /= 2;
@@ -46,6 +47,20 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L, int64_t S, int64_t E,
   t->num_groups = ceil_div(L, t->group_rows);
   t->num_k_blocks = ceil_div(S, t->k_block);
   if (!mul_ok(batch_count, t->num_groups, &t->items)) return false;
+
+  // Split-KV when there are few items and many keys (decoding): aim at ~32
+  // items with chunks of at least 2048 keys.
+  t->num_splits = 1;
+  t->split_keys = 0;
+  if (!want_weights && t->items > 0 && t->items < 16 && S >= 4096) {
+    const int64_t ns = std::min(ceil_div(32, t->items), ceil_div(S, 2048));
+    const int64_t chunk = round_up(ceil_div(S, ns), t->k_block);
+    if (ceil_div(S, chunk) > 1) {
+      t->num_splits = ceil_div(S, chunk);
+      t->split_keys = chunk;
+      t->items *= t->num_splits;
+    }
+  }
 
   t->ev_pad = round_up(std::max<int64_t>(Ev, 1), kPadElems);
   const int64_t kpad = round_up(t->k_block, kPadElems);

@@ -29,7 +29,16 @@ struct Tiling {
   int64_t k_block = 1;       // keys per block (multiple of kPadElems)
   int64_t num_groups = 0;    // ceil(L / group_rows)
   int64_t num_k_blocks = 0;  // ceil(S / k_block)
-  int64_t items = 0;         // batch.count * num_groups
+  int64_t items = 0;         // batch.count * num_groups * num_splits
+
+  // Split-KV (decoding: few rows, many keys, few items): each item sees only
+  // keys [split * split_keys, (split + 1) * split_keys) and leaves its
+  // partial state (m, l, acc: group_rows x (Ev + 2)) in split_state for the
+  // driver to merge in split order. Chosen from the sizes alone, never from
+  // the thread count, so results stay bitwise identical for any num_threads.
+  int64_t num_splits = 1;
+  int64_t split_keys = 0;    // multiple of k_block
+  void* split_state = nullptr;
 
   // Per-thread scratch layout, offsets in elements of the compute type.
   int64_t off_q = 0;         // group_rows x E       scaled queries
@@ -45,7 +54,8 @@ struct Tiling {
 };
 
 // Returns false if the sizes overflow what can be allocated.
-bool make_sdpa_tiling(int64_t batch_count, int64_t L, int64_t S, int64_t E,
+// `rows` = query rows per batch element (fold * L).
+bool make_sdpa_tiling(int64_t batch_count, int64_t rows, int64_t S, int64_t E,
                       int64_t Ev, size_t elem_size, bool want_weights,
                       Tiling* out);
 

@@ -19,6 +19,7 @@ namespace avx2 {
 #include "../kernels/vec_math-inl.h"
 #include "../kernels/attention_loop-inl.h"
 #include "../kernels/sdpa-inl.h"
+#include "../kernels/additive-inl.h"
 
 // Q K^T: 6 rows x 2 vectors = 12 accumulators + 2 panel loads + 1 broadcast
 // of the 16 ymm registers. P V: 4 rows x 3 vectors = 12 accumulators.
@@ -29,6 +30,17 @@ void sdpa_f32(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* 
 }
 void sdpa_f64(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
   sdpa_kernel<Avx2F64, Shape>(p, t, b, e, s);
+}
+
+// Additive scores: 4 rows x 2 vectors = 8 accumulators; each term needs a
+// few temporaries (the broadcast factors, numerator, denominator, reciprocal).
+using AdditiveShape = TileShape<4, 2, 4, 3>;
+
+void additive_f32(const AdditiveParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
+  additive_kernel<Avx2F32, AdditiveShape>(p, t, b, e, s);
+}
+void additive_f64(const AdditiveParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
+  additive_kernel<Avx2F64, AdditiveShape>(p, t, b, e, s);
 }
 
 }  // namespace avx2
@@ -45,7 +57,8 @@ namespace pyattn {
 namespace avx2 {
 
 const KernelTable& kernel_table() {
-  static constexpr KernelTable table = {"avx2", {&sdpa_f32, &sdpa_f64}};
+  static constexpr KernelTable table = {
+      "avx2", {&sdpa_f32, &sdpa_f64}, {&additive_f32, &additive_f64}};
   return table;
 }
 

@@ -20,6 +20,7 @@ namespace avx512 {
 #include "../kernels/vec_math-inl.h"
 #include "../kernels/attention_loop-inl.h"
 #include "../kernels/sdpa-inl.h"
+#include "../kernels/additive-inl.h"
 
 // Q K^T: 12 rows x 2 vectors = 24 accumulators of the 32 zmm registers (the
 // query scalars are broadcast straight from memory into the FMAs).
@@ -31,6 +32,16 @@ void sdpa_f32(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* 
 }
 void sdpa_f64(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
   sdpa_kernel<Avx512F64, Shape>(p, t, b, e, s);
+}
+
+// Additive scores: 8 rows x 2 vectors = 16 accumulators of the 32 zmm.
+using AdditiveShape = TileShape<8, 2, 6, 4>;
+
+void additive_f32(const AdditiveParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
+  additive_kernel<Avx512F32, AdditiveShape>(p, t, b, e, s);
+}
+void additive_f64(const AdditiveParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
+  additive_kernel<Avx512F64, AdditiveShape>(p, t, b, e, s);
 }
 
 }  // namespace avx512
@@ -47,7 +58,8 @@ namespace pyattn {
 namespace avx512 {
 
 const KernelTable& kernel_table() {
-  static constexpr KernelTable table = {"avx512", {&sdpa_f32, &sdpa_f64}};
+  static constexpr KernelTable table = {
+      "avx512", {&sdpa_f32, &sdpa_f64}, {&additive_f32, &additive_f64}};
   return table;
 }
 

@@ -10,6 +10,7 @@ namespace generic {
 #include "../kernels/vec_math-inl.h"
 #include "../kernels/attention_loop-inl.h"
 #include "../kernels/sdpa-inl.h"
+#include "../kernels/additive-inl.h"
 
 // Register tiles: 4 rows x 4 columns for both products (16 accumulators,
 // which the compiler keeps in the 16 SSE registers of baseline x86-64).
@@ -19,6 +20,7 @@ const KernelTable& kernel_table() {
   static constexpr KernelTable table = {
       "generic",
       {&sdpa_kernel<ScalarVec<float>, Shape>, &sdpa_kernel<ScalarVec<double>, Shape>},
+      {&additive_kernel<ScalarVec<float>, Shape>, &additive_kernel<ScalarVec<double>, Shape>},
   };
   return table;
 }

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "pyattn/attention_params.h"
+#include "pyattn/additive.h"
 #include "pyattn/sdpa.h"
 #include "../dispatch/kernel_table.h"
 #include "../kernels/tiling.h"

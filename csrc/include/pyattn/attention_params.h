@@ -32,6 +32,8 @@ struct AttentionParams {
   DType dtype = DType::f32;     // compute and storage type of inputs and out
   BatchShape batch;
   int64_t L = 0, S = 0, Ev = 0;
+  int64_t fold = 1;             // query rows per item-batch element: fold * L
+                                // (see StridedArray::fold_stride)
 
   StridedArray v;               // (batch, S, Ev), col_stride 1
   StridedArray out;             // (batch, L, Ev), col_stride 1

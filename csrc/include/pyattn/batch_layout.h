@@ -18,6 +18,12 @@ class BatchLayoutBuilder {
   explicit BatchLayoutBuilder(std::vector<int64_t> shape) : shape_(std::move(shape)) {}
   // `strides` has one entry (in elements) per batch dimension.
   void add(StridedArray* target, std::vector<int64_t> strides);
+  // Removes the innermost batch dimension of size > 1 along which every
+  // operand in `shared` is broadcast (stride 0) and records each operand's
+  // stride along it as its fold_stride; returns its size (1 if none). The
+  // rows of all elements along it then share one pass over the shared
+  // operands (grouped-query attention: query heads over one K/V head).
+  int64_t fold_shared(const std::vector<const StridedArray*>& shared);
   // Writes the folded shape and every operand's batch strides. Returns false
   // if more than kMaxBatchDims dimensions remain.
   bool finish(BatchShape* out);

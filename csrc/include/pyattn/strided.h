@@ -30,6 +30,15 @@ struct StridedArray {
   int64_t batch_stride[kMaxBatchDims] = {};
   int64_t row_stride = 0;
   int64_t col_stride = 1;
+  // Rows of a call may be "folded": row r of an item is row r % L of the
+  // (r / L)-th element along one batch dimension that the keys and values
+  // broadcast over (grouped-query heads), so those query rows share one pass
+  // over K and V. fold_stride steps along that dimension.
+  int64_t fold_stride = 0;
+
+  int64_t row_offset(int64_t r, int64_t L) const {
+    return (r / L) * fold_stride + (r % L) * row_stride;
+  }
 
   // Element offset of batch element `flat` (row-major over BatchShape).
   int64_t batch_offset(const BatchShape& b, int64_t flat) const {

@@ -1,0 +1,72 @@
+// pyattn._core.additive: build AdditiveParams from prepared arrays (the
+// projections qp, kp computed by pyattn/attention.py), release the GIL, call
+// the C++ entry point.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "array_view.h"
+#include "attention_args.h"
+#include "bindings.h"
+#include "pyattn/additive.h"
+
+namespace pyattn::bindings {
+
+namespace {
+
+void additive(const py::array& qp, const py::array& kp, const py::array& v, const py::array& v_a,
+              const py::array& out, const py::object& mask, const py::object& lengths,
+              const py::object& weights, const py::object& lse, bool causal, bool lower_right,
+              int64_t window_left, int64_t window_right, int num_threads) {
+  AdditiveParams p;
+  p.dtype = dtype_of(qp, "qp");
+  const py::dtype dt = qp.dtype();
+  for (const py::array* a : {&kp, &v, &v_a, &out})
+    if (!a->dtype().is(dt)) throw py::type_error("qp, kp, value, v_a and out must share one dtype");
+  if (out.ndim() < 2) throw py::value_error("out: needs at least 2 dimensions");
+
+  const int nb = static_cast<int>(out.ndim()) - 2;
+  std::vector<int64_t> batch(out.shape(), out.shape() + nb);
+  p.L = qp.shape(qp.ndim() - 2);
+  p.A = qp.shape(qp.ndim() - 1);
+  p.S = kp.shape(kp.ndim() - 2);
+  p.Ev = v.shape(v.ndim() - 1);
+  if (kp.shape(kp.ndim() - 1) != p.A || v.shape(v.ndim() - 2) != p.S ||
+      out.shape(nb) != p.L || out.shape(nb + 1) != p.Ev)
+    throw py::value_error("qp/kp/value/out: inconsistent trailing shapes");
+  if (v_a.ndim() != 1 || v_a.shape(0) != p.A || (p.A > 1 && v_a.strides(0) != v_a.itemsize()))
+    throw py::value_error("v_a: must be a contiguous (A,) array");
+  p.v_a = v_a.data();
+  set_visibility(p, causal, lower_right, window_left, window_right, num_threads);
+
+  BatchLayoutBuilder builder(batch);
+  add_operand(builder, batch, qp, "qp", 2, &p.qp);
+  add_operand(builder, batch, kp, "kp", 2, &p.kp);
+  add_operand(builder, batch, v, "value", 2, &p.v);
+  add_operand(builder, batch, out, "out", 2, &p.out, /*writable=*/true);
+  for (const auto& [view, a] : {std::pair{&p.qp, &qp}, {&p.kp, &kp}, {&p.v, &v}, {&p.out, &out}})
+    if (view->col_stride != 1 && a->shape(a->ndim() - 1) > 1 && a->size() > 0)
+      throw py::value_error("qp/kp/value/out: last dimension must have unit stride");
+  SharedOperands keep;
+  add_shared_operands(p, builder, batch, dt, mask, lengths, weights, lse, keep);
+  std::vector<const StridedArray*> shared = {&p.kp, &p.v};
+  if (p.vis.lengths.data) shared.push_back(&p.vis.lengths);
+  p.fold = builder.fold_shared(shared);
+  if (!builder.finish(&p.batch))
+    throw py::value_error("too many non-mergeable batch dimensions");
+
+  py::gil_scoped_release release;
+  additive_attention(p);
+}
+
+}  // namespace
+
+void register_additive(py::module_& m) {
+  m.def("additive", &additive, py::arg("qp"), py::arg("kp"), py::arg("value"), py::arg("v_a"),
+        py::arg("out"), py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),
+        py::arg("causal"), py::arg("lower_right"), py::arg("window_left"),
+        py::arg("window_right"), py::arg("num_threads"),
+        "Low-level additive attention on prepared projections (see pyattn.attention). "
+        "Writes out/weights/lse.");
+}
+
+}  // namespace pyattn::bindings

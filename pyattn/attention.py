@@ -61,6 +61,74 @@ def _batch_and_layout(q, k, v, enable_gqa):
     return batch, _HeadLayout(len(batch), hk, hq // hk if hk else 1, gqa=True)
 
 
+class _Call:
+    """What every attention op shares around its ``_core`` call.
+
+    The constructor checks the visibility arguments (``is_causal``,
+    ``window``, ``attn_mask``, ``kv_lengths``), ``num_threads`` and ``out``,
+    and allocates the result, weights and lse in the compute dtype (float32
+    for float16/bfloat16 inputs). ``run`` then calls
+    ``core_fn(*operands, out, mask, lengths, weights, lse, *extra, causal,
+    lower_right, window_left, window_right, num_threads)`` -- the call shape
+    of every ``_core`` op -- converts back to the input dtype and builds the
+    return value. ``operands`` are the op's score inputs, already laid out.
+    """
+
+    def __init__(self, dtype, batch, layout, L, S, Ev, *, attn_mask, is_causal, window,
+                 kv_lengths, return_weights, return_lse, out, num_threads, inputs):
+        self.layout = layout
+        self.causal, self.lower_right = _args.parse_causal(is_causal)
+        self.left, self.right = _args.parse_window(window, L, S)
+        self.threads = _args.parse_num_threads(num_threads, _core.get_num_threads)
+        self.cdt = cdt = _args.compute_dtype(dtype)
+        self.mask = _args.prepare_mask(attn_mask, batch, L, S, cdt)
+        self.lengths = _args.prepare_lengths(kv_lengths, batch, S)
+
+        out_shape = batch + (L, Ev)
+        _args.check_size(out_shape, dtype.itemsize, "the result")
+        if out is None:
+            self.result = np.empty(out_shape, dtype)
+        else:
+            self.result = _args.check_out(
+                out, out_shape, dtype, dict(inputs, attn_mask=attn_mask, kv_lengths=kv_lengths))
+        result = self.result
+        self.direct = result.dtype == cdt and (Ev <= 1 or result.strides[-1] == result.itemsize) \
+            and all(st % result.itemsize == 0 for st in result.strides)
+        self.target = result if self.direct else np.empty(out_shape, cdt)
+        self.dtype = dtype
+        self.weights = self.lse = None
+        if return_weights:
+            _args.check_size(batch + (L, S), cdt.itemsize, "weights")
+            self.weights = np.empty(batch + (L, S), cdt)
+        if return_lse:
+            self.lse = np.empty(batch + (L,), cdt)
+
+    def run(self, core_fn, operands, *extra):
+        layout = self.layout
+        core_fn(
+            *operands,
+            layout.batched(self.target, 2),
+            layout.batched(self.mask, 2),
+            layout.batched(self.lengths, 0),
+            layout.batched(self.weights, 2),
+            layout.batched(self.lse, 1),
+            *extra,
+            self.causal, self.lower_right, self.left, self.right, self.threads,
+        )
+        result = self.result
+        if not self.direct:
+            result[...] = self.target
+        if self.weights is None and self.lse is None:
+            return result
+        ret = (result,)
+        if self.weights is not None:
+            w = self.weights
+            ret += (w if w.dtype == self.dtype else w.astype(self.dtype),)
+        if self.lse is not None:
+            ret += (self.lse,)
+        return ret
+
+
 def scaled_dot_product_attention(
     query,
     key,
@@ -114,6 +182,13 @@ def scaled_dot_product_attention(
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
     """
+    if (attn_mask is None and is_causal is False and scale is None and window is None
+            and kv_lengths is None and not enable_gqa and not return_weights and not return_lse
+            and out is None and num_threads is None):
+        # The plain call: checked and run entirely in C++ (None if it needs more).
+        result = _core.sdpa_plain(query, key, value)
+        if result is not None:
+            return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
     q, k, v = arrays["query"], arrays["key"], arrays["value"]
     L, E = q.shape[-2:]
@@ -125,50 +200,17 @@ def scaled_dot_product_attention(
         raise ValueError(f"value has {Sv} rows (shape {v.shape}) but key has {S} (shape {k.shape})")
     batch, layout = _batch_and_layout(q, k, v, bool(enable_gqa))
 
-    causal, lower_right = _args.parse_causal(is_causal)
-    left, right = _args.parse_window(window, L, S)
     scale = _args.parse_scale(scale, E)
-    threads = _args.parse_num_threads(num_threads, _core.get_num_threads)
-    cdt = _args.compute_dtype(dtype)
-    mask = _args.prepare_mask(attn_mask, batch, L, S, cdt)
-    lengths = _args.prepare_lengths(kv_lengths, batch, S)
-
-    out_shape = batch + (L, Ev)
-    _args.check_size(out_shape, dtype.itemsize, "the result")
-    if out is None:
-        result = np.empty(out_shape, dtype)
-    else:
-        result = _args.check_out(out, out_shape, dtype, {"query": query, "key": key, "value": value,
-                                                         "attn_mask": attn_mask, "kv_lengths": kv_lengths})
-    direct = result.dtype == cdt and (Ev <= 1 or result.strides[-1] == result.itemsize) \
-        and all(s % result.itemsize == 0 for s in result.strides)
-    target = result if direct else np.empty(out_shape, cdt)
-    weights = lse = None
-    if return_weights:
-        _args.check_size(batch + (L, S), cdt.itemsize, "weights")
-        weights = np.empty(batch + (L, S), cdt)
-    if return_lse:
-        lse = np.empty(batch + (L,), cdt)
-
-    _core.sdpa(
-        layout.query(_args.for_core(q, cdt)),
-        layout.kv(_args.for_core(k, cdt)),
-        layout.kv(_args.for_core(v, cdt)),
-        layout.batched(target, 2),
-        layout.batched(mask, 2),
-        layout.batched(lengths, 0),
-        layout.batched(weights, 2),
-        layout.batched(lse, 1),
-        scale, causal, lower_right, left, right, threads,
+    call = _Call(
+        dtype, batch, layout, L, S, Ev,
+        attn_mask=attn_mask, is_causal=is_causal, window=window, kv_lengths=kv_lengths,
+        return_weights=return_weights, return_lse=return_lse, out=out, num_threads=num_threads,
+        inputs={"query": query, "key": key, "value": value},
     )
-
-    if not direct:
-        result[...] = target
-    if not (return_weights or return_lse):
-        return result
-    ret = (result,)
-    if return_weights:
-        ret += (weights if weights.dtype == dtype else weights.astype(dtype),)
-    if return_lse:
-        ret += (lse,)
-    return ret
+    cdt = call.cdt
+    return call.run(
+        _core.sdpa,
+        (layout.query(_args.for_core(q, cdt)), layout.kv(_args.for_core(k, cdt)),
+         layout.kv(_args.for_core(v, cdt))),
+        scale,
+    )

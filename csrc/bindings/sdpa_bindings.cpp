@@ -7,6 +7,9 @@
 #include "attention_args.h"
 #include "bindings.h"
 #include "pyattn/sdpa.h"
+#include "pyattn/threads.h"
+
+#include <cmath>
 
 namespace pyattn::bindings {
 
@@ -56,9 +59,63 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
   scaled_dot_product_attention(p);
 }
 
+// The common call with nothing to normalise -- q, k, v of one float dtype
+// and identical batch shapes, unit-stride rows, no mask/lengths/window/
+// extra outputs -- done entirely here to keep small calls cheap (a few
+// microseconds). Returns None whenever anything differs; the caller then
+// takes the general path, which also produces the error messages.
+py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::handle& vh) {
+  if (!py::isinstance<py::array>(qh) || !py::isinstance<py::array>(kh) || !py::isinstance<py::array>(vh))
+    return py::none();
+  const auto q = py::reinterpret_borrow<py::array>(qh);
+  const auto k = py::reinterpret_borrow<py::array>(kh);
+  const auto v = py::reinterpret_borrow<py::array>(vh);
+  const py::ssize_t nd = q.ndim();
+  if (nd < 2 || k.ndim() != nd || v.ndim() != nd) return py::none();
+  const py::dtype dt = q.dtype();
+  if (!(has_dtype<float>(q) || has_dtype<double>(q)) || !k.dtype().is(dt) || !v.dtype().is(dt))
+    return py::none();
+  for (py::ssize_t d = 0; d < nd - 2; ++d)
+    if (k.shape(d) != q.shape(d) || v.shape(d) != q.shape(d)) return py::none();
+  const int64_t L = q.shape(nd - 2), E = q.shape(nd - 1), S = k.shape(nd - 2), Ev = v.shape(nd - 1);
+  if (k.shape(nd - 1) != E || v.shape(nd - 2) != S) return py::none();
+  const int64_t item = q.itemsize();
+  for (const py::array* a : {&q, &k, &v}) {
+    if (a->shape(nd - 1) > 1 && a->strides(nd - 1) != item) return py::none();
+    for (py::ssize_t d = 0; d < nd; ++d)
+      if (a->strides(d) % item) return py::none();
+  }
+
+  std::vector<py::ssize_t> shape(q.shape(), q.shape() + nd);
+  shape[nd - 1] = Ev;
+  py::array out(dt, shape);
+  SdpaParams p;
+  p.dtype = has_dtype<float>(q) ? DType::f32 : DType::f64;
+  p.L = L;
+  p.E = E;
+  p.S = S;
+  p.Ev = Ev;
+  p.scale = E > 0 ? 1.0 / std::sqrt(static_cast<double>(E)) : 1.0;
+  p.num_threads = default_num_threads();
+  std::vector<int64_t> batch(q.shape(), q.shape() + nd - 2);
+  BatchLayoutBuilder builder(batch);
+  add_operand(builder, batch, q, "query", 2, &p.q);
+  add_operand(builder, batch, k, "key", 2, &p.k);
+  add_operand(builder, batch, v, "value", 2, &p.v);
+  add_operand(builder, batch, out, "out", 2, &p.out, /*writable=*/true);
+  if (!builder.finish(&p.batch)) return py::none();
+  {
+    py::gil_scoped_release release;
+    scaled_dot_product_attention(p);
+  }
+  return std::move(out);
+}
+
 }  // namespace
 
 void register_sdpa(py::module_& m) {
+  m.def("sdpa_plain", &sdpa_plain, py::arg("query"), py::arg("key"), py::arg("value"),
+        "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),
         py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),
         py::arg("scale"), py::arg("causal"), py::arg("lower_right"), py::arg("window_left"),

@@ -1,0 +1,304 @@
+"""The benchmark case table, shared by the ``pyattn-bench`` CLI and the
+pytest-benchmark files in ``benchmarks/``; the one ``flops()`` helper; input
+generation; and validation of a pyattn result against the float64 reference.
+
+Every case is float32 with B=1, H=12, E=64 unless it says otherwise. A case
+belongs to one or more presets: ``smoke`` (seconds, for the test suite),
+``quick`` (the CLI default, under a minute) and ``full`` (every case of the
+issue's table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+
+import numpy as np
+
+try:  # bfloat16 is optional
+    import ml_dtypes
+
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - depends on the environment
+    BFLOAT16 = None
+
+PRESETS = ("smoke", "quick", "full")
+
+# Group names, in the order tables and plots list them.
+GROUPS = ("prefill", "causal", "masked", "weights", "decode", "gqa-decode", "tiny")
+
+
+def flops(B, H, L, S, E, Ev=None, causal=False):
+    """Floating-point operations of one attention call: 2*B*H*L*S*E for
+    Q K^T plus 2*B*H*L*S*Ev for P V (``4*B*H*L*S*E`` when ``Ev == E``).
+    Causal attention counts half (the hidden half of the scores is skipped).
+    Softmax and masking are not counted."""
+    Ev = E if Ev is None else Ev
+    n = 2.0 * B * H * L * S * (E + Ev)
+    return n / 2 if causal else n
+
+
+def matmul_flops(n):
+    """Floating-point operations of an n x n by n x n matrix product."""
+    return 2.0 * n**3
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmark case: shapes, options and the presets it belongs to.
+
+    ``Hkv`` is the number of key/value heads (``None``: same as ``H``; fewer
+    means grouped-query attention, ``enable_gqa=True``). ``mask`` is ``None``,
+    ``"bool"`` or ``"float"`` (an ``(L, S)`` mask broadcast over the heads).
+    """
+
+    name: str
+    group: str
+    B: int = 1
+    H: int = 12
+    L: int = 1
+    S: int = 1
+    E: int = 64
+    Ev: int | None = None
+    Hkv: int | None = None
+    dtype: str = "float32"
+    causal: bool = False
+    mask: str | None = None
+    weights: bool = False
+    presets: tuple = ("full",)
+
+    @property
+    def ev(self):
+        return self.E if self.Ev is None else self.Ev
+
+    @property
+    def hkv(self):
+        return self.H if self.Hkv is None else self.Hkv
+
+    @property
+    def gqa(self):
+        return self.hkv != self.H
+
+    @property
+    def flops(self):
+        return flops(self.B, self.H, self.L, self.S, self.E, self.ev, self.causal)
+
+    @property
+    def per_call(self):
+        """Tiny cases: the time per call (µs) is what matters, not GFLOP/s."""
+        return self.group == "tiny"
+
+    @property
+    def np_dtype(self):
+        if self.dtype == "bfloat16":
+            if BFLOAT16 is None:
+                raise RuntimeError("bfloat16 cases need ml_dtypes")
+            return BFLOAT16
+        return np.dtype(self.dtype)
+
+    @property
+    def available(self):
+        return self.dtype != "bfloat16" or BFLOAT16 is not None
+
+    def describe(self):
+        """Shape and options in one short string."""
+        heads = f"H={self.H}" + (f"/{self.hkv}kv" if self.gqa else "")
+        parts = [f"B={self.B}", heads, f"L={self.L}", f"S={self.S}", f"E={self.E}"]
+        if self.Ev is not None:
+            parts.append(f"Ev={self.Ev}")
+        parts.append(self.dtype)
+        if self.causal:
+            parts.append("causal")
+        if self.mask:
+            parts.append(f"{self.mask} mask")
+        if self.weights:
+            parts.append("return_weights")
+        return " ".join(parts)
+
+    def sdpa_kwargs(self, inputs):
+        """Keyword arguments of scaled_dot_product_attention for this case."""
+        kw = {}
+        if self.causal:
+            kw["is_causal"] = True
+        if self.mask:
+            kw["attn_mask"] = inputs.mask
+        if self.gqa:
+            kw["enable_gqa"] = True
+        if self.weights:
+            kw["return_weights"] = True
+        return kw
+
+
+_Q = ("quick", "full")
+_ALL = ("smoke", "quick", "full")
+
+CASES = (
+    Case("prefill-512", "prefill", L=512, S=512),
+    Case("prefill-1024", "prefill", L=1024, S=1024, presets=_Q),
+    Case("prefill-2048", "prefill", L=2048, S=2048),
+    Case("prefill-4096", "prefill", L=4096, S=4096),
+    Case("causal-2048", "causal", L=2048, S=2048, causal=True, presets=_Q),
+    Case("mask-bool-2048", "masked", L=2048, S=2048, mask="bool"),
+    Case("mask-float-2048", "masked", L=2048, S=2048, mask="float"),
+    Case("weights-2048", "weights", L=2048, S=2048, weights=True),
+    Case("decode-16k", "decode", H=32, L=1, S=16384, E=128, presets=_Q),
+    Case("gqa-decode-8k", "gqa-decode", H=32, Hkv=8, L=1, S=8192, E=128, presets=_Q),
+    Case("decode-bf16-16k", "decode", H=32, L=1, S=16384, E=128, dtype="bfloat16"),
+    Case("tiny", "tiny", B=1, H=1, L=1, S=16, E=64, presets=_ALL),
+    # Only for the smoke preset (the test suite): small and fast.
+    Case("smoke-prefill-128", "prefill", H=2, L=128, S=128, presets=("smoke",)),
+    Case("smoke-causal-128", "causal", H=2, L=128, S=128, causal=True, presets=("smoke",)),
+)
+
+CASES_BY_NAME = {c.name: c for c in CASES}
+
+
+def select(preset=None, patterns=None):
+    """Cases of ``preset`` (``None``: all), optionally only those whose name
+    matches one of the fnmatch ``patterns`` (then taken from the whole table,
+    whatever the preset). Cases whose dtype is unavailable are dropped."""
+    if patterns:
+        chosen = [c for c in CASES if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
+    else:
+        chosen = [c for c in CASES if preset is None or preset in c.presets]
+    return [c for c in chosen if c.available]
+
+
+# --------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Inputs:
+    """Arrays of one case: q (B, H, L, E), k (B, Hkv, S, E), v (B, Hkv, S, Ev)
+    of the case dtype; ``mask`` (L, S) bool or float32, or None."""
+
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    mask: np.ndarray | None = None
+
+
+def make_inputs(case, seed=0):
+    """Random unit-scale inputs (standard normal) for ``case``. A bool mask
+    lets each query see ~90% of the keys (always its own diagonal key); a
+    float mask is standard normal (a learned relative-position bias)."""
+    rng = np.random.default_rng(seed)
+    dt = case.np_dtype
+
+    def randn(shape):
+        a = rng.standard_normal(shape, dtype=np.float32)
+        return a if dt == np.float32 else a.astype(dt)
+
+    q = randn((case.B, case.H, case.L, case.E))
+    k = randn((case.B, case.hkv, case.S, case.E))
+    v = randn((case.B, case.hkv, case.S, case.ev))
+    mask = None
+    if case.mask == "bool":
+        mask = rng.random((case.L, case.S), dtype=np.float32) < 0.9
+        d = np.arange(min(case.L, case.S))
+        mask[d, d] = True
+    elif case.mask == "float":
+        mask = rng.standard_normal((case.L, case.S), dtype=np.float32)
+    elif case.mask is not None:
+        raise ValueError(f"unknown mask kind {case.mask!r}")
+    return Inputs(q, k, v, mask)
+
+
+def run_pyattn(case, inputs, threads=None):
+    """One pyattn call for ``case`` (``out`` or ``(out, weights)``)."""
+    import pyattn
+
+    return pyattn.scaled_dot_product_attention(
+        inputs.q, inputs.k, inputs.v, num_threads=threads, **case.sdpa_kwargs(inputs)
+    )
+
+
+# --------------------------------------------------------------------------
+# Validation against the float64 reference (SPEC section 7)
+# --------------------------------------------------------------------------
+
+
+def tolerance(dtype):
+    """SPEC section 7: rtol/atol against the float64 reference."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float64:
+        return 1e-12, 1e-12
+    if dtype == np.float32:
+        return 2e-5, 2e-6
+    # float16 / bfloat16: computed in float32, rounded to the storage dtype.
+    eps = float(ml_dtypes.finfo(dtype).eps) if dtype == BFLOAT16 else float(np.finfo(dtype).eps)
+    return eps, 2e-6
+
+
+@dataclasses.dataclass
+class Validation:
+    ok: bool
+    max_abs_err: float
+    worst_ratio: float  # max |err| / (atol + rtol |ref|); <= 1 passes
+    checked: str  # which slice was compared
+
+    def __str__(self):
+        state = "ok" if self.ok else "FAILED"
+        return f"{state}: max |err| {self.max_abs_err:.3g}, {self.worst_ratio:.3g} of tolerance ({self.checked})"
+
+
+def validation_slice(case, budget=1 << 22):
+    """(heads, rows) to compare: the first and the last query head (so GQA's
+    last kv head is covered too) and all rows if ``heads * L * S`` fits in
+    ``budget`` score elements, else evenly spaced rows including the first
+    and the last."""
+    heads = sorted({0, case.H - 1})
+    n_rows = max(8, budget // max(1, case.S * len(heads)))
+    if n_rows >= case.L:
+        rows = np.arange(case.L)
+    else:
+        rows = np.unique(np.linspace(0, case.L - 1, n_rows).round().astype(np.intp))
+    return heads, rows
+
+
+def validate(case, inputs, result, budget=1 << 22):
+    """Compares a pyattn ``result`` for ``case`` with
+    ``pyattn.reference.scaled_dot_product_attention`` run in float64 on the
+    same inputs, restricted to batch element 0, the first and last query head
+    and (for big cases) a subset of the query rows, within the SPEC section 7
+    tolerance of the case dtype. Causal masking of the selected rows becomes
+    an explicit boolean mask; GQA picks the kv head of each query head."""
+    from pyattn import reference
+
+    out, weights = (result if case.weights else (result, None))
+    rtol, atol = tolerance(out.dtype)
+    heads, rows = validation_slice(case, budget)
+    group = case.H // case.hkv
+    worst, max_err = 0.0, 0.0
+    for h in heads:
+        kvh = h // group
+        q = inputs.q[0, h, rows].astype(np.float64)
+        k = inputs.k[0, kvh].astype(np.float64)
+        v = inputs.v[0, kvh].astype(np.float64)
+        mask = None
+        if inputs.mask is not None:
+            mask = inputs.mask[rows]
+        if case.causal:
+            tri = np.arange(case.S)[None, :] <= rows[:, None]
+            mask = tri if mask is None else (mask & tri if mask.dtype == bool else np.where(tri, mask, -np.inf))
+        ref = reference.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(case.E) if case.E else None,
+            return_weights=case.weights,
+        )
+        pairs = [(out[0, h, rows], ref[0] if case.weights else ref)]
+        if case.weights:
+            pairs.append((weights[0, h, rows], ref[1]))
+        for got, want in pairs:
+            got = np.asarray(got, dtype=np.float64)
+            err = np.abs(got - want)
+            bound = atol + rtol * np.abs(want)
+            if not np.all(np.isfinite(got)):
+                worst = math.inf
+            if err.size:
+                max_err = max(max_err, float(np.nanmax(err)))
+                worst = max(worst, float(np.nanmax(err / bound)))
+    checked = f"batch 0, heads {heads}, {len(rows)}/{case.L} rows"
+    return Validation(ok=worst <= 1.0, max_abs_err=max_err, worst_ratio=worst, checked=checked)

@@ -1,0 +1,449 @@
+"""``pyattn-bench`` / ``python -m pyattn.bench``: time pyattn against its
+baselines on a preset suite and print a table.
+
+Every pyattn result is first checked against the float64 reference
+(``pyattn.reference``) on a slice of the case (SPEC section 7 tolerance); a
+case that fails is not timed and makes the exit status 1. Times are medians
+over repeats after a warm-up. The roof is NumPy's float32 2048^3 matmul
+measured in the same run at each thread count; NumPy's BLAS threads are set
+with threadpoolctl when it is importable (else they are not controlled and the
+table says so). Note: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment
+can slow OpenBLAS (the roof and the NumPy baseline); the run reports them.
+
+The "x" columns are speed-ups of pyattn: baseline time / pyattn time
+(> 1: pyattn is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import baselines as bl
+from . import cases as cs
+from .timing import format_time, measure
+
+# Timing budget per preset: seconds per (case, implementation) and min repeats.
+_BUDGET = {
+    "smoke": dict(min_time=0.02, min_repeats=2, max_repeats=20, max_time=0.5),
+    "quick": dict(min_time=0.2, min_repeats=3, max_repeats=50, max_time=1.5),
+    "full": dict(min_time=0.5, min_repeats=5, max_repeats=200, max_time=6.0),
+}
+_DEFAULT_THREADS = {"smoke": [1], "quick": [1], "full": [1, 2]}
+_ROOF_N = 2048
+_OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+_COLUMNS = ("case", "thr", "pyattn", "GFLOP/s", "% roof", "x numpy", "x torch", "x onnxrt")
+_SHORT = {"numpy": "x numpy", "torch": "x torch", "onnxruntime": "x onnxrt"}
+
+
+def _thread_list(text):
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"thread counts must be integers >= 1, got {text!r}")
+    return values
+
+
+def _impl_list(text):
+    if text.strip().lower() in ("", "none"):
+        return []
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    alias = {"ort": "onnxruntime", "np": "numpy"}
+    names = [alias.get(n, n) for n in names]
+    bad = [n for n in names if n not in bl.BASELINES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown baseline(s) {bad}; choose from {', '.join(bl.BASELINES)} or none")
+    return names
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="pyattn-bench",
+        description="Benchmark pyattn's scaled_dot_product_attention against the NumPy reference "
+                    "recipe, torch SDPA and ONNX Runtime MultiHeadAttention (when installed). "
+                    "Every pyattn result is validated against the float64 reference first.",
+        epilog="Columns 'x numpy/torch/onnxrt' are baseline time / pyattn time (> 1: pyattn faster); "
+               "'% roof' compares pyattn's GFLOP/s with NumPy's float32 2048^3 matmul at the same "
+               "thread count. 'n/a': the baseline cannot run the case; '-': not installed or not selected.",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                   help="a small subset that runs in under a minute (default)")
+    g.add_argument("--full", dest="preset", action="store_const", const="full",
+                   help="every case (default threads: 1,2)")
+    g.add_argument("--smoke", dest="preset", action="store_const", const="smoke",
+                   help="a few tiny cases with a minimal timing budget (for tests)")
+    p.set_defaults(preset="quick")
+    p.add_argument("--threads", type=_thread_list, default=None, metavar="N[,N...]",
+                   help="thread counts to run, e.g. 1,2 (default: 1; 1,2 with --full)")
+    p.add_argument("--case", action="append", dest="patterns", metavar="PATTERN",
+                   help="only cases whose name matches this fnmatch pattern (from the whole table; repeatable)")
+    p.add_argument("--baselines", type=_impl_list, default=list(bl.BASELINES), metavar="LIST",
+                   help="baselines to time: comma-separated from numpy,torch,onnxruntime, or none "
+                        "(default: all that are installed)")
+    p.add_argument("--json", metavar="PATH", help="write all results (with every sample) as JSON")
+    p.add_argument("--plot", metavar="PATH.png", help="save a GFLOP/s bar chart (needs matplotlib)")
+    p.add_argument("--no-roof", action="store_true", help="skip the matmul roof measurement")
+    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default 0)")
+    p.add_argument("--list", action="store_true", help="list the case table and exit")
+    return p
+
+
+# --------------------------------------------------------------------------
+# Progress (plain text on stderr)
+# --------------------------------------------------------------------------
+
+
+class Progress:
+    def __init__(self, total, enabled=True, stream=None):
+        self.total, self.done = max(1, total), 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+        self._width = 0
+
+    def step(self, label):
+        """Announce the next unit of work (shown until the next call)."""
+        if not self.enabled:
+            return
+        frac = self.done / self.total
+        bar = "#" * int(round(frac * 24))
+        line = f"[{bar:<24}] {self.done:>3}/{self.total} {time.perf_counter() - self.start:6.1f}s  {label}"
+        if self.tty:
+            pad = max(0, self._width - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self._width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.done += 1
+
+    def message(self, text):
+        if self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self):
+        if not self.enabled:
+            return
+        self.done = self.total
+        if self.tty:
+            self.stream.write("\r" + " " * self._width + "\r")
+        self.stream.write(f"done: {self.total} steps in {time.perf_counter() - self.start:.1f}s\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------
+
+
+def _environment(baselines):
+    import pyattn
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "pyattn": pyattn.__version__}
+    for mod in ("torch", "onnxruntime", "onnx", "threadpoolctl", "ml_dtypes"):
+        if importlib.util.find_spec(mod):
+            try:
+                versions[mod] = __import__(mod).__version__
+            except Exception:  # pragma: no cover - broken installs
+                versions[mod] = "?"
+    cfg = pyattn.get_config()
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "pyattn_config": cfg,
+        "versions": versions,
+        "env": {k: os.environ[k] for k in _OPENBLAS_VARS if k in os.environ},
+        "blas_threads": bl.blas_thread_control(),
+        "baselines": baselines,
+        "load_average": _load_average(),
+    }
+
+
+def _load_average():
+    try:
+        return list(os.getloadavg())
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def run(args, out=sys.stdout):
+    preset = args.preset
+    threads_list = args.threads or _DEFAULT_THREADS[preset]
+    budget = _BUDGET[preset]
+    selected = cs.select(preset, args.patterns)
+    if not selected:
+        print(f"pyattn-bench: no case matches {args.patterns}", file=sys.stderr)
+        return 2
+
+    baselines = []
+    skipped = {}
+    for name in args.baselines:
+        ok, why = bl.available(name)
+        (baselines.append(name) if ok else skipped.__setitem__(name, why))
+    env = _environment(baselines)
+
+    steps = len(selected) * len(threads_list) * (1 + len(baselines)) + (0 if args.no_roof else len(threads_list))
+    progress = Progress(steps, enabled=not args.no_progress)
+    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if k in os.environ:
+            progress.message(f"note: {k}={os.environ[k]} is set; it can slow NumPy's matmul "
+                             "(the roof and the NumPy baseline)")
+
+    roof = {}
+    if not args.no_roof:
+        for t in threads_list:
+            progress.step(f"roof: NumPy float32 matmul {_ROOF_N}^3, {t} thread(s)")
+            runner = bl.roof_runner(_ROOF_N, t)
+            with runner:
+                tm = measure(runner, **budget)
+            roof[t] = {"gflops": cs.matmul_flops(_ROOF_N) / tm.median / 1e9, **tm.as_dict()}
+            del runner
+
+    results = []
+    failed = False
+    for case in selected:
+        inputs = cs.make_inputs(case, seed=args.seed)
+        for t in threads_list:
+            row = {"case": case.name, "group": case.group, "describe": case.describe(), "threads": t,
+                   "flops": case.flops, "impls": {}, "notes": {}}
+            results.append(row)
+            progress.step(f"{case.name} t={t} pyattn")
+            runner = bl.make_runner("pyattn", case, inputs, t)
+            with runner:
+                try:
+                    first = runner()
+                    check = cs.validate(case, inputs, first)
+                except Exception as exc:  # report it, go on with the other cases
+                    check = cs.Validation(False, float("nan"), float("inf"), f"{type(exc).__name__}: {exc}")
+                    first = None
+                row["validation"] = {"ok": check.ok, "max_abs_err": check.max_abs_err,
+                                     "worst_ratio": check.worst_ratio, "checked": check.checked}
+                if not check.ok:
+                    failed = True
+                    progress.message(f"VALIDATION FAILED {case.name} t={t}: {check}")
+                    progress.done += len(baselines)
+                    continue
+                ref_out = runner.output(first)
+                del first
+                tm = measure(runner, **budget)
+                row["impls"]["pyattn"] = _entry(tm, case)
+                del tm
+            for name in baselines:
+                progress.step(f"{case.name} t={t} {name}")
+                try:
+                    runner = bl.make_runner(name, case, inputs, t)
+                except bl.Unsupported as exc:
+                    row["notes"][name] = f"n/a: {exc}"
+                    continue
+                with runner:
+                    tm = measure(runner, **budget)
+                row["impls"][name] = _entry(tm, case)
+                notes = [runner.note, _agreement(ref_out, runner.output(tm.first_result), case)]
+                if any(notes):
+                    row["notes"][name] = "; ".join(n for n in notes if n)
+                del tm, runner
+            ref_out = None
+        del inputs
+    progress.finish()
+
+    for row in results:
+        t = row["threads"]
+        p = row["impls"].get("pyattn")
+        if p is None:
+            continue
+        if t in roof:
+            p["pct_roof"] = 100.0 * p["gflops"] / roof[t]["gflops"]
+        for name in baselines:
+            b = row["impls"].get(name)
+            if b is not None:
+                p[f"x_{name}"] = b["median_s"] / p["median_s"]
+
+    report = {"meta": {**env, "preset": preset, "threads": threads_list, "skipped_baselines": skipped,
+                       "roof_n": _ROOF_N},
+              "roof": {str(t): v for t, v in roof.items()}, "results": results}
+    print_report(report, out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, default=_json_default)
+        print(f"wrote {args.json}", file=out)
+    if args.plot:
+        plot(report, args.plot)
+        print(f"wrote {args.plot}", file=out)
+    return 1 if failed else 0
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    return str(x)
+
+
+def _entry(tm, case):
+    d = tm.as_dict()
+    d["gflops"] = case.flops / tm.median / 1e9
+    return d
+
+
+def _agreement(ref, got, case):
+    """A note if a baseline's output is far from pyattn's (a baseline bug)."""
+    tol = 5e-2 if case.dtype != "float32" else 1e-3
+    if got.shape != ref.shape:
+        return f"output shape {got.shape} != {ref.shape}"
+    err = float(np.max(np.abs(got - ref))) if got.size else 0.0
+    return "" if err <= tol else f"output differs from pyattn by {err:.3g}"
+
+
+# --------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------
+
+
+def table_rows(report):
+    rows = []
+    baselines = report["meta"]["baselines"]
+    for r in report["results"]:
+        p = r["impls"].get("pyattn")
+        cells = [r["case"], str(r["threads"])]
+        if p is None:
+            rows.append(cells + ["FAILED"] + [""] * (len(_COLUMNS) - 3))
+            continue
+        cells.append(format_time(p["median_s"]))
+        cells.append(f"{p['gflops']:.1f}")
+        cells.append(f"{p['pct_roof']:.0f}%" if "pct_roof" in p and r["group"] != "tiny" else "-")
+        for name in bl.BASELINES:
+            if name not in baselines:
+                cells.append("-")
+            elif f"x_{name}" in p:
+                cells.append(f"{p[f'x_{name}']:.2f}")
+            else:
+                cells.append("n/a")
+        rows.append(cells)
+    return rows
+
+
+def print_report(report, out=sys.stdout):
+    meta = report["meta"]
+    cfg = meta["pyattn_config"]
+    v = meta["versions"]
+    print(f"pyattn {cfg['version']} isa={cfg['isa']} openmp={cfg['openmp']} | numpy {v['numpy']}"
+          + "".join(f" | {m} {v[m]}" for m in ("torch", "onnxruntime") if m in v and m in meta["baselines"]),
+          file=out)
+    if report["roof"]:
+        roofs = ", ".join(f"{t} thr {r['gflops']:.1f}" for t, r in report["roof"].items())
+        print(f"roof (NumPy float32 {meta['roof_n']}^3 matmul, GFLOP/s): {roofs}; "
+              f"BLAS threads: {meta['blas_threads']}", file=out)
+    for k, val in meta["env"].items():
+        if k.startswith("OPENBLAS_CORE") or k.startswith("OPENBLAS_L2"):
+            print(f"note: {k}={val} is set (it can slow NumPy's matmul)", file=out)
+    load = meta.get("load_average")
+    if load and meta["cpu_count"] and load[0] > 0.75:
+        print(f"note: load average {load[0]:.1f} at the start on {meta['cpu_count']} CPUs: other processes "
+              "compete for the cores, multi-threaded timings are unreliable", file=out)
+    for name, why in meta["skipped_baselines"].items():
+        print(f"baseline {name} skipped: {why}", file=out)
+    rows = table_rows(report)
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    print(fmt(_COLUMNS), file=out)
+    print(fmt(["-" * w for w in widths]), file=out)
+    for r in rows:
+        print(fmt(r), file=out)
+    print("x <baseline> = baseline time / pyattn time (> 1: pyattn is faster); "
+          "tiny cases: time per call.", file=out)
+    notes = {}
+    for r in report["results"]:
+        for name, note in r["notes"].items():
+            notes.setdefault((name, note), []).append(r["case"])
+    for (name, note), names in notes.items():
+        uniq = sorted(set(names), key=names.index)
+        print(f"  {name}: {note} [{', '.join(uniq)}]", file=out)
+    for r in report["results"]:
+        val = r.get("validation")
+        if val and not val["ok"]:
+            print(f"  VALIDATION FAILED: {r['case']} threads={r['threads']}: max |err| "
+                  f"{val['max_abs_err']:.3g} ({val['worst_ratio']:.3g} x tolerance; {val['checked']})", file=out)
+
+
+def plot(report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threads = report["meta"]["threads"]
+    impls = ["pyattn"] + list(report["meta"]["baselines"])
+    fig, axes = plt.subplots(len(threads), 1, figsize=(12, 4 * len(threads)), squeeze=False)
+    for ax, t in zip(axes[:, 0], threads):
+        rows = [r for r in report["results"] if r["threads"] == t and not r["case"].startswith("tiny")]
+        names = [r["case"] for r in rows]
+        width = 0.8 / len(impls)
+        top = 1.0
+        for j, impl in enumerate(impls):
+            vals = [r["impls"].get(impl, {}).get("gflops", 0.0) for r in rows]
+            top = max(top, *vals) if vals else top
+            ax.bar(np.arange(len(rows)) + (j - (len(impls) - 1) / 2) * width, vals, width, label=impl)
+        roof = report["roof"].get(str(t))
+        if roof:
+            ax.axhline(roof["gflops"], color="k", ls="--", lw=1, label="NumPy matmul roof")
+            top = max(top, roof["gflops"])
+        ax.set_ylim(0, top * 1.3)  # room for the legend above the bars and the roof
+        ax.set_xticks(np.arange(len(rows)))
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set_ylabel("GFLOP/s")
+        ax.set_title(f"{t} thread(s)")
+        ax.legend(fontsize="small", ncol=len(impls) + 1, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def list_cases(out=sys.stdout):
+    print(f"{'case':<20} {'group':<11} {'presets':<18} GFLOP  shape", file=out)
+    for c in cs.CASES:
+        flag = "" if c.available else "  (unavailable: needs ml_dtypes)"
+        print(f"{c.name:<20} {c.group:<11} {','.join(c.presets):<18} {c.flops / 1e9:5.1f}  {c.describe()}{flag}",
+              file=out)
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        list_cases()
+        return 0
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib, which is not installed "
+                     "(pip install matplotlib, or pip install 'pyattn[bench]')")
+    try:
+        import pyattn  # noqa: F401  (fail early with a clear message)
+    except ImportError as exc:
+        print(f"pyattn-bench: cannot import pyattn: {exc}", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

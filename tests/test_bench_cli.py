@@ -1,0 +1,70 @@
+"""Smoke test of the ``pyattn-bench`` CLI (``python -m pyattn.bench``): it runs,
+validates, and prints its table. No timing assertions."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import pyattn
+
+
+def _run_bench(tmp_path, *args):
+    # Run from tmp_path with the pyattn this test imported first on the path,
+    # so an uninstalled checkout and an installed package both work.
+    env = dict(os.environ)
+    root = str(pathlib.Path(pyattn.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return subprocess.run(
+        [sys.executable, "-m", "pyattn.bench", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_bench_cli_smoke(tmp_path):
+    out_json = tmp_path / "bench.json"
+    proc = _run_bench(tmp_path, "--smoke", "--threads", "1", "--case", "tiny", "--case", "smoke-causal-*",
+                      "--json", str(out_json))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    header = proc.stdout.splitlines()
+    assert any(line.split()[:4] == ["case", "thr", "pyattn", "GFLOP/s"] for line in header), proc.stdout
+    assert "smoke-causal-128" in proc.stdout and "tiny" in proc.stdout
+    assert "done:" in proc.stderr  # the progress output
+    report = json.loads(out_json.read_text())
+    rows = report["results"]
+    assert {r["case"] for r in rows} == {"tiny", "smoke-causal-128"}
+    assert all(r["validation"]["ok"] for r in rows)
+    assert all(r["impls"]["pyattn"]["median_s"] > 0 for r in rows)
+
+
+def test_bench_cli_list_and_bad_args(tmp_path):
+    proc = _run_bench(tmp_path, "--list")
+    assert proc.returncode == 0, proc.stderr
+    assert "prefill-4096" in proc.stdout and "gqa-decode-8k" in proc.stdout
+    proc = _run_bench(tmp_path, "--threads", "0")
+    assert proc.returncode == 2 and "--threads" in proc.stderr
+
+
+def test_flops_helper():
+    from pyattn.bench import cases
+
+    assert cases.flops(1, 12, 2048, 2048, 64) == 4 * 12 * 2048 * 2048 * 64
+    assert cases.flops(1, 1, 10, 20, 64, 32) == 2 * 10 * 20 * (64 + 32)
+    assert cases.flops(2, 3, 4, 4, 8, causal=True) == cases.flops(2, 3, 4, 4, 8) / 2
+    with pytest.raises(ValueError):
+        cases.make_inputs(cases.Case("x", "prefill", mask="int"))
+
+
+def test_bench_cli_reports_a_wrong_result(monkeypatch, capsys):
+    """A pyattn result off the reference is not timed: FAILED row, exit 1."""
+    from pyattn.bench import cases, cli
+
+    real = cases.Case.sdpa_kwargs  # pyattn gets scale=0.5, the reference 1/sqrt(E)
+    monkeypatch.setattr(cases.Case, "sdpa_kwargs", lambda self, inputs: {**real(self, inputs), "scale": 0.5})
+    code = cli.main(["--smoke", "--case", "tiny", "--baselines", "none", "--no-roof", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "FAILED" in captured.out and "VALIDATION FAILED" in captured.out

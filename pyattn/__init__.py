@@ -11,12 +11,18 @@ SPEC.md for the full contract.
 from . import reference
 from ._config import __version__, get_config, get_num_threads, set_num_threads, show_config
 from ._config import warn_if_isa_refused as _warn_if_isa_refused
+from .additive import additive_attention
 from .attention import scaled_dot_product_attention
+from .kv_cache import KVCache
 from .merge import merge_attention_states
+from .multihead import MultiHeadAttention
 
 __all__ = [
     "scaled_dot_product_attention",
+    "additive_attention",
     "merge_attention_states",
+    "MultiHeadAttention",
+    "KVCache",
     "set_num_threads",
     "get_num_threads",
     "get_config",

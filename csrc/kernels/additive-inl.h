@@ -20,12 +20,16 @@
 //     num = (v_a e^{2qp}) e^{2kp} - v_a,  den = e^{2qp} e^{2kp} + 1,
 //     acc += num * recip(den)
 //   i.e. 3 FMAs and a reciprocal (rcp + one Newton step in float) instead of
-//   a tanh. kFactorLimit (20 float, 170 double) keeps every factor and
-//   product normal. Error: e^{2qp}, e^{2kp} are within 2 ulp (vexp), so z is
-//   within ~5 ulp and tanh within ~2.5 ulp(1) ABSOLUTE (measured: 1.9e-7
-//   float, 3.6e-16 double) -- the same order as rounding qp + kp itself; the
-//   relative error of tiny tanh values is larger, which the scores (sums of
-//   A terms of size ~|v_a|) do not see.
+//   a tanh. The query side lives in panels of MR rows (per a: MR values
+//   e^{2qp}, then MR values v_a e^{2qp}), so every broadcast of a tile comes
+//   from one pointer. kFactorLimit (20 float, 170 double) keeps every factor
+//   and product normal. Error: e^{2qp}, e^{2kp} are within 2 ulp (vexp), so
+//   z is within ~5 ulp and tanh(qp + kp) within ~2 eps ABSOLUTE (measured
+//   over 1e5-4e6 pairs with |qp|, |kp| up to the limit: 2.3e-7 = 1.94 eps
+//   float with AVX2, 1.5e-7 with AVX-512 and scalar; 2.4e-16 = 1.1 eps
+//   double) -- the order of rounding qp + kp itself; tiny tanh values have a
+//   larger RELATIVE error, which the scores (sums of A terms ~|v_a|) do not
+//   see.
 // * Direct (otherwise: huge, infinite projections): acc += v_a vtanh(qp + kp)
 //   with vtanh from vec_math-inl.h.
 // NaN in qp/kp propagates through either path to the scores it touches.
@@ -37,13 +41,13 @@
 // per second against ~2e8 for NumPy's tanh of the broadcast sum; see
 // benchmarks/bench_additive.py.
 
-// Factorised tile: C[MR x NR*W] = sum_a v_a[a] tanh(qp + kp) from
-// eq = rows of [e^{2qp} (A) | v_a e^{2qp} (A)] (row stride lde) and the
-// panel ek = e^{2kp} (A rows of NR*W).
+// Factorised tile: C[MR x NR*W] = sum_a v_a[a] tanh(qp + kp) from the query
+// panel eq (per a: e^{2qp} of its rows at [0, ..), v_a e^{2qp} at [off, ..);
+// ldp per a) and the key panel ek = e^{2kp} (A rows of NR*W).
 template <class V, int MR, int NR>
-inline void additive_tile_factored(const typename V::T* eq, int64_t lde, const typename V::T* ek,
-                                   const typename V::T* va, int64_t A, typename V::T* c,
-                                   int64_t ldc) {
+inline void additive_tile_factored(const typename V::T* eq, int64_t ldp, int64_t off,
+                                   const typename V::T* ek, const typename V::T* va, int64_t A,
+                                   typename V::T* c, int64_t ldc) {
   using R = typename V::R;
   using T = typename V::T;
   constexpr int W = V::W;
@@ -51,16 +55,17 @@ inline void additive_tile_factored(const typename V::T* eq, int64_t lde, const t
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NR; ++n) acc[m][n] = V::zero();
   const R one = V::set1(T(1));
+  const T* eqv = eq + off;
   for (int64_t a = 0; a < A; ++a) {
     R b[NR];
     for (int n = 0; n < NR; ++n) b[n] = V::load(ek + a * (NR * W) + n * W);
-    const R neg_va = V::set1(-va[a]);
+    const R w = V::set1(va[a]);
     for (int m = 0; m < MR; ++m) {
-      const R x = V::set1(eq[m * lde + a]);
-      const R xv = V::set1(eq[m * lde + A + a]);
+      const R x = V::set1(eq[a * ldp + m]);
+      const R xv = V::set1(eqv[a * ldp + m]);
       for (int n = 0; n < NR; ++n) {
-        const R num = V::fma(xv, b[n], neg_va);  // v_a (z - 1)
-        const R den = V::fma(x, b[n], one);      // z + 1
+        const R num = V::fms(xv, b[n], w);   // v_a (z - 1)
+        const R den = V::fma(x, b[n], one);  // z + 1
         acc[m][n] = V::fma(num, V::recip(den), acc[m][n]);
       }
     }
@@ -95,16 +100,16 @@ inline void additive_tile_direct(const typename V::T* const* qp, const typename 
 
 // Row tails (1..MR rows) of both tiles.
 template <class V, int MR, int NR>
-inline void additive_rows(int mr, bool factored, const typename V::T* eq, int64_t lde,
-                          const typename V::T* ek, const typename V::T* const* qp,
+inline void additive_rows(int mr, bool factored, const typename V::T* eq, int64_t ldp,
+                          int64_t off, const typename V::T* ek, const typename V::T* const* qp,
                           const typename V::T* kraw, const typename V::T* va, int64_t A,
                           typename V::T* c, int64_t ldc) {
   if constexpr (MR > 1) {
     if (mr < MR)
-      return additive_rows<V, MR - 1, NR>(mr, factored, eq, lde, ek, qp, kraw, va, A, c, ldc);
+      return additive_rows<V, MR - 1, NR>(mr, factored, eq, ldp, off, ek, qp, kraw, va, A, c, ldc);
   }
   if (factored)
-    additive_tile_factored<V, MR, NR>(eq, lde, ek, va, A, c, ldc);
+    additive_tile_factored<V, MR, NR>(eq, ldp, off, ek, va, A, c, ldc);
   else
     additive_tile_direct<V, MR, NR>(qp, kraw, va, A, c, ldc);
 }
@@ -128,9 +133,97 @@ inline void exp_twice(const typename V::T* x, int64_t n, typename V::T* y) {
   }
 }
 
+// In-place scores for groups of fewer than MR query rows (decoding: one row
+// per pass over the keys), where packing a key block would serve too few
+// rows: each key row is read where it lies, vectorised over a, e^{2kp} made
+// on the fly and shared by the ROWS rows, one horizontal sum per score. eq
+// holds per row [e^{2qp} (A) | v_a e^{2qp} (A)]; qr the rows of qp. A key
+// whose |kp| exceeds `limit` somewhere (or rows that do: !rows_fit) is
+// scored again by the direct tanh. The a-tail goes through zero-padded
+// vectors, whose terms are exactly 0 on either path.
+template <class V, int ROWS>
+inline void additive_keys_in_place(const typename V::T* eq, const typename V::T* const* qr,
+                                   const typename V::T* k, int64_t ldk, int64_t nk,
+                                   const typename V::T* va, int64_t A, bool rows_fit,
+                                   typename V::T limit, typename V::T* st, int64_t ld_s) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::W;
+  const int64_t a_full = A / W * W, tail = A - a_full;
+  const R one = V::set1(T(1));
+  // The tail of v_a and of each row, zero-padded.
+  T va_t[W] = {}, e_t[ROWS][W] = {}, ev_t[ROWS][W] = {}, q_t[ROWS][W] = {};
+  for (int64_t c = 0; c < tail; ++c) {
+    va_t[c] = va[a_full + c];
+    for (int r = 0; r < ROWS; ++r) {
+      e_t[r][c] = eq[r * 2 * A + a_full + c];
+      ev_t[r][c] = eq[r * 2 * A + A + a_full + c];
+      q_t[r][c] = qr[r][a_full + c];
+    }
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    const T* kj = k + j * ldk;
+    T k_t[W] = {};
+    for (int64_t c = 0; c < tail; ++c) k_t[c] = kj[a_full + c];
+    R acc[ROWS];
+    for (int r = 0; r < ROWS; ++r) acc[r] = V::zero();
+    R kmax = V::zero();
+    auto factored = [&](R kv, R w, const T* const* e, const T* const* ev, int64_t a) {
+      kmax = V::max(kmax, V::abs(kv));
+      const R ek = vexp<V>(V::add(kv, kv));
+      for (int r = 0; r < ROWS; ++r) {
+        const R num = V::fms(V::load(ev[r] + a), ek, w);
+        const R den = V::fma(V::load(e[r] + a), ek, one);
+        acc[r] = V::fma(num, V::recip(den), acc[r]);
+      }
+    };
+    const T* e_rows[ROWS];
+    const T* ev_rows[ROWS];
+    const T* e_tail[ROWS];
+    const T* ev_tail[ROWS];
+    for (int r = 0; r < ROWS; ++r) {
+      e_rows[r] = eq + r * 2 * A;
+      ev_rows[r] = eq + r * 2 * A + A;
+      e_tail[r] = e_t[r];
+      ev_tail[r] = ev_t[r];
+    }
+    for (int64_t a = 0; a < a_full; a += W) factored(V::load(kj + a), V::load(va + a), e_rows, ev_rows, a);
+    if (tail) factored(V::load(k_t), V::load(va_t), e_tail, ev_tail, 0);
+    // NaN in kmax may or may not survive the reduction; NaN propagates
+    // through either path.
+    if (!rows_fit || !(V::reduce_max(kmax) <= limit)) {
+      for (int r = 0; r < ROWS; ++r) acc[r] = V::zero();
+      auto direct = [&](R kv, R w, const T* const* q, int64_t a) {
+        for (int r = 0; r < ROWS; ++r)
+          acc[r] = V::fma(w, vtanh<V>(V::add(V::load(q[r] + a), kv)), acc[r]);
+      };
+      const T* q_tail[ROWS];
+      for (int r = 0; r < ROWS; ++r) q_tail[r] = q_t[r];
+      for (int64_t a = 0; a < a_full; a += W) direct(V::load(kj + a), V::load(va + a), qr, a);
+      if (tail) direct(V::load(k_t), V::load(va_t), q_tail, 0);
+    }
+    for (int r = 0; r < ROWS; ++r) st[r * ld_s + j] = V::reduce_sum(acc[r]);
+  }
+}
+
+template <class V, int MAX_ROWS>
+inline void additive_in_place_rows(int rows, const typename V::T* eq,
+                                   const typename V::T* const* qr, const typename V::T* k,
+                                   int64_t ldk, int64_t nk, const typename V::T* va, int64_t A,
+                                   bool rows_fit, typename V::T limit, typename V::T* st,
+                                   int64_t ld_s) {
+  if constexpr (MAX_ROWS > 1) {
+    if (rows < MAX_ROWS)
+      return additive_in_place_rows<V, MAX_ROWS - 1>(rows, eq, qr, k, ldk, nk, va, A, rows_fit,
+                                                     limit, st, ld_s);
+  }
+  additive_keys_in_place<V, MAX_ROWS>(eq, qr, k, ldk, nk, va, A, rows_fit, limit, st, ld_s);
+}
+
 template <class V, class Shape>
 struct AdditiveScorer {
   using T = typename V::T;
+  static constexpr int MR = Shape::qk_mr;
   static constexpr int kPanelWidth = Shape::qk_nr * V::W;
   // Largest |qp|, |kp| of the factorised path: e^{4 limit} and e^{-4 limit}
   // stay normal in T (float: e^{+-80}; double: e^{+-680}).
@@ -139,13 +232,16 @@ struct AdditiveScorer {
   const AdditiveParams& p;
   const int64_t A;
   // Scratch (the driver sizes the tiling with E := 2A):
-  T* eq;            // group rows x 2A: [e^{2qp} | v_a e^{2qp}] per row
+  T* eq;            // group rows x 2A: query panels of MR rows (see begin_item)
   T* ek;            // key block: panels of e^{2kp}          (kpad x A)
   T* kraw;          // key block: panels of kp itself        (kpad x A)
   const T* va;
   const T* q = nullptr;   // qp of the current batch element
   const T* k = nullptr;   // kp of the current batch element
   int64_t g0 = 0;         // first (folded) query row of the group
+  int64_t grows = 0;      // rows in the group
+  bool in_place = false;  // group of < MR rows: keys read in place, not packed
+  const T* kb = nullptr;  // in place: the current key block
   bool keys_fit = false;  // every |kp| of the packed block <= kFactorLimit
 
   AdditiveScorer(const AdditiveParams& params, const Tiling& t, T* scratch)
@@ -157,45 +253,85 @@ struct AdditiveScorer {
         va(static_cast<const T*>(params.v_a)) {}
 
   const T* qrow(int64_t r) const { return q + p.qp.row_offset(g0 + r, p.L); }
+  // Rows in the query panel holding group row r (the last one may be short).
+  int64_t panel_rows(int64_t r) const { return imin(MR, grows - r / MR * MR); }
 
+  // Query panels: group rows [pi*MR, pi*MR + n) (n = panel_rows) stored per
+  // a as n values e^{2qp} then n values v_a e^{2qp}, so a tile's broadcasts
+  // all come from one pointer; exactly rows x 2A elements in all.
   void begin_item(int64_t b, int64_t first_row, int64_t rows) {
     q = static_cast<const T*>(p.qp.data) + p.qp.batch_offset(p.batch, b);
     k = static_cast<const T*>(p.kp.data) + p.kp.batch_offset(p.batch, b);
     g0 = first_row;
+    grows = rows;
+    in_place = rows < MR;
+    if (in_place) {  // rows of [e^{2qp} | v_a e^{2qp}]
+      for (int64_t r = 0; r < rows; ++r) {
+        T* e = eq + r * 2 * A;
+        exp_twice<V>(qrow(r), A, e);
+        for (int64_t a = 0; a < A; ++a) e[A + a] = va[a] * e[a];
+      }
+      return;
+    }
+    T* row_exp = ek;  // the key panels are free until pack_keys: A values of scratch
     for (int64_t r = 0; r < rows; ++r) {
-      T* e = eq + r * 2 * A;
-      exp_twice<V>(qrow(r), A, e);
-      for (int64_t a = 0; a < A; ++a) e[A + a] = va[a] * e[a];
+      const int64_t n = panel_rows(r);
+      T* panel = eq + r / MR * MR * 2 * A;
+      exp_twice<V>(qrow(r), A, row_exp);
+      const int64_t m = r % MR;
+      for (int64_t a = 0; a < A; ++a) {
+        panel[a * 2 * n + m] = row_exp[a];
+        panel[a * 2 * n + n + m] = va[a] * row_exp[a];
+      }
     }
   }
 
   void pack_keys(int64_t j0, int64_t nk) {
+    if (in_place) {
+      kb = k + j0 * p.kp.row_stride;
+      return;
+    }
     pack_key_panels<T, kPanelWidth>(k, p.kp.row_stride, j0, nk, A, kraw);
-    keys_fit = true;
+    // The panels hold round_up(nk, kPanelWidth) * A values: whole vectors.
     const int64_t n = round_up(nk, kPanelWidth) * A;
-    for (int64_t i = 0; i < n; ++i)  // NaN compares false: it stays, and propagates either way
-      if (std::fabs(kraw[i]) > kFactorLimit) keys_fit = false;
+    auto kmax = V::zero();
+    for (int64_t i = 0; i < n; i += V::W) kmax = V::max(kmax, V::abs(V::load(kraw + i)));
+    // A NaN may or may not survive the reduction: it propagates either way.
+    keys_fit = V::reduce_max(kmax) <= kFactorLimit;
     if (keys_fit) exp_twice<V>(kraw, n, ek);
   }
 
+  bool rows_fit(const T* const* qr, int rows) const {
+    for (int m = 0; m < rows; ++m)
+      for (int64_t a = 0; a < A; ++a)
+        if (std::fabs(qr[m][a]) > kFactorLimit) return false;
+    return true;
+  }
+
   // Scores of group rows [r0, r0 + rows) against the packed keys into st
-  // (row stride ld_s), round_up(nk, kPanelWidth) columns.
+  // (row stride ld_s), round_up(nk, kPanelWidth) columns. Register tiles
+  // never straddle two query panels.
   void scores(int64_t r0, int64_t rows, int64_t nk, T* st, int64_t ld_s) const {
+    if (in_place) {
+      const T* qr[MR];
+      for (int m = 0; m < rows; ++m) qr[m] = qrow(r0 + m);
+      additive_in_place_rows<V, (MR > 1 ? MR - 1 : 1)>(
+          static_cast<int>(rows), eq + r0 * 2 * A, qr, kb, p.kp.row_stride, nk, va, A,
+          rows_fit(qr, static_cast<int>(rows)), kFactorLimit, st, ld_s);
+      return;
+    }
     const int64_t ncols = round_up(nk, kPanelWidth);
-    for (int64_t m0 = 0; m0 < rows; m0 += Shape::qk_mr) {
-      const int mr = static_cast<int>(imin(Shape::qk_mr, rows - m0));
-      const int64_t r = r0 + m0;
-      const T* qr[Shape::qk_mr];
-      bool factored = keys_fit;
-      for (int m = 0; m < mr; ++m) {
-        qr[m] = qrow(r + m);
-        for (int64_t a = 0; a < A; ++a)
-          if (std::fabs(qr[m][a]) > kFactorLimit) factored = false;
-      }
+    for (int64_t r = r0; r < r0 + rows;) {
+      const int64_t n = panel_rows(r), m0 = r % MR;
+      const int mr = static_cast<int>(imin(n - m0, r0 + rows - r));
+      const T* panel = eq + r / MR * MR * 2 * A + m0;
+      const T* qr[MR];
+      for (int m = 0; m < mr; ++m) qr[m] = qrow(r + m);
+      const bool factored = keys_fit && rows_fit(qr, mr);
       for (int64_t c0 = 0; c0 < ncols; c0 += kPanelWidth)
-        additive_rows<V, Shape::qk_mr, Shape::qk_nr>(mr, factored, eq + r * 2 * A, 2 * A,
-                                                     ek + c0 * A, qr, kraw + c0 * A, va, A,
-                                                     st + m0 * ld_s + c0, ld_s);
+        additive_rows<V, MR, Shape::qk_nr>(mr, factored, panel, 2 * n, n, ek + c0 * A, qr,
+                                           kraw + c0 * A, va, A, st + (r - r0) * ld_s + c0, ld_s);
+      r += mr;
     }
   }
 };

@@ -137,6 +137,10 @@ inline void pv_skip_zeros(const T* p, int64_t ldp, int64_t rows, int64_t nk, con
     }
 }
 
+inline void prefetch_bytes(const char* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+}
+
 // Adds the explicit mask of one row to its scores s[0, nk).
 template <class V>
 inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, int64_t nk,
@@ -144,7 +148,11 @@ inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, 
   using T = typename V::T;
   if (kind == MaskKind::boolean) {
     const uint8_t* m = reinterpret_cast<const uint8_t*>(mrow);
-    for (int64_t c = 0; c < nk; ++c)
+    int64_t c = 0;
+    if (col_stride == 1) {
+      for (; c + V::W <= nk; c += V::W) V::store(s + c, V::hide_where_zero(m + c, V::load(s + c)));
+    }
+    for (; c < nk; ++c)
       if (!m[c * col_stride]) s[c] = neg_inf<T>();
   } else {
     const T* m = reinterpret_cast<const T*>(mrow);
@@ -273,7 +281,6 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       // of a row do not depend on the other rows of its group.)
       const int64_t j0 = kb * t.k_block;
       const int64_t nk = imin((kb + 1) * t.k_block, jhi) - j0;
-      const int64_t ncols = round_up(nk, PW);
       scorer.pack_keys(j0, nk);
       const T* vb = v + j0 * p.v.row_stride;
       int64_t ldv = p.v.row_stride;
@@ -287,38 +294,45 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
         if (thi[ti] <= j0 || tlo[ti] >= j0 + nk) continue;  // tile sees nothing here
         const int64_t r0 = ti * t.q_block;
         const int64_t rows = imin(t.q_block, grows - r0);
-        scorer.scores(r0, rows, nk, st, ld_s);
+        // This tile's rows see nothing past thi[ti] (causal: the diagonal).
+        const int64_t tk = imin(nk, thi[ti] - j0);
+        const int64_t tcols = round_up(tk, PW);
+        scorer.scores(r0, rows, tk, st, ld_s);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t gr = r0 + r;  // row within the group
           T* s = st + r * ld_s;
           const KeyInterval iv = visible_keys(p.vis, (g0 + gr) % L, L, n);
-          const int64_t lo = imax(iv.lo - j0, 0), hi = imin(iv.hi - j0, nk);  // [j0, j0+nk) lies in [ks, ke)
+          const int64_t lo = imax(iv.lo - j0, 0), hi = imin(iv.hi - j0, tk);  // [j0, j0+nk) lies in [ks, ke)
           if (hi <= lo) {  // row hidden in this whole block: contributes nothing
-            for (int64_t c = 0; c < ncols; ++c) s[c] = T(0);
+            for (int64_t c = 0; c < tcols; ++c) s[c] = T(0);
             continue;
           }
+          if (mask && r + 2 < rows && p.mask.col_stride == 1)  // rows of a mask tile are far apart:
+            prefetch_bytes(mask + (p.mask.row_offset(g0 + gr + 2, L) + j0) * mask_esz,  // fetch ahead
+                           tk * mask_esz);
           if (mask)
             apply_mask_row<V>(p.mask_kind,
                               mask + (p.mask.row_offset(g0 + gr, L) + j0 * p.mask.col_stride) * mask_esz,
-                              p.mask.col_stride, nk, s);
+                              p.mask.col_stride, tk, s);
           for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
-          for (int64_t c = hi; c < ncols; ++c) s[c] = neg_inf<T>();
-          const T m_use = softmax_step<V>(s, ncols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);
+          for (int64_t c = hi; c < tcols; ++c) s[c] = neg_inf<T>();
+          const T m_use = softmax_step<V>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);
           if (want_w) {
             T* w = wrows + p.weights.row_offset(g0 + gr, L) + j0;
-            for (int64_t c = 0; c < nk; ++c) w[c] = s[c];
+            for (int64_t c = 0; c < tk; ++c) w[c] = s[c];
+            for (int64_t c = tk; c < nk; ++c) w[c] = T(0);
             wmax[gr * t.num_k_blocks + kb] = m_use;
           }
         }
         if (!v_finite) {  // rare: keep a hidden NaN/inf value out of rows that cannot see it
-          pv_skip_zeros<T>(st, ld_s, rows, nk, vb, ldv, Ev, acc + r0 * ev_pad, ev_pad);
+          pv_skip_zeros<T>(st, ld_s, rows, tk, vb, ldv, Ev, acc + r0 * ev_pad, ev_pad);
           continue;
         }
         for (int64_t m0 = 0; m0 < rows; m0 += Shape::pv_mr) {
           const int mr = static_cast<int>(imin(Shape::pv_mr, rows - m0));
           for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {
             const int nvec = static_cast<int>(imin(Shape::pv_nc, (ev_pad - c0) / W));
-            pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + m0 * ld_s, ld_s, nk, vb + c0, ldv,
+            pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + m0 * ld_s, ld_s, tk, vb + c0, ldv,
                                                    acc + (r0 + m0) * ev_pad + c0, ev_pad);
           }
         }

@@ -30,6 +30,11 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   // Score tile height: a multiple of every ISA's register-tile height
   // (4, 6, 12) that keeps the q_block x k_block score tile in L2.
   t->q_block = std::max<int64_t>(1, std::min<int64_t>(L, 96));
+  // A small batch with few rows: shorter tiles (still a multiple of 24, so of
+  // every register-tile height 4, 6, 8, 12) for ~16 items, or 11 items of 96
+  // rows (L = 1024) would leave one of two threads idle for 1/12 of the call.
+  if (batch_count * ceil_div(L, t->q_block) < 16 && L > 24)
+    t->q_block = std::max<int64_t>(24, round_up(ceil_div(L, ceil_div(16, batch_count)), 24));
   // Row group: up to 8 score tiles share each packed key block, but keep at
   // least ~16 work items when the batch is small so two or more threads
   // stay busy. Key blocks are aligned to multiples of k_block, so a row's

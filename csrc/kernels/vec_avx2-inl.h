@@ -3,8 +3,9 @@
 // #pragma GCC target("avx2,fma"); no include guard.
 //
 // The operations every Vec provides (kernels use nothing else):
-//   zero set1 load store add sub mul fma(a,b,c)=a*b+c max min
+//   zero set1 load store add sub mul fma(a,b,c)=a*b+c fms(a,b,c)=a*b-c max min
 //   reduce_max reduce_sum round pow2n zero_if_less
+//   hide_where_zero(m, s): s where the byte m[i] != 0, else -inf (bool masks)
 //   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
 //   recip(x) ~ 1/x   abs(x)   copysign(mag,sgn) = |mag| with the sign of sgn
 // max/min return the SECOND operand when either is NaN (x86 semantics), so
@@ -25,6 +26,7 @@ struct Avx2F32 {
   static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R fms(R a, R b, R c) { return _mm256_fmsub_ps(a, b, c); }
   static R max(R a, R b) { return _mm256_max_ps(a, b); }
   static R min(R a, R b) { return _mm256_min_ps(a, b); }
   static T reduce_max(R a) {
@@ -46,6 +48,11 @@ struct Avx2F32 {
   }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm256_andnot_ps(_mm256_cmp_ps(x, threshold, _CMP_LT_OQ), y);
+  }
+  static R hide_where_zero(const uint8_t* m, R s) {
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)));
+    const __m256 hidden = _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, _mm256_setzero_si256()));
+    return _mm256_blendv_ps(s, _mm256_set1_ps(-std::numeric_limits<float>::infinity()), hidden);
   }
   static R select_less(R x, R threshold, R a, R b) {
     return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, threshold, _CMP_LT_OQ));
@@ -75,6 +82,7 @@ struct Avx2F64 {
   static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static R fms(R a, R b, R c) { return _mm256_fmsub_pd(a, b, c); }
   static R max(R a, R b) { return _mm256_max_pd(a, b); }
   static R min(R a, R b) { return _mm256_min_pd(a, b); }
   static T reduce_max(R a) {
@@ -95,6 +103,13 @@ struct Avx2F64 {
   }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm256_andnot_pd(_mm256_cmp_pd(x, threshold, _CMP_LT_OQ), y);
+  }
+  static R hide_where_zero(const uint8_t* m, R s) {
+    int32_t four;
+    std::memcpy(&four, m, 4);
+    const __m256i b = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(four));
+    const __m256d hidden = _mm256_castsi256_pd(_mm256_cmpeq_epi64(b, _mm256_setzero_si256()));
+    return _mm256_blendv_pd(s, _mm256_set1_pd(-std::numeric_limits<double>::infinity()), hidden);
   }
   static R select_less(R x, R threshold, R a, R b) {
     return _mm256_blendv_pd(b, a, _mm256_cmp_pd(x, threshold, _CMP_LT_OQ));

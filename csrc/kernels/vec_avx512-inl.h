@@ -18,6 +18,7 @@ struct Avx512F32 {
   static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static R fms(R a, R b, R c) { return _mm512_fmsub_ps(a, b, c); }
   static R max(R a, R b) { return _mm512_max_ps(a, b); }
   static R min(R a, R b) { return _mm512_min_ps(a, b); }
   static T reduce_max(R a) {
@@ -43,6 +44,11 @@ struct Avx512F32 {
   }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_ps());
+  }
+  static R hide_where_zero(const uint8_t* m, R s) {
+    const __mmask16 keep = _mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m)),
+                                              _mm_set1_epi8(-1));
+    return _mm512_mask_mov_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), keep, s);
   }
   static R select_less(R x, R threshold, R a, R b) {
     return _mm512_mask_mov_ps(b, _mm512_cmp_ps_mask(x, threshold, _CMP_LT_OQ), a);
@@ -75,6 +81,7 @@ struct Avx512F64 {
   static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  static R fms(R a, R b, R c) { return _mm512_fmsub_pd(a, b, c); }
   static R max(R a, R b) { return _mm512_max_pd(a, b); }
   static R min(R a, R b) { return _mm512_min_pd(a, b); }
   static T reduce_max(R a) {
@@ -97,6 +104,12 @@ struct Avx512F64 {
   }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_pd(y, _mm512_cmp_pd_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_pd());
+  }
+  static R hide_where_zero(const uint8_t* m, R s) {
+    const __mmask16 keep = _mm_test_epi8_mask(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)),
+                                              _mm_set1_epi8(-1));
+    return _mm512_mask_mov_pd(_mm512_set1_pd(-std::numeric_limits<double>::infinity()),
+                              static_cast<__mmask8>(keep), s);
   }
   static R select_less(R x, R threshold, R a, R b) {
     return _mm512_mask_mov_pd(b, _mm512_cmp_pd_mask(x, threshold, _CMP_LT_OQ), a);

@@ -19,6 +19,7 @@ struct ScalarVec {
   static R sub(R a, R b) { return a - b; }
   static R mul(R a, R b) { return a * b; }
   static R fma(R a, R b, R c) { return a * b + c; }
+  static R fms(R a, R b, R c) { return a * b - c; }
   // x86 max/min semantics: the SECOND operand is returned when either is NaN,
   // so max(running, x) and min(limit, x) let a NaN x through.
   static R max(R a, R b) { return a > b ? a : b; }
@@ -40,6 +41,10 @@ struct ScalarVec {
       std::memcpy(&d, &bits, 8);
       return d;
     }
+  }
+  // s where the mask byte m[0] is non-zero, else -inf (W bytes of a bool mask).
+  static R hide_where_zero(const uint8_t* m, R s) {
+    return m[0] ? s : -std::numeric_limits<T>::infinity();
   }
   // (x < threshold) ? 0 : y  -- false for NaN x, so NaN survives.
   static R zero_if_less(R x, R threshold, R y) { return x < threshold ? T(0) : y; }

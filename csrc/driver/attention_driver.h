@@ -1,0 +1,90 @@
+// The driver sequence every attention op shares: tiling, dispatch of the
+// selected ISA's kernel, threads, and the merge of split-KV partial results.
+// Each op's driver (sdpa_driver.cpp, additive_driver.cpp) only says how wide
+// its scorer's per-row / per-key scratch is and which kernel to run.
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <new>
+
+#include "pyattn/attention_params.h"
+#include "../kernels/tiling.h"
+#include "parallel.h"
+
+namespace pyattn {
+
+// Combines the num_splits partial states (m, l, acc) of every row, in split
+// order, into out and lse -- the same algebra as merge_attention_states.
+template <class T>
+void merge_splits(const AttentionParams& p, const Tiling& t) {
+  const int64_t rows_total = p.fold * p.L, Ev = p.Ev, ns = t.num_splits;
+  const T* state = static_cast<const T*>(t.split_state);
+  const T ninf = -std::numeric_limits<T>::infinity();
+  for (int64_t b = 0; b < p.batch.count; ++b) {
+    T* out = static_cast<T*>(p.out.data) + p.out.batch_offset(p.batch, b);
+    T* lse = p.lse.data ? static_cast<T*>(p.lse.data) + p.lse.batch_offset(p.batch, b) : nullptr;
+    for (int64_t g = 0; g < t.num_groups; ++g) {
+      const int64_t g0 = g * t.group_rows;
+      const int64_t item0 = (b * t.num_groups + g) * ns;
+      for (int64_t gr = 0; gr < t.group_rows && g0 + gr < rows_total; ++gr) {
+        auto part = [&](int64_t s) { return state + ((item0 + s) * t.group_rows + gr) * (Ev + 2); };
+        T m = ninf;
+        bool any = false;
+        for (int64_t s = 0; s < ns; ++s) {
+          const T* r = part(s);
+          if (r[1] == T(0)) continue;  // no visible key in this chunk
+          if (!any || r[0] > m || std::isnan(r[0])) m = r[0];
+          any = true;
+        }
+        T* o = out + p.out.row_offset(g0 + gr, p.L);
+        if (!any) {
+          for (int64_t c = 0; c < Ev; ++c) o[c] = T(0);
+          if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = ninf;
+          continue;
+        }
+        T l = T(0);
+        for (int64_t c = 0; c < Ev; ++c) o[c] = T(0);
+        for (int64_t s = 0; s < ns; ++s) {
+          const T* r = part(s);
+          if (r[1] == T(0)) continue;
+          const T f = std::exp(r[0] - m);
+          l += r[1] * f;
+          for (int64_t c = 0; c < Ev; ++c) o[c] += r[2 + c] * f;
+        }
+        const T inv = T(1) / l;
+        for (int64_t c = 0; c < Ev; ++c) o[c] *= inv;
+        if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = m + std::log(l);
+      }
+    }
+  }
+}
+
+// Runs `kernel(p, tiling, begin, end, scratch)` (an ISA's kernel for p's
+// op) over every work item. `width` is what the op's scorer needs per query
+// row and per key in the tiling's q/k scratch regions (E for dot products).
+template <class Params, class KernelFn>
+void run_attention(const Params& p, int64_t width, KernelFn kernel) {
+  if (p.batch.count == 0 || p.L == 0 || p.fold == 0) return;
+  const size_t elem = p.dtype == DType::f64 ? sizeof(double) : sizeof(float);
+  Tiling t;
+  if (!make_sdpa_tiling(p.batch.count, p.fold * p.L, p.S, width, p.Ev, elem,
+                        p.weights.data != nullptr, &t))
+    throw std::bad_alloc();
+  ScratchPtr split_state;
+  if (t.num_splits > 1) {
+    split_state = allocate_scratch(static_cast<size_t>(t.group_rows * (p.Ev + 2)) * elem,
+                                   static_cast<int>(t.items));
+    t.split_state = split_state.get();
+  }
+  parallel_for_items(t.items, p.num_threads, static_cast<size_t>(t.scratch_elems) * elem,
+                     [&](int64_t begin, int64_t end, void* scratch) { kernel(p, t, begin, end, scratch); });
+  if (t.num_splits > 1) {
+    if (p.dtype == DType::f64)
+      merge_splits<double>(p, t);
+    else
+      merge_splits<float>(p, t);
+  }
+}
+
+}  // namespace pyattn

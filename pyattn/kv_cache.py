@@ -1,0 +1,199 @@
+"""KVCache: a preallocated key/value cache for incremental decoding."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _args
+from .attention import scaled_dot_product_attention
+
+
+def _size(x, name: str, minimum: int) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
+    x = int(x)
+    if x < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    return x
+
+
+class KVCache:
+    """Preallocated keys and values of ``batch`` sequences, each with its own length.
+
+    Args:
+        batch: number of sequences ``B``.
+        num_kv_heads: key/value heads ``Hkv``.
+        head_dim: key feature size ``d`` (also the query's).
+        max_seq_len: capacity in positions per sequence.
+        value_dim: value feature size ``dv`` (default ``head_dim``).
+        dtype: float32, float64, float16 or bfloat16 (the last two are
+            computed in float32 by ``attend``, as everywhere in pyattn).
+
+    Attributes:
+        keys: ``(B, Hkv, max_seq_len, d)``, values: ``(B, Hkv, max_seq_len, dv)``
+            -- the whole buffers; positions at or beyond an element's length
+            are never read into a result (they are hidden by ``kv_lengths``).
+        lengths: read-only int64 ``(B,)``, the number of cached positions of
+            each element (0 after construction and ``reset()``).
+
+    Example (greedy decoding; ``project`` gives q, k, v of shape (B, H, T, d))::
+
+        cache = pyattn.KVCache(B, Hkv, d, max_seq_len=2048)
+        q, k, v = project(prompt)          # T = prompt length
+        cache.append(k, v)
+        out = cache.attend(q)              # causal over the prompt
+        for step in range(n_new):
+            q, k, v = project(next_token)  # T = 1
+            cache.append(k, v)
+            out = cache.attend(q)          # attends to every cached position
+    """
+
+    def __init__(self, batch, num_kv_heads, head_dim, max_seq_len, *, value_dim=None, dtype=np.float32):
+        B = _size(batch, "batch", 0)
+        Hkv = _size(num_kv_heads, "num_kv_heads", 1)
+        d = _size(head_dim, "head_dim", 0)
+        n = _size(max_seq_len, "max_seq_len", 0)
+        dv = d if value_dim is None else _size(value_dim, "value_dim", 0)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError as exc:
+            raise TypeError(f"dtype must be a float dtype, got {dtype!r}") from exc
+        if not _args.is_float_dtype(dt):
+            raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {dt}")
+        self.batch, self.num_kv_heads, self.head_dim, self.value_dim = B, Hkv, d, dv
+        self.max_seq_len, self.dtype = n, dt
+        self.keys = np.zeros((B, Hkv, n, d), dt)
+        self.values = np.zeros((B, Hkv, n, dv), dt)
+        self._set_lengths(np.zeros(B, np.int64))
+
+    def _set_lengths(self, lengths: np.ndarray) -> None:
+        lengths.flags.writeable = False
+        self._lengths = lengths
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self._lengths
+
+    @property
+    def max_length(self) -> int:
+        """The longest cached sequence: the key dimension ``S`` that ``attend``
+        works over (its ``attn_mask`` and weights have ``S`` columns)."""
+        return int(self._lengths.max()) if self.batch else 0
+
+    @property
+    def used_keys(self) -> np.ndarray:
+        """View ``(B, Hkv, max_length, d)`` of the keys (shorter elements' tails are unused)."""
+        return self.keys[:, :, : self.max_length]
+
+    @property
+    def used_values(self) -> np.ndarray:
+        """View ``(B, Hkv, max_length, dv)`` of the values."""
+        return self.values[:, :, : self.max_length]
+
+    def reset(self, index=None) -> None:
+        """Forgets the cached positions of every element, or of the elements
+        ``index`` selects (an int, a sequence of ints, a slice or a bool mask
+        over the batch -- e.g. to reuse a finished sequence's slot); the
+        buffers are kept."""
+        if index is None:
+            self._set_lengths(np.zeros(self.batch, np.int64))
+            return
+        lengths = self._lengths.copy()
+        try:
+            lengths[index] = 0
+        except (IndexError, TypeError, ValueError) as exc:
+            raise type(exc)(f"reset: bad index {index!r} for batch {self.batch}: {exc}") from None
+        self._set_lengths(lengths)
+
+    def _check(self, a, name: str, features: int, T=None) -> np.ndarray:
+        a = _args.as_array(a, name)
+        if a.dtype != self.dtype:
+            raise TypeError(f"{name}: dtype {a.dtype} does not match the cache's dtype {self.dtype}")
+        B, Hkv = self.batch, self.num_kv_heads
+        if a.ndim != 4 or a.shape[:2] != (B, Hkv) or a.shape[3] != features or (T is not None and a.shape[2] != T):
+            want = f"({B}, {Hkv}, {'T' if T is None else T}, {features})"
+            raise ValueError(f"{name} must have shape (batch, num_kv_heads, T, {'head_dim' if name == 'k' else 'value_dim'})"
+                             f" = {want}, got {a.shape}")
+        return a
+
+    def append(self, k, v, *, counts=None) -> np.ndarray:
+        """Writes ``k (B, Hkv, T, d)`` and ``v (B, Hkv, T, dv)`` at each element's
+        current length (elements may have different lengths) and returns the
+        new ``lengths``.
+
+        ``counts`` (integer ``(B,)``, each in ``[0, T]``) appends only the
+        first ``counts[b]`` rows of element ``b`` -- a right-padded batch of
+        prompts of different lengths; by default every element gets all ``T``.
+        Raises before changing anything: ``TypeError`` for a dtype other than
+        the cache's (or non-integer counts), ``ValueError`` for wrong shapes
+        or counts, or if some element would exceed ``max_seq_len``."""
+        k = self._check(k, "k", self.head_dim)
+        T = k.shape[2]
+        v = self._check(v, "v", self.value_dim, T)
+        B = self.batch
+        if counts is None:
+            add = np.full(B, T, np.int64)
+        else:
+            add = _args.as_array(counts, "counts")
+            if add.dtype.kind not in "iu":
+                raise TypeError(f"counts must be an integer array, got dtype {add.dtype}")
+            if add.shape != (B,):
+                raise ValueError(f"counts must have shape (batch,) = ({B},), got {add.shape}")
+            if B and (add.min() < 0 or add.max() > T):
+                raise ValueError(f"counts must lie in [0, T={T}], got {add.tolist()}")
+            add = add.astype(np.int64)
+        old = self._lengths
+        new = old + add
+        over = np.nonzero(new > self.max_seq_len)[0]
+        if over.size:
+            raise ValueError(
+                f"append of {add[over].tolist()} positions to batch elements {over.tolist()} holding "
+                f"{old[over].tolist()} overflows the cache (max_seq_len={self.max_seq_len})")
+        if T and B:
+            n0 = int(old[0])
+            if counts is None and (old == n0).all():
+                self.keys[:, :, n0:n0 + T] = k
+                self.values[:, :, n0:n0 + T] = v
+            else:  # one scatter: row t < add[b] of element b goes to position old[b] + t
+                b_idx, t_idx = np.nonzero(np.arange(T) < add[:, None])
+                pos = old[b_idx] + t_idx
+                # advanced indices around a slice put the (rows) dim first
+                self.keys[b_idx, :, pos] = k[b_idx, :, t_idx]
+                self.values[b_idx, :, pos] = v[b_idx, :, t_idx]
+        self._set_lengths(new)
+        return new
+
+    def attend(self, q, **sdpa_kwargs):
+        """``scaled_dot_product_attention(q, keys, values, kv_lengths=lengths,
+        is_causal="lower_right", **sdpa_kwargs)`` over the cached positions.
+
+        ``q`` is ``(B, Hq, L, d)``: the last ``L`` positions of each sequence
+        (query row ``i`` of element ``b`` sits at position
+        ``lengths[b] - L + i`` and sees the cached keys up to it). ``Hq`` must
+        be a multiple of ``Hkv``; ``enable_gqa`` is set when they differ.
+        ``is_causal`` may be overridden: ``False`` for a cross-attention
+        cache, ``True`` (upper-left) for the queries of a right-padded prefill
+        appended with ``counts`` (row ``i`` at position ``i``; rows at or past
+        ``lengths[b]`` are padding); ``kv_lengths`` may not. The key dimension is ``max_length``:
+        an ``attn_mask`` is broadcast to ``(B, Hq, L, max_length)`` and
+        returned weights have that shape.
+        """
+        q = _args.as_array(q, "q")
+        B, Hkv, d = self.batch, self.num_kv_heads, self.head_dim
+        if q.ndim != 4 or q.shape[0] != B or q.shape[3] != d:
+            raise ValueError(f"q must have shape (batch={B}, heads, L, head_dim={d}), got {q.shape}")
+        if q.shape[1] % Hkv:
+            raise ValueError(f"q has {q.shape[1]} heads, not a multiple of num_kv_heads={Hkv}")
+        if "kv_lengths" in sdpa_kwargs:
+            raise TypeError("attend() sets kv_lengths from the cache; it cannot be passed")
+        sdpa_kwargs.setdefault("is_causal", "lower_right")
+        sdpa_kwargs.setdefault("enable_gqa", q.shape[1] != Hkv)
+        return scaled_dot_product_attention(q, self.used_keys, self.used_values, kv_lengths=self._lengths,
+                                            **sdpa_kwargs)
+
+    def __repr__(self):
+        return (f"KVCache(batch={self.batch}, num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, "
+                f"max_seq_len={self.max_seq_len}, value_dim={self.value_dim}, dtype={self.dtype}, "
+                f"lengths={self._lengths.tolist()})")

@@ -211,15 +211,47 @@ def test_non_finite_projections(isa, dtype):
     assert np.isnan(got["out"][first:]).all()
 
 
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("L", [1, 3])
+def test_decoding_rows_read_keys_in_place(isa, dtype, L):
+    """Groups of fewer rows than a register tile read the keys in place,
+    vectorised over A (A = 37 leaves a tail on every ISA): large keys and
+    rows (direct tanh), NaN, causal lower-right, kv_lengths, weights."""
+    rng = np.random.default_rng(17)
+    lim = FACTOR_LIMIT[np.dtype(dtype)]
+    B, S, A = 3, 300, 37
+    q = rng.standard_normal((B, L, A)).astype(dtype)
+    k = rng.standard_normal((B, S, A)).astype(dtype)
+    v = rng.standard_normal((B, S, 4)).astype(dtype)
+    k[0, 17, 36] = 2 * lim      # one key, in the a-tail
+    k[0, 200, 3] = -np.inf
+    q[1, 0, 5] = 1.5 * lim      # a whole row
+    k[2, 40, 0] = np.nan        # only batch element 2
+    v_a = (rng.standard_normal(A) / 6).astype(dtype)
+    got, _ = check(q, k, v, v_a, is_causal="lower_right", kv_lengths=np.array([300, 250, 41]),
+                   return_lse=True)
+    # key 40 of element 2 (n = 41) is visible to its last row only
+    assert np.isfinite(got["out"][:2]).all() and np.isfinite(got["out"][2, :-1]).all()
+    assert np.isnan(got["out"][2, -1]).all()
+    got, _ = check(q, k, v, v_a, kv_lengths=np.array([300, 250, 40]), return_weights=True)
+    assert np.isfinite(got["out"]).all()
+
+
 def _tanh_through_lse(q, k, dtype):
     """lse of one key with A = 1 and v_a = 1 is exactly tanh(q + k)."""
     v = np.zeros((k.shape[0], 1, 1), dtype)
     _, lse = additive(q, k, v, np.ones(1, dtype), return_lse=True)
-    return lse[..., 0] if lse.ndim == 3 else lse
+    return lse
 
 
+# "rows": many query rows per key (packed key panels); "decode": one query
+# row per batch element (keys read in place).
+LAYOUTS = ["rows", "decode"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
-def test_tanh_accuracy_direct_path(isa, dtype):
+def test_tanh_accuracy_direct_path(isa, dtype, layout):
     """vtanh (vec_math-inl.h) through the direct path: a key of 32 (256 for
     float64) is beyond the factorised limit; q = x - key is exact for x on a
     grid, so the result is tanh(x) for known x. Documented bound: 1.25 ulp."""
@@ -227,12 +259,14 @@ def test_tanh_accuracy_direct_path(isa, dtype):
     c = 32.0 if dtype == np.float32 else 256.0
     step = 2.0**-18 if dtype == np.float32 else 2.0**-44
     rng = np.random.default_rng(10)
-    x = np.concatenate([np.round(rng.uniform(-12, 12, 200_000) / step) * step,
-                        np.round(rng.uniform(-0.7, 0.7, 100_000) / step) * step,
+    n = 100_000 if layout == "rows" else 20_000
+    x = np.concatenate([np.round(rng.uniform(-12, 12, 2 * n) / step) * step,
+                        np.round(rng.uniform(-1.2, 1.2, n) / step) * step,
                         np.arange(-200, 200) * step])
     q = (x - c).astype(dtype)
     assert np.array_equal(q.astype(np.float64) + c, x)  # exact arguments
-    got = _tanh_through_lse(q.reshape(1, -1, 1), np.full((1, 1, 1), c, dtype), dtype)
+    shape = (1, -1, 1) if layout == "rows" else (-1, 1, 1)
+    got = _tanh_through_lse(q.reshape(shape), np.full((1, 1, 1), c, dtype), dtype)
     exact = np.tanh(np.longdouble(x))
     ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.longdouble)
     ulp[exact == 0] = np.finfo(dtype).tiny
@@ -240,14 +274,15 @@ def test_tanh_accuracy_direct_path(isa, dtype):
     assert got.dtype == lse_dtype(dtype)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
-def test_tanh_accuracy_factorised_path(isa, dtype):
+def test_tanh_accuracy_factorised_path(isa, dtype, layout):
     """tanh(qp + kp) = (z - 1)/(z + 1), z = e^{2qp} e^{2kp}: absolute error
     within 2 eps of T (measured <= 1.94 eps), for parts up to the limit."""
     dtype = np.dtype(dtype)
     lim = FACTOR_LIMIT[dtype]
     rng = np.random.default_rng(11)
-    B, L = 200, 500
+    B, L = (200, 500) if layout == "rows" else (20_000, 1)
     k = rng.uniform(-lim, lim, (B, 1, 1)).astype(dtype)
     x = rng.uniform(-10, 10, (B, L, 1))
     q = np.clip(x - k, -lim, lim).astype(dtype)
@@ -472,7 +507,9 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 def test_memory_does_not_grow_with_L_S_A(variant):
     """L = S = 2048, A = 128: the (L, S, A) tensor alone would be 2 GiB; the
     extra peak (RSS high-water mark in a fresh process) stays under 64 MiB."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The pyattn this test imported (installed or built in place) first on the path.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(pyattn.__file__)))
+    env = dict(os.environ, PYTHONPATH=package_parent + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, variant], capture_output=True,
                          text=True, env=env, timeout=120, check=True)
     extra_mib = json.loads(res.stdout.strip().splitlines()[-1])["extra_kib"] / 1024

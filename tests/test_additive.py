@@ -363,6 +363,21 @@ def test_bahdanau_with_projections(isa, dtype):
     assert_close(lse, m + np.log(np.exp(scores - m[..., None]).sum(-1)), lse_dtype(dtype))
 
 
+@pytest.mark.parametrize("dtype", FLOATS + LOW_PRECISION, ids=str)
+def test_one_sided_projection_with_bias(isa, dtype):
+    """w_query = None (A = Dq) with w_key and bias given, and the reverse."""
+    rng = np.random.default_rng(18)
+    q = rng.standard_normal((2, 9, 6)).astype(dtype)
+    k = rng.standard_normal((2, 14, 10)).astype(dtype)
+    v = rng.standard_normal((2, 14, 3)).astype(dtype)
+    v_a = (rng.standard_normal(6) / 3).astype(dtype)
+    bias = (rng.standard_normal(6) / 2).astype(dtype)
+    w_key = (rng.standard_normal((10, 6)) / 3).astype(dtype)
+    check(q, k, v, v_a, w_key=w_key, bias=bias, return_lse=True)
+    w_query = (rng.standard_normal((6, 10)) / 3).astype(dtype)
+    check(q, k, v, v_a[:1].repeat(10), w_query=w_query, bias=bias[:1].repeat(10), is_causal=True)
+
+
 # ---------------------------------------------------------------------------
 # Errors (SPEC 6)
 # ---------------------------------------------------------------------------
@@ -443,6 +458,13 @@ def test_bitwise_identical_for_any_thread_count(isa, dtype):
         again = additive(q, k, v, v_a, num_threads=n, **args)
         for a, b in zip(first, again):
             assert a.tobytes() == b.tobytes()
+    # decoding: one row, keys read in place and split across threads
+    q1, k1, v1 = q[:, :1], np.tile(k, (1, 8, 1)), np.tile(v, (1, 8, 1))
+    first = additive(q1, k1, v1, v_a, num_threads=1, return_lse=True, **kw)
+    for n in (2, 3):
+        again = additive(q1, k1, v1, v_a, num_threads=n, return_lse=True, **kw)
+        for a, b in zip(first, again):
+            assert a.tobytes() == b.tobytes()
 
 
 def test_concurrent_calls_from_python_threads(isa):
@@ -511,7 +533,7 @@ def test_memory_does_not_grow_with_L_S_A(variant):
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(pyattn.__file__)))
     env = dict(os.environ, PYTHONPATH=package_parent + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, variant], capture_output=True,
-                         text=True, env=env, timeout=120, check=True)
+                         text=True, env=env, timeout=120, check=True, cwd=package_parent)
     extra_mib = json.loads(res.stdout.strip().splitlines()[-1])["extra_kib"] / 1024
     assert extra_mib < 64, f"peak memory above inputs + outputs: {extra_mib:.1f} MiB"
 

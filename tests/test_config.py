@@ -34,8 +34,10 @@ def run_probe(**env_vars):
     env.update(env_vars)
     package_parent = str(pathlib.Path(pyattn.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    # cwd: `python -c` puts the working directory first on sys.path, where a
+    # source checkout's pyattn (without the built extension) would shadow it.
     proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=package_parent)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -44,13 +44,6 @@ inline KeyInterval visible_keys(const Visibility& vis, int64_t i, int64_t L, int
   return {lo, hi};
 }
 
-// Register-tile shapes of one ISA's kernels: Q K^T (or any score) tile of
-// QK_MR rows x QK_NR vectors, P V tile of PV_MR rows x PV_NC vectors.
-template <int QK_MR, int QK_NR, int PV_MR, int PV_NC>
-struct TileShape {
-  static constexpr int qk_mr = QK_MR, qk_nr = QK_NR, pv_mr = PV_MR, pv_nc = PV_NC;
-};
-
 // C[MR x NC*W] += P[MR x nk] * B[nk x NC*W]   (probabilities times values)
 template <class V, int MR, int NC>
 inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,

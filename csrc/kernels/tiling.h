@@ -53,6 +53,14 @@ struct Tiling {
   int64_t ev_pad = 0;
 };
 
+// Register-tile shapes of one ISA's kernels (each target picks its own for
+// its register file): score tile of QK_MR rows x QK_NR vectors, P V tile of
+// PV_MR rows x PV_NC vectors. Pure constants, safe outside target regions.
+template <int QK_MR, int QK_NR, int PV_MR, int PV_NC>
+struct TileShape {
+  static constexpr int qk_mr = QK_MR, qk_nr = QK_NR, pv_mr = PV_MR, pv_nc = PV_NC;
+};
+
 // Returns false if the sizes overflow what can be allocated.
 // `rows` = query rows per batch element (fold * L).
 bool make_sdpa_tiling(int64_t batch_count, int64_t rows, int64_t S, int64_t E,

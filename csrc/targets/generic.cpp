@@ -7,23 +7,17 @@ namespace pyattn {
 namespace generic {
 
 #include "../kernels/vec_scalar-inl.h"
-#include "../kernels/vec_math-inl.h"
-#include "../kernels/attention_loop-inl.h"
-#include "../kernels/sdpa-inl.h"
-#include "../kernels/additive-inl.h"
 
-// Register tiles: 4 rows x 4 columns for both products (16 accumulators,
+using VecF32 = ScalarVec<float>;
+using VecF64 = ScalarVec<double>;
+// Register tiles: 4 rows x 4 columns for every product (16 accumulators,
 // which the compiler keeps in the 16 SSE registers of baseline x86-64).
-using Shape = TileShape<4, 4, 4, 4>;
+using SdpaShape = TileShape<4, 4, 4, 4>;
+using AdditiveShape = TileShape<4, 4, 4, 4>;
 
-const KernelTable& kernel_table() {
-  static constexpr KernelTable table = {
-      "generic",
-      {&sdpa_kernel<ScalarVec<float>, Shape>, &sdpa_kernel<ScalarVec<double>, Shape>},
-      {&additive_kernel<ScalarVec<float>, Shape>, &additive_kernel<ScalarVec<double>, Shape>},
-  };
-  return table;
-}
+#include "target_kernels-inl.h"
+
+PYATTN_DEFINE_KERNEL_TABLE("generic")
 
 }  // namespace generic
 }  // namespace pyattn

@@ -15,3 +15,25 @@
 #include "pyattn/sdpa.h"
 #include "../dispatch/kernel_table.h"
 #include "../kernels/tiling.h"
+
+// Compile what follows for one ISA (a comma-separated GCC/clang target list),
+// up to PYATTN_TARGET_END.
+#define PYATTN_PRAGMA(x) _Pragma(#x)
+#if defined(__clang__)
+#define PYATTN_TARGET_BEGIN(isa) \
+  PYATTN_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define PYATTN_TARGET_END PYATTN_PRAGMA(clang attribute pop)
+#elif defined(__GNUC__)
+#define PYATTN_TARGET_BEGIN(isa) PYATTN_PRAGMA(GCC push_options) PYATTN_PRAGMA(GCC target(isa))
+#define PYATTN_TARGET_END PYATTN_PRAGMA(GCC pop_options)
+#endif
+
+// Defines <isa>::kernel_table() from the entry points that
+// target_kernels-inl.h defined in the same namespace. Use it OUTSIDE the
+// target region: the dispatcher calls it on any CPU.
+#define PYATTN_DEFINE_KERNEL_TABLE(name)                                       \
+  const KernelTable& kernel_table() {                                          \
+    static constexpr KernelTable table = {                                     \
+        name, {&sdpa_f32, &sdpa_f64}, {&additive_f32, &additive_f64}};         \
+    return table;                                                              \
+  }

@@ -297,7 +297,7 @@ def main(argv):
                 except pytest.skip.Exception as exc:
                     print(f"{name:<18} {impl:<7} {threads:>3}   skipped: {exc}")
                     continue
-                t, peak = _time(fn, ctx, repeats=7 if impl == "pyattn" else 3)
+                t, peak = _time(fn, ctx, repeats=30 if impl == "pyattn" else 3)
                 base = base or t
                 mem = "n/a" if peak is None else f"{peak:.1f}"
                 print(f"{name:<18} {impl:<7} {threads:>3} {t * 1e3:>8.1f}ms {case.tanh_evals / t / 1e9:>8.2f} "

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 import pyattn
 from helpers import (
     LOW_PRECISION,
-    ROOT,
     as_float64,
     assert_close,
     lse_dtype,

@@ -10,8 +10,12 @@
 // so an MR x PW register tile of scores accumulates over a = 0..A-1 from
 // broadcast query scalars and contiguous panel loads: no horizontal sums, and
 // the (L, S, A) tensor never exists (memory O((rows + keys) A) per thread).
+// Groups of fewer than MR rows (decoding) skip the panels: each key row is
+// read in place, vectorised over a, with one horizontal sum per score
+// (additive_keys_in_place).
 //
-// Two ways to score a tile, chosen per (MR rows x key block) from the data:
+// Two ways to score, chosen per (MR rows x key block) -- per key in place --
+// from the data:
 //
 // * Factorised (every |qp| and |kp| of the tile <= kFactorLimit, the usual
 //   case): with x = qp + kp,  tanh x = (z - 1) / (z + 1),  z = e^{2qp} e^{2kp}.
@@ -35,10 +39,15 @@
 // NaN in qp/kp propagates through either path to the scores it touches.
 // Which path a tile takes depends only on the data and the tiling, never on
 // the thread running it, so results stay bitwise identical for every
-// num_threads. Each score sums its A terms in order a = 0..A-1.
+// num_threads. Each score sums its A terms in order a = 0..A-1 (in place:
+// in W lanes, then one horizontal sum).
 //
-// Speed (one core, AVX2, float, A = 128): ~0.3 ns per term, i.e. ~3e9 terms
-// per second against ~2e8 for NumPy's tanh of the broadcast sum; see
+// Speed (B=1, L=S=1024, A=Ev=128, float, one core of the development
+// machine): ~19 ms with AVX-512, ~27 ms with AVX2, i.e. 5-7e9 terms per
+// second including softmax and P V (the scores alone: ~0.17 ns per term with
+// AVX2, 3 cycles per 8 terms at 2.3 GHz -- the 5 FMAs + rcp of a term on two
+// FMA ports), against ~0.35 s for NumPy's broadcast recipe and ~0.65 s for
+// torch's; 1.9x from one to two threads. Cases and baselines:
 // benchmarks/bench_additive.py.
 
 // Factorised tile: C[MR x NR*W] = sum_a v_a[a] tanh(qp + kp) from the query
@@ -133,14 +142,27 @@ inline void exp_twice(const typename V::T* x, int64_t n, typename V::T* y) {
   }
 }
 
+// Loaders of the a-chunks in additive_keys_in_place: whole vectors or the
+// zero-padded tail. Functors, not lambdas: GCC treats a lambda that returns
+// a vector as if it were outside the target region (-Wpsabi).
+template <class V>
+struct LoadWhole {
+  typename V::R operator()(const typename V::T* x) const { return V::load(x); }
+};
+template <class V>
+struct LoadTail {
+  int n;
+  typename V::R operator()(const typename V::T* x) const { return V::load_tail(x, n); }
+};
+
 // In-place scores for groups of fewer than MR query rows (decoding: one row
 // per pass over the keys), where packing a key block would serve too few
 // rows: each key row is read where it lies, vectorised over a, e^{2kp} made
 // on the fly and shared by the ROWS rows, one horizontal sum per score. eq
 // holds per row [e^{2qp} (A) | v_a e^{2qp} (A)]; qr the rows of qp. A key
 // whose |kp| exceeds `limit` somewhere (or rows that do: !rows_fit) is
-// scored again by the direct tanh. The a-tail goes through zero-padded
-// vectors, whose terms are exactly 0 on either path.
+// scored again by the direct tanh. The a-tail is loaded zero-padded
+// (load_tail), and padded terms are exactly 0 on either path.
 template <class V, int ROWS>
 inline void additive_keys_in_place(const typename V::T* eq, const typename V::T* const* qr,
                                    const typename V::T* k, int64_t ldk, int64_t nk,
@@ -149,58 +171,40 @@ inline void additive_keys_in_place(const typename V::T* eq, const typename V::T*
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::W;
-  const int64_t a_full = A / W * W, tail = A - a_full;
+  const int64_t a_full = A / W * W;
+  const int tail = static_cast<int>(A - a_full);
   const R one = V::set1(T(1));
-  // The tail of v_a and of each row, zero-padded.
-  T va_t[W] = {}, e_t[ROWS][W] = {}, ev_t[ROWS][W] = {}, q_t[ROWS][W] = {};
-  for (int64_t c = 0; c < tail; ++c) {
-    va_t[c] = va[a_full + c];
-    for (int r = 0; r < ROWS; ++r) {
-      e_t[r][c] = eq[r * 2 * A + a_full + c];
-      ev_t[r][c] = eq[r * 2 * A + A + a_full + c];
-      q_t[r][c] = qr[r][a_full + c];
-    }
-  }
   for (int64_t j = 0; j < nk; ++j) {
     const T* kj = k + j * ldk;
-    T k_t[W] = {};
-    for (int64_t c = 0; c < tail; ++c) k_t[c] = kj[a_full + c];
     R acc[ROWS];
     for (int r = 0; r < ROWS; ++r) acc[r] = V::zero();
     R kmax = V::zero();
-    auto factored = [&](R kv, R w, const T* const* e, const T* const* ev, int64_t a) {
+    // Terms a in [a0, a0 + W): key chunk kv, v_a chunk w; `load` reads the
+    // rows' chunks (whole or tail).
+    auto factored = [&](R kv, R w, int64_t a0, auto load) {
       kmax = V::max(kmax, V::abs(kv));
       const R ek = vexp<V>(V::add(kv, kv));
       for (int r = 0; r < ROWS; ++r) {
-        const R num = V::fms(V::load(ev[r] + a), ek, w);
-        const R den = V::fma(V::load(e[r] + a), ek, one);
+        const T* e = eq + r * 2 * A + a0;
+        const R num = V::fms(load(e + A), ek, w);
+        const R den = V::fma(load(e), ek, one);
         acc[r] = V::fma(num, V::recip(den), acc[r]);
       }
     };
-    const T* e_rows[ROWS];
-    const T* ev_rows[ROWS];
-    const T* e_tail[ROWS];
-    const T* ev_tail[ROWS];
-    for (int r = 0; r < ROWS; ++r) {
-      e_rows[r] = eq + r * 2 * A;
-      ev_rows[r] = eq + r * 2 * A + A;
-      e_tail[r] = e_t[r];
-      ev_tail[r] = ev_t[r];
-    }
-    for (int64_t a = 0; a < a_full; a += W) factored(V::load(kj + a), V::load(va + a), e_rows, ev_rows, a);
-    if (tail) factored(V::load(k_t), V::load(va_t), e_tail, ev_tail, 0);
+    const LoadWhole<V> whole;
+    const LoadTail<V> part{tail};
+    for (int64_t a = 0; a < a_full; a += W) factored(V::load(kj + a), V::load(va + a), a, whole);
+    if (tail) factored(part(kj + a_full), part(va + a_full), a_full, part);
     // NaN in kmax may or may not survive the reduction; NaN propagates
     // through either path.
     if (!rows_fit || !(V::reduce_max(kmax) <= limit)) {
       for (int r = 0; r < ROWS; ++r) acc[r] = V::zero();
-      auto direct = [&](R kv, R w, const T* const* q, int64_t a) {
+      auto direct = [&](R kv, R w, int64_t a0, auto load) {
         for (int r = 0; r < ROWS; ++r)
-          acc[r] = V::fma(w, vtanh<V>(V::add(V::load(q[r] + a), kv)), acc[r]);
+          acc[r] = V::fma(w, vtanh<V>(V::add(load(qr[r] + a0), kv)), acc[r]);
       };
-      const T* q_tail[ROWS];
-      for (int r = 0; r < ROWS; ++r) q_tail[r] = q_t[r];
-      for (int64_t a = 0; a < a_full; a += W) direct(V::load(kj + a), V::load(va + a), qr, a);
-      if (tail) direct(V::load(k_t), V::load(va_t), q_tail, 0);
+      for (int64_t a = 0; a < a_full; a += W) direct(V::load(kj + a), V::load(va + a), a, whole);
+      if (tail) direct(part(kj + a_full), part(va + a_full), a_full, part);
     }
     for (int r = 0; r < ROWS; ++r) st[r * ld_s + j] = V::reduce_sum(acc[r]);
   }

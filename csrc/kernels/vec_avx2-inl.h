@@ -8,6 +8,7 @@
 //   hide_where_zero(m, s): s where the byte m[i] != 0, else -inf (bool masks)
 //   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
 //   recip(x) ~ 1/x   abs(x)   copysign(mag,sgn) = |mag| with the sign of sgn
+//   load_tail(p, n): p[0, n) for 0 <= n < W, zeros above; reads nothing else
 // max/min return the SECOND operand when either is NaN (x86 semantics), so
 // max(running, x) / min(limit, x) propagate a NaN x.
 // recip: float = rcp estimate (12 bits) + one Newton step, within 2 ulp of
@@ -21,6 +22,10 @@ struct Avx2F32 {
   static R zero() { return _mm256_setzero_ps(); }
   static R set1(T x) { return _mm256_set1_ps(x); }
   static R load(const T* p) { return _mm256_loadu_ps(p); }
+  static R load_tail(const T* p, int n) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes));
+  }
   static void store(T* p, R x) { _mm256_storeu_ps(p, x); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
@@ -77,6 +82,10 @@ struct Avx2F64 {
   static R zero() { return _mm256_setzero_pd(); }
   static R set1(T x) { return _mm256_set1_pd(x); }
   static R load(const T* p) { return _mm256_loadu_pd(p); }
+  static R load_tail(const T* p, int n) {
+    const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
+    return _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lanes));
+  }
   static void store(T* p, R x) { _mm256_storeu_pd(p, x); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
   static R sub(R a, R b) { return _mm256_sub_pd(a, b); }

@@ -13,6 +13,7 @@ struct Avx512F32 {
   static R zero() { return _mm512_setzero_ps(); }
   static R set1(T x) { return _mm512_set1_ps(x); }
   static R load(const T* p) { return _mm512_loadu_ps(p); }
+  static R load_tail(const T* p, int n) { return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p); }
   static void store(T* p, R x) { _mm512_storeu_ps(p, x); }
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
@@ -76,6 +77,7 @@ struct Avx512F64 {
   static R zero() { return _mm512_setzero_pd(); }
   static R set1(T x) { return _mm512_set1_pd(x); }
   static R load(const T* p) { return _mm512_loadu_pd(p); }
+  static R load_tail(const T* p, int n) { return _mm512_maskz_loadu_pd(__mmask8((1u << n) - 1), p); }
   static void store(T* p, R x) { _mm512_storeu_pd(p, x); }
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
   static R sub(R a, R b) { return _mm512_sub_pd(a, b); }

@@ -14,6 +14,8 @@ struct ScalarVec {
   static R zero() { return T(0); }
   static R set1(T x) { return x; }
   static R load(const T* p) { return *p; }
+  // The first n < W elements, zeros above (never called here: W = 1).
+  static R load_tail(const T* p, int n) { return n > 0 ? *p : T(0); }
   static void store(T* p, R x) { *p = x; }
   static R add(R a, R b) { return a + b; }
   static R sub(R a, R b) { return a - b; }

@@ -7,6 +7,8 @@ computes. The NumPy reference with the same signatures is pyattn.reference.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _args, _core
@@ -182,11 +184,13 @@ def scaled_dot_product_attention(
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
     """
-    if (attn_mask is None and is_causal is False and scale is None and window is None
-            and kv_lengths is None and not enable_gqa and not return_weights and not return_lse
-            and out is None and num_threads is None):
+    if (attn_mask is None and window is None and kv_lengths is None and not enable_gqa
+            and not return_weights and not return_lse and out is None
+            and (is_causal is False or is_causal is True)
+            and (scale is None or (type(scale) is float and math.isfinite(scale)))
+            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
         # The plain call: checked and run entirely in C++ (None if it needs more).
-        result = _core.sdpa_plain(query, key, value)
+        result = _core.sdpa_plain(query, key, value, scale, is_causal, num_threads or 0)
         if result is not None:
             return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})

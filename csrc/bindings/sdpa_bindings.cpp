@@ -64,7 +64,9 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
 // extra outputs -- done entirely here to keep small calls cheap (a few
 // microseconds). Returns None whenever anything differs; the caller then
 // takes the general path, which also produces the error messages.
-py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::handle& vh) {
+// scale: None (1/sqrt(E)) or a finite float; num_threads: 0 for the default.
+py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::handle& vh,
+                      const py::object& scale, bool causal, int num_threads) {
   if (!py::isinstance<py::array>(qh) || !py::isinstance<py::array>(kh) || !py::isinstance<py::array>(vh))
     return py::none();
   const auto q = py::reinterpret_borrow<py::array>(qh);
@@ -95,8 +97,10 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
   p.E = E;
   p.S = S;
   p.Ev = Ev;
-  p.scale = E > 0 ? 1.0 / std::sqrt(static_cast<double>(E)) : 1.0;
-  p.num_threads = default_num_threads();
+  p.scale = !scale.is_none() ? scale.cast<double>()
+                              : (E > 0 ? 1.0 / std::sqrt(static_cast<double>(E)) : 1.0);
+  p.vis.causal = causal;
+  p.num_threads = num_threads > 0 ? num_threads : default_num_threads();
   std::vector<int64_t> batch(q.shape(), q.shape() + nd - 2);
   BatchLayoutBuilder builder(batch);
   add_operand(builder, batch, q, "query", 2, &p.q);
@@ -115,6 +119,7 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
 
 void register_sdpa(py::module_& m) {
   m.def("sdpa_plain", &sdpa_plain, py::arg("query"), py::arg("key"), py::arg("value"),
+        py::arg("scale"), py::arg("causal"), py::arg("num_threads"),
         "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),
         py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),

@@ -4,7 +4,7 @@
 //
 // The operations every Vec provides (kernels use nothing else):
 //   zero set1 load store add sub mul fma(a,b,c)=a*b+c fms(a,b,c)=a*b-c max min
-//   reduce_max reduce_sum round pow2n zero_if_less
+//   reduce_max reduce_sum round mul_pow2(y, n) = y * 2^n (n integral) zero_if_less
 //   hide_where_zero(m, s): s where the byte m[i] != 0, else -inf (bool masks)
 //   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
 //   recip(x) ~ 1/x   abs(x)   copysign(mag,sgn) = |mag| with the sign of sgn
@@ -47,6 +47,7 @@ struct Avx2F32 {
     return _mm_cvtss_f32(s);
   }
   static R round(R x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R mul_pow2(R y, R n) { return mul(y, pow2n(n)); }
   static R pow2n(R n) {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
@@ -105,6 +106,7 @@ struct Avx2F64 {
     return _mm_cvtsd_f64(s);
   }
   static R round(R x) { return _mm256_round_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R mul_pow2(R y, R n) { return mul(y, pow2n(n)); }
   static R pow2n(R n) {
     const __m256i i64 = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));
     const __m256i e = _mm256_add_epi64(i64, _mm256_set1_epi64x(1023));

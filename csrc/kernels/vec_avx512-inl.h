@@ -39,10 +39,8 @@ struct Avx512F32 {
     return _mm_cvtss_f32(h);
   }
   static R round(R x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  static R pow2n(R n) {
-    const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
-  }
+  // y * 2^n in one instruction (vscalefps).
+  static R mul_pow2(R y, R n) { return _mm512_scalef_ps(y, n); }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_ps());
   }
@@ -99,11 +97,7 @@ struct Avx512F64 {
     return _mm_cvtsd_f64(h);
   }
   static R round(R x) { return _mm512_roundscale_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  static R pow2n(R n) {
-    const __m512i i64 = _mm512_cvtepi32_epi64(_mm512_cvtpd_epi32(n));
-    const __m512i e = _mm512_add_epi64(i64, _mm512_set1_epi64(1023));
-    return _mm512_castsi512_pd(_mm512_slli_epi64(e, 52));
-  }
+  static R mul_pow2(R y, R n) { return _mm512_scalef_pd(y, n); }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_pd(y, _mm512_cmp_pd_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_pd());
   }

@@ -61,7 +61,7 @@ inline typename V::R vexp(typename V::R x) {
   }
   // e^r = 1 + r + r^2 * p(r)
   const auto y = V::add(V::fma(V::mul(p, r), r, r), V::set1(T(1)));
-  return V::zero_if_less(xin, lo, V::mul(y, V::pow2n(n)));
+  return V::zero_if_less(xin, lo, V::mul_pow2(y, n));
 }
 
 // vtanh: tanh x = c - n / d, one division for both branches, then x's sign:

@@ -31,6 +31,7 @@ struct ScalarVec {
   // Round to nearest integer (ties to even), as a floating value.
   static R round(R x) { return std::nearbyint(x); }
   // 2^n for integral n within the normal exponent range of T.
+  static R mul_pow2(R y, R n) { return y * pow2n(n); }
   static R pow2n(R n) {
     if constexpr (sizeof(T) == 4) {
       const uint32_t bits = uint32_t(int32_t(n) + 127) << 23;

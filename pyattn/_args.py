@@ -30,6 +30,14 @@ def is_float_dtype(dt: np.dtype) -> bool:
     return dt in _STORAGE_DTYPES
 
 
+def half_storage_code(dt: np.dtype) -> int:
+    """The core's code for q/k/v stored in 16 bits (2: bfloat16, 3: float16),
+    0 for float32/float64."""
+    if dt == _F16:
+        return 3
+    return 2 if _BF16 is not None and dt == _BF16 else 0
+
+
 def compute_dtype(dt: np.dtype) -> np.dtype:
     """float64 computes in float64; every other float type in float32."""
     return _F64 if dt == _F64 else _F32

@@ -8,7 +8,7 @@ import numpy as np
 def sdpa(query: np.ndarray, key: np.ndarray, value: np.ndarray, out: np.ndarray,
          mask: Optional[np.ndarray], lengths: Optional[np.ndarray],
          weights: Optional[np.ndarray], lse: Optional[np.ndarray], scale: float,
-         causal: bool, lower_right: bool, window_left: int, window_right: int,
+         storage: int, causal: bool, lower_right: bool, window_left: int, window_right: int,
          num_threads: int) -> None: ...
 def sdpa_plain(query: object, key: object, value: object, scale: Optional[float],
                causal: bool, num_threads: int) -> Optional[np.ndarray]: ...

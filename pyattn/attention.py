@@ -211,10 +211,10 @@ def scaled_dot_product_attention(
         return_weights=return_weights, return_lse=return_lse, out=out, num_threads=num_threads,
         inputs={"query": query, "key": key, "value": value},
     )
-    cdt = call.cdt
-    return call.run(
-        _core.sdpa,
-        (layout.query(_args.for_core(q, cdt)), layout.kv(_args.for_core(k, cdt)),
-         layout.kv(_args.for_core(v, cdt))),
-        scale,
-    )
+    # float16 / bfloat16 q, k, v are read (and widened) by the kernels in place.
+    storage = _args.half_storage_code(dtype)
+    if storage:
+        qc, kc, vc = (_args.for_core(a, dtype).view(np.uint16) for a in (q, k, v))
+    else:
+        qc, kc, vc = (_args.for_core(a, call.cdt) for a in (q, k, v))
+    return call.run(_core.sdpa, (layout.query(qc), layout.kv(kc), layout.kv(vc)), scale, storage)

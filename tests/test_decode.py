@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pyattn
-from helpers import assert_matches_reference, qkv
+from helpers import LOW_PRECISION, assert_matches_reference, qkv
 
 sdpa = pyattn.scaled_dot_product_attention
 
@@ -73,3 +73,16 @@ def test_split_kv_nan_stays_in_its_chunk_rows():
     out = sdpa(q, k, v)                  # both rows see it: NaN in that feature only
     assert np.isnan(out[..., 3]).all()
     assert np.isfinite(np.delete(out, 3, axis=-1)).all()
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("case", [((1, 2), 1, 5000, 64, 64), ((1, 3), 97, 300, 59, 33)], ids=str)
+def test_half_storage_read_by_the_kernels(isa, dtype, case):
+    """float16/bfloat16 q/k/v are widened inside the kernels (packed, direct
+    and split-KV paths); the result is rounded once to the input dtype."""
+    batch, L, S, E, Ev = case
+    rng = np.random.default_rng(45)
+    q, k, v = (rng.standard_normal(batch + (n, d)).astype(dtype)
+               for n, d in ((L, E), (S, E), (S, Ev)))
+    kwargs = dict(is_causal="lower_right", return_lse=True)
+    assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)

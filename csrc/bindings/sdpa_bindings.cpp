@@ -17,13 +17,19 @@ namespace {
 
 void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
           const py::object& mask, const py::object& lengths, const py::object& weights,
-          const py::object& lse, double scale, bool causal, bool lower_right,
+          const py::object& lse, double scale, int storage, bool causal, bool lower_right,
           int64_t window_left, int64_t window_right, int num_threads) {
   SdpaParams p;
-  p.dtype = dtype_of(q, "query");
-  const py::dtype dt = q.dtype();
-  for (const py::array* a : {&k, &v, &out})
-    if (!a->dtype().is(dt)) throw py::type_error("query, key, value and out must share one dtype");
+  // storage 2 / 3: q, k, v hold bfloat16 / float16 bits (uint16 arrays) and
+  // everything else is float32; else all share q's float32/float64 dtype.
+  const bool half = storage == static_cast<int>(DType::bf16) || storage == static_cast<int>(DType::f16);
+  p.dtype = half ? DType::f32 : dtype_of(q, "query");
+  p.storage = half ? static_cast<DType>(storage) : p.dtype;
+  const py::dtype dt = half ? py::dtype::of<float>() : q.dtype();
+  const py::dtype st = half ? py::dtype::of<uint16_t>() : dt;
+  for (const py::array* a : {&q, &k, &v})
+    if (!a->dtype().is(st)) throw py::type_error("query, key and value must share one dtype");
+  if (!out.dtype().is(dt)) throw py::type_error("out: wrong dtype for this call");
   if (out.ndim() < 2) throw py::value_error("out: needs at least 2 dimensions");
 
   const int nb = static_cast<int>(out.ndim()) - 2;
@@ -93,6 +99,7 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
   py::array out(dt, shape);
   SdpaParams p;
   p.dtype = has_dtype<float>(q) ? DType::f32 : DType::f64;
+  p.storage = p.dtype;
   p.L = L;
   p.E = E;
   p.S = S;
@@ -123,7 +130,7 @@ void register_sdpa(py::module_& m) {
         "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),
         py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),
-        py::arg("scale"), py::arg("causal"), py::arg("lower_right"), py::arg("window_left"),
+        py::arg("scale"), py::arg("storage"), py::arg("causal"), py::arg("lower_right"), py::arg("window_left"),
         py::arg("window_right"), py::arg("num_threads"),
         "Low-level SDPA on prepared arrays (see pyattn.attention). Writes out/weights/lse.");
 }

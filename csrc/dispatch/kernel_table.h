@@ -20,7 +20,7 @@ using AdditiveKernelFn = void (*)(const AdditiveParams&, const Tiling&, int64_t 
 
 struct KernelTable {
   const char* isa;          // "generic", "avx2", ...
-  SdpaKernelFn sdpa[2];     // indexed by DType
+  SdpaKernelFn sdpa[4];     // indexed by the storage DType of q/k/v
   AdditiveKernelFn additive[2];
 };
 

@@ -85,14 +85,29 @@ inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64
   pv_rows<V, MR, NC>(mr, p, ldp, nk, b, ldb, c, ldc);
 }
 
-// Copies value rows [j0, j0 + nk) into rows of ev_pad (zero-padded) columns.
-template <class T>
-inline void pack_value_rows(const T* v, int64_t v_row, int64_t j0, int64_t nk,
-                            int64_t Ev, int64_t ev_pad, T* vp) {
+// dst[0, n) = src[0, n) converted from the storage type S to V::T
+// (bfloat16 / float16 through the Vec's vector loads; same type: a copy).
+template <class V, class S>
+inline void convert_row(const S* src, typename V::T* dst, int64_t n) {
+  using T = typename V::T;
+  int64_t c = 0;
+  if constexpr (std::is_same_v<S, Bf16>) {
+    for (; c + V::W <= n; c += V::W) V::store(dst + c, V::load_bf16(&src[c].bits));
+  } else if constexpr (std::is_same_v<S, F16>) {
+    for (; c + V::W <= n; c += V::W) V::store(dst + c, V::load_f16(&src[c].bits));
+  }
+  for (; c < n; ++c) dst[c] = static_cast<T>(to_float(src[c]));
+}
+
+// Copies value rows [j0, j0 + nk) into rows of ev_pad (zero-padded) columns,
+// converting from the storage type S.
+template <class V, class S>
+inline void pack_value_rows(const S* v, int64_t v_row, int64_t j0, int64_t nk,
+                            int64_t Ev, int64_t ev_pad, typename V::T* vp) {
+  using T = typename V::T;
   for (int64_t j = 0; j < nk; ++j) {
-    const T* src = v + (j0 + j) * v_row;
     T* dst = vp + j * ev_pad;
-    for (int64_t c = 0; c < Ev; ++c) dst[c] = src[c];
+    convert_row<V>(v + (j0 + j) * v_row, dst, Ev);
     for (int64_t c = Ev; c < ev_pad; ++c) dst[c] = T(0);
   }
 }
@@ -192,10 +207,11 @@ inline typename V::T softmax_step(typename V::T* s, int64_t ncols, typename V::T
 }
 
 // Runs work items [item_begin, item_end) of an attention op whose scores come
-// from `Scorer` (see DotScorer in sdpa-inl.h for the interface). An item is a
+// from `Scorer` (see DotScorer in sdpa-inl.h for the interface). SV is the
+// element type values are stored in (T, or bfloat16/float16 for T = float). An item is a
 // row group of one batch element; key blocks are aligned to k_block, packed
 // once per group, and scored tile by tile (q_block rows) against each.
-template <class V, class Shape, class Scorer>
+template <class V, class Shape, class Scorer, class SV = typename V::T>
 void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
                     int64_t item_begin, int64_t item_end, typename V::T* scratch) {
   using T = typename V::T;
@@ -218,7 +234,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   const bool want_w = p.weights.data != nullptr;
   const int64_t mask_esz = p.mask_kind == MaskKind::boolean ? 1 : int64_t(sizeof(T));
   // Values whose rows are whole vectors are read in place, else packed.
-  const bool v_in_place = Ev % W == 0 && ev_pad == Ev;
+  const bool v_in_place = std::is_same_v<SV, T> && Ev % W == 0 && ev_pad == Ev;
 
   for (int64_t item = item_begin; item < item_end; ++item) {
     // item = (batch element, row group, key split), split fastest.
@@ -231,7 +247,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
     const int64_t grows = imin(t.group_rows, rows_total - g0);
     const int64_t ntiles = ceil_div(grows, t.q_block);
 
-    const T* v = static_cast<const T*>(p.v.data) + p.v.batch_offset(p.batch, b);
+    const SV* v = static_cast<const SV*>(p.v.data) + p.v.batch_offset(p.batch, b);
     T* out = static_cast<T*>(p.out.data) + p.out.batch_offset(p.batch, b);
     T* wrows = want_w ? static_cast<T*>(p.weights.data) + p.weights.batch_offset(p.batch, b) : nullptr;
     const int64_t n = p.vis.lengths.data
@@ -275,10 +291,16 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       const int64_t j0 = kb * t.k_block;
       const int64_t nk = imin((kb + 1) * t.k_block, jhi) - j0;
       scorer.pack_keys(j0, nk);
-      const T* vb = v + j0 * p.v.row_stride;
-      int64_t ldv = p.v.row_stride;
+      const T* vb = vp;
+      int64_t ldv = ev_pad;
+      if constexpr (std::is_same_v<SV, T>) {
+        if (v_in_place) {
+          vb = v + j0 * p.v.row_stride;
+          ldv = p.v.row_stride;
+        }
+      }
       if (!v_in_place) {
-        pack_value_rows<T>(v, p.v.row_stride, j0, nk, Ev, ev_pad, vp);
+        pack_value_rows<V>(v, p.v.row_stride, j0, nk, Ev, ev_pad, vp);
         vb = vp;
         ldv = ev_pad;
       }

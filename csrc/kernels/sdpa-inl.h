@@ -43,9 +43,10 @@ inline void qk_rows(int mr, const typename V::T* a, int64_t lda,
   qk_tile<V, MR, NR>(a, lda, b, E, c, ldc);
 }
 
-// Packs keys [j0, j0 + nk) into panels of PW columns (zero beyond nk).
-template <class T, int PW>
-inline void pack_key_panels(const T* k, int64_t k_row, int64_t j0, int64_t nk,
+// Packs keys [j0, j0 + nk) into panels of PW columns (zero beyond nk),
+// converting from the storage type S.
+template <class T, int PW, class S>
+inline void pack_key_panels(const S* k, int64_t k_row, int64_t j0, int64_t nk,
                             int64_t E, T* kp) {
   const int64_t npanel = (nk + PW - 1) / PW;
   for (int64_t pn = 0; pn < npanel; ++pn) {
@@ -53,8 +54,8 @@ inline void pack_key_panels(const T* k, int64_t k_row, int64_t j0, int64_t nk,
     for (int c = 0; c < PW; ++c) {
       const int64_t j = pn * PW + c;
       if (j < nk) {
-        const T* krow = k + (j0 + j) * k_row;
-        for (int64_t e = 0; e < E; ++e) panel[e * PW + c] = krow[e];
+        const S* krow = k + (j0 + j) * k_row;
+        for (int64_t e = 0; e < E; ++e) panel[e * PW + c] = static_cast<T>(to_float(krow[e]));
       } else {
         for (int64_t e = 0; e < E; ++e) panel[e * PW + c] = T(0);
       }
@@ -118,16 +119,19 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const typ
 //   scores(r0, rows, nk, st, ld_s)  scores of group rows [r0, r0 + rows)
 //                               against the packed keys into st (row stride
 //                               ld_s), round_up(nk, kPanelWidth) columns.
-template <class V, class Shape>
+// S: the storage type of q and k (T, or bfloat16/float16 for T = float).
+template <class V, class Shape, class S = typename V::T>
 struct DotScorer {
   using T = typename V::T;
   static constexpr int kPanelWidth = Shape::qk_nr * V::W;
 
   const SdpaParams& p;
   T* qs;            // group rows x E, scaled queries
-  T* kp;            // packed key panels of the current block
-  const T* k = nullptr;
-  const T* kb = nullptr;  // unpacked keys of the current block (direct mode)
+  T* kp;            // packed key panels of the current block (direct mode
+                    // with S != T: the block's keys converted, rows of E)
+  const S* k = nullptr;
+  const T* kb = nullptr;  // keys of the current block (direct mode)
+  int64_t ldk = 0;        // their row stride
   bool direct = false;    // group too small to amortise packing
 
   DotScorer(const SdpaParams& params, const Tiling& t, T* scratch)
@@ -135,25 +139,31 @@ struct DotScorer {
 
   void begin_item(int64_t b, int64_t g0, int64_t rows) {
     direct = rows < Shape::qk_mr;
-    const T* q = static_cast<const T*>(p.q.data) + p.q.batch_offset(p.batch, b);
-    k = static_cast<const T*>(p.k.data) + p.k.batch_offset(p.batch, b);
+    const S* q = static_cast<const S*>(p.q.data) + p.q.batch_offset(p.batch, b);
+    k = static_cast<const S*>(p.k.data) + p.k.batch_offset(p.batch, b);
     const T scale = static_cast<T>(p.scale);
     for (int64_t r = 0; r < rows; ++r) {
-      const T* src = q + p.q.row_offset(g0 + r, p.L);
-      for (int64_t e = 0; e < p.E; ++e) qs[r * p.E + e] = src[e] * scale;
+      const S* src = q + p.q.row_offset(g0 + r, p.L);
+      for (int64_t e = 0; e < p.E; ++e) qs[r * p.E + e] = static_cast<T>(to_float(src[e])) * scale;
     }
   }
 
   void pack_keys(int64_t j0, int64_t nk) {
-    if (direct)
-      kb = k + j0 * p.k.row_stride;
-    else
+    if (!direct) {
       pack_key_panels<T, kPanelWidth>(k, p.k.row_stride, j0, nk, p.E, kp);
+    } else if constexpr (std::is_same_v<S, T>) {
+      kb = k + j0 * p.k.row_stride;  // read in place
+      ldk = p.k.row_stride;
+    } else {
+      for (int64_t j = 0; j < nk; ++j) convert_row<V>(k + (j0 + j) * p.k.row_stride, kp + j * p.E, p.E);
+      kb = kp;
+      ldk = p.E;
+    }
   }
 
   void scores(int64_t r0, int64_t rows, int64_t nk, T* st, int64_t ld_s) const {
     const int64_t E = p.E;
-    if (direct) return dot_rows<V>(qs + r0 * E, rows, E, kb, p.k.row_stride, nk, st, ld_s);
+    if (direct) return dot_rows<V>(qs + r0 * E, rows, E, kb, ldk, nk, st, ld_s);
     const int64_t ncols = round_up(nk, kPanelWidth);
     for (int64_t m0 = 0; m0 < rows; m0 += Shape::qk_mr) {
       const int mr = static_cast<int>(imin(Shape::qk_mr, rows - m0));
@@ -164,11 +174,12 @@ struct DotScorer {
   }
 };
 
-template <class V, class Shape>
+// S: the storage type of q, k, v (T, or bfloat16/float16 for T = float).
+template <class V, class Shape, class S = typename V::T>
 void sdpa_kernel(const SdpaParams& p, const Tiling& t, int64_t item_begin,
                  int64_t item_end, void* scratch_void) {
   using T = typename V::T;
   T* scratch = static_cast<T*>(scratch_void);
-  DotScorer<V, Shape> scorer(p, t, scratch);
-  attention_loop<V, Shape>(p, scorer, t, item_begin, item_end, scratch);
+  DotScorer<V, Shape, S> scorer(p, t, scratch);
+  attention_loop<V, Shape, DotScorer<V, Shape, S>, S>(p, scorer, t, item_begin, item_end, scratch);
 }

@@ -6,6 +6,7 @@
 //   zero set1 load store add sub mul fma(a,b,c)=a*b+c fms(a,b,c)=a*b-c max min
 //   reduce_max reduce_sum round mul_pow2(y, n) = y * 2^n (n integral) zero_if_less
 //   hide_where_zero(m, s): s where the byte m[i] != 0, else -inf (bool masks)
+//   load_bf16 / load_f16 (float Vecs only): W 16-bit elements widened
 //   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
 //   recip(x) ~ 1/x   abs(x)   copysign(mag,sgn) = |mag| with the sign of sgn
 //   load_tail(p, n): p[0, n) for 0 <= n < W, zeros above; reads nothing else
@@ -54,6 +55,14 @@ struct Avx2F32 {
   }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm256_andnot_ps(_mm256_cmp_ps(x, threshold, _CMP_LT_OQ), y);
+  }
+  // W bfloat16 / float16 elements (bits) widened to float (F16C for f16).
+  static R load_bf16(const uint16_t* p) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  }
+  static R load_f16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
   static R hide_where_zero(const uint8_t* m, R s) {
     const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)));

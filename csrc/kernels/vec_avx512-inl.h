@@ -44,6 +44,13 @@ struct Avx512F32 {
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_ps());
   }
+  static R load_bf16(const uint16_t* p) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  }
+  static R load_f16(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
   static R hide_where_zero(const uint8_t* m, R s) {
     const __mmask16 keep = _mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m)),
                                               _mm_set1_epi8(-1));

@@ -1,11 +1,11 @@
-// The AVX2 + FMA target (x86-64 "v3"). Only this translation unit is compiled
+// The AVX2 + FMA (+ F16C) target (x86-64 "v3"). Only this translation unit is compiled
 // for AVX2, through the target region below; the rest of the extension stays
 // baseline so it can run (and dispatch) on any x86-64 CPU.
 #include "target_prelude.h"
 
 #include <immintrin.h>
 
-PYATTN_TARGET_BEGIN("avx2,fma")
+PYATTN_TARGET_BEGIN("avx2,fma,f16c")
 
 namespace pyattn {
 namespace avx2 {

@@ -6,7 +6,7 @@
 
 #include <immintrin.h>
 
-PYATTN_TARGET_BEGIN("avx2,fma,avx512f,avx512dq,avx512bw,avx512vl")
+PYATTN_TARGET_BEGIN("avx2,fma,f16c,avx512f,avx512dq,avx512bw,avx512vl")
 
 namespace pyattn {
 namespace avx512 {

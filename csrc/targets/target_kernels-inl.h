@@ -14,6 +14,13 @@ void sdpa_f32(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* 
 void sdpa_f64(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
   sdpa_kernel<VecF64, SdpaShape>(p, t, b, e, s);
 }
+// bfloat16 / float16 q, k, v: float32 kernels that convert as they read.
+void sdpa_bf16(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
+  sdpa_kernel<VecF32, SdpaShape, Bf16>(p, t, b, e, s);
+}
+void sdpa_f16(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
+  sdpa_kernel<VecF32, SdpaShape, F16>(p, t, b, e, s);
+}
 void additive_f32(const AdditiveParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
   additive_kernel<VecF32, AdditiveShape>(p, t, b, e, s);
 }

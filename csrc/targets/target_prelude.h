@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "pyattn/attention_params.h"
+#include "pyattn/half.h"
 #include "pyattn/additive.h"
 #include "pyattn/sdpa.h"
 #include "../dispatch/kernel_table.h"
@@ -34,6 +36,7 @@
 #define PYATTN_DEFINE_KERNEL_TABLE(name)                                       \
   const KernelTable& kernel_table() {                                          \
     static constexpr KernelTable table = {                                     \
-        name, {&sdpa_f32, &sdpa_f64}, {&additive_f32, &additive_f64}};         \
+        name, {&sdpa_f32, &sdpa_f64, &sdpa_bf16, &sdpa_f16},                   \
+        {&additive_f32, &additive_f64}};                                       \
     return table;                                                              \
   }

@@ -15,6 +15,8 @@
 namespace pyattn {
 
 struct SdpaParams : AttentionParams {
+  DType storage = DType::f32;   // element type of q, k, v: dtype, or bf16/f16
+                                // (then dtype is f32: out/weights/lse/mask f32)
   int64_t E = 0;
   double scale = 1.0;
   StridedArray q, k;            // (batch, L, E), (batch, S, E), col_stride 1

@@ -14,7 +14,9 @@ namespace pyattn {
 // coalesced, no real call comes near this; the bindings refuse more.
 constexpr int kMaxBatchDims = 16;
 
-enum class DType : int { f32 = 0, f64 = 1 };
+// Element types. Kernels compute in f32 or f64; bf16 and f16 are storage
+// types of q/k/v that the float32 kernels read and convert.
+enum class DType : int { f32 = 0, f64 = 1, bf16 = 2, f16 = 3 };
 
 // The batch dimensions shared by every operand of one call.
 struct BatchShape {

@@ -144,14 +144,22 @@ def parse_scale(scale, E: int) -> float:
     return scale
 
 
+def int_at_least(x, name: str, minimum: int, none_ok: bool = False) -> int:
+    """`x` as an int >= minimum: TypeError for a non-integer (bools too),
+    ValueError below the minimum, both naming the argument."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        kind = "an int or None" if none_ok else "an int"
+        raise TypeError(f"{name} must be {kind}, got {type(x).__name__}")
+    x = int(x)
+    if x < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    return x
+
+
 def parse_num_threads(num_threads, default) -> int:
     if num_threads is None:
         return default()
-    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
-        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    return int(num_threads)
+    return int_at_least(num_threads, "num_threads", 1, none_ok=True)
 
 
 def prepare_mask(attn_mask, batch: tuple, L: int, S: int, dtype: np.dtype):

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from . import _args
 from .attention import scaled_dot_product_attention
-
-
-def _size(x, name: str, minimum: int) -> int:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    x = int(x)
-    if x < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {x}")
-    return x
 
 
 class KVCache:
@@ -51,11 +41,11 @@ class KVCache:
     """
 
     def __init__(self, batch, num_kv_heads, head_dim, max_seq_len, *, value_dim=None, dtype=np.float32):
-        B = _size(batch, "batch", 0)
-        Hkv = _size(num_kv_heads, "num_kv_heads", 1)
-        d = _size(head_dim, "head_dim", 0)
-        n = _size(max_seq_len, "max_seq_len", 0)
-        dv = d if value_dim is None else _size(value_dim, "value_dim", 0)
+        B = _args.int_at_least(batch, "batch", 0)
+        Hkv = _args.int_at_least(num_kv_heads, "num_kv_heads", 1)
+        d = _args.int_at_least(head_dim, "head_dim", 0)
+        n = _args.int_at_least(max_seq_len, "max_seq_len", 0)
+        dv = d if value_dim is None else _args.int_at_least(value_dim, "value_dim", 0)
         try:
             dt = np.dtype(dtype)
         except TypeError as exc:

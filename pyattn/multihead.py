@@ -30,15 +30,6 @@ def _to_numpy(value, name: str) -> np.ndarray:
     return _args.as_array(value, name)
 
 
-def _positive_int(x, name: str, minimum: int = 1) -> int:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    x = int(x)
-    if x < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {x}")
-    return x
-
-
 def _module_dtype(dtype) -> np.dtype:
     try:
         dt = np.dtype(dtype)
@@ -110,17 +101,17 @@ class MultiHeadAttention:
     # ------------------------------------------------------------------
 
     def _setup(self, embed_dim, num_heads, bias, kdim, vdim, batch_first, num_kv_heads, dtype):
-        E = _positive_int(embed_dim, "embed_dim")
-        H = _positive_int(num_heads, "num_heads")
+        E = _args.int_at_least(embed_dim, "embed_dim", 1)
+        H = _args.int_at_least(num_heads, "num_heads", 1)
         if E % H:
             raise ValueError(f"embed_dim ({E}) must be divisible by num_heads ({H})")
-        Hkv = H if num_kv_heads is None else _positive_int(num_kv_heads, "num_kv_heads")
+        Hkv = H if num_kv_heads is None else _args.int_at_least(num_kv_heads, "num_kv_heads", 1)
         if H % Hkv:
             raise ValueError(f"num_kv_heads ({Hkv}) must divide num_heads ({H})")
         self.embed_dim, self.num_heads, self.num_kv_heads = E, H, Hkv
         self.head_dim = E // H
-        self.kdim = E if kdim is None else _positive_int(kdim, "kdim")
-        self.vdim = E if vdim is None else _positive_int(vdim, "vdim")
+        self.kdim = E if kdim is None else _args.int_at_least(kdim, "kdim", 1)
+        self.vdim = E if vdim is None else _args.int_at_least(vdim, "vdim", 1)
         self._qkv_same_embed_dim = self.kdim == E and self.vdim == E
         self.batch_first = bool(batch_first)
         self.bias = bool(bias)

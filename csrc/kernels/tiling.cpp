@@ -42,6 +42,8 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   const int64_t nqb = ceil_div(L, t->q_block);
   int64_t per_group = std::min<int64_t>(8, nqb);
   while (per_group > 1 && batch_count * ceil_div(nqb, per_group) < 16) per_group /= 2;
+  // Same-sized groups (11 tiles: 6 + 5, not 8 + 3), so threads finish together.
+  per_group = ceil_div(nqb, ceil_div(nqb, per_group));
   t->group_rows = per_group * t->q_block;
   // Key block: the packed K and V panels plus the score tile should stay in
   // L2 (>= 1 MiB on every x86 core of the last decade).

@@ -75,12 +75,13 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const typ
   using R = typename V::R;
   constexpr int W = V::W;
   const int64_t ev = E / W * W;
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* q = qs + r * E;
-    T* s = st + r * ld_s;
-    int64_t j = 0;
-    for (; j + 4 <= nk; j += 4) {
-      const T* k0 = k + j * ldk;
+  // Keys outer, rows inner: a chunk of 4 key rows stays in L1 while every
+  // query row (grouped-query heads) is scored against it.
+  int64_t j = 0;
+  for (; j + 4 <= nk; j += 4) {
+    const T* k0 = k + j * ldk;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* q = qs + r * E;
       R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
       for (int64_t e = 0; e < ev; e += W) {
         const R qv = V::load(q + e);
@@ -96,18 +97,22 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const typ
         t2 += q[e] * k0[2 * ldk + e];
         t3 += q[e] * k0[3 * ldk + e];
       }
-      s[j] = t0;
-      s[j + 1] = t1;
-      s[j + 2] = t2;
-      s[j + 3] = t3;
+      T* s = st + r * ld_s + j;
+      s[0] = t0;
+      s[1] = t1;
+      s[2] = t2;
+      s[3] = t3;
     }
-    for (; j < nk; ++j) {
-      const T* kj = k + j * ldk;
+  }
+  for (; j < nk; ++j) {
+    const T* kj = k + j * ldk;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* q = qs + r * E;
       R a = V::zero();
       for (int64_t e = 0; e < ev; e += W) a = V::fma(V::load(q + e), V::load(kj + e), a);
       T t = V::reduce_sum(a);
       for (int64_t e = ev; e < E; ++e) t += q[e] * kj[e];
-      s[j] = t;
+      st[r * ld_s + j] = t;
     }
   }
 }

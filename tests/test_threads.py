@@ -18,9 +18,12 @@ B, H, L, S, E = 2, 3, 200, 300, 64
 
 @pytest.fixture
 def restore_num_threads():
-    prev = pyattn.get_num_threads()
+    prev, was_set = pyattn.get_num_threads(), pyattn._core.num_threads_set()
     yield
-    pyattn.set_num_threads(prev)
+    if was_set:
+        pyattn.set_num_threads(prev)
+    else:  # back to following OpenMP / threadpoolctl, as before the test
+        pyattn._core.reset_num_threads()
 
 
 def cases(dtype):
@@ -73,3 +76,14 @@ def test_concurrent_calls_from_python_threads(isa):
             parallel = list(pool.map(lambda x: raw(sdpa(*x, **kwargs)), inputs))
             for got, want in zip(parallel, serial):
                 assert_bitwise_equal(got, want)
+
+
+def test_threadpoolctl_limits_the_default_pool():
+    """SPEC section 5: threadpoolctl can limit the pool (until set_num_threads)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not pyattn.get_config()["openmp"]:
+        pytest.skip("built without OpenMP: there is no pool to limit")
+    before = pyattn.get_num_threads()
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert pyattn.get_num_threads() == 1
+    assert pyattn.get_num_threads() == before

@@ -31,6 +31,9 @@ void register_config(py::module_& m) {
     if (n < 1) throw py::value_error("num_threads must be >= 1");
     set_num_threads(n);
   });
+  // Testing hooks: whether set_num_threads was called; back to following OpenMP.
+  m.def("num_threads_set", &num_threads_set);
+  m.def("reset_num_threads", [] { set_num_threads(0); });
   m.def("dispatch_info", [] {
     const DispatchInfo d = dispatch_info();
     py::dict r;

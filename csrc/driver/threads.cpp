@@ -23,6 +23,8 @@ int default_num_threads() {
 
 void set_num_threads(int n) { g_num_threads.store(n, std::memory_order_relaxed); }
 
+bool num_threads_set() { return g_num_threads.load(std::memory_order_relaxed) > 0; }
+
 bool openmp_enabled() {
 #ifdef _OPENMP
   return true;

@@ -83,6 +83,18 @@ def for_core(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return a
 
 
+def check_broadcasts_to(a: np.ndarray, target: tuple, name: str, what: str) -> None:
+    """ValueError unless `a` broadcasts to `target` without adding dimensions."""
+    if a.ndim > len(target):
+        raise ValueError(f"{name} of shape {a.shape} has more dimensions than {what} {target}")
+    try:
+        ok = np.broadcast_shapes(a.shape, target) == target
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} of shape {a.shape} does not broadcast to {what} {target}")
+
+
 def broadcast_batch(named_shapes: dict) -> tuple:
     try:
         return tuple(np.broadcast_shapes(*named_shapes.values()))
@@ -171,14 +183,7 @@ def prepare_mask(attn_mask, batch: tuple, L: int, S: int, dtype: np.dtype):
     if m.dtype != np.bool_ and not is_float_dtype(m.dtype):
         raise TypeError(f"attn_mask: dtype {m.dtype} is not supported; expected bool or a float dtype")
     full = batch + (L, S)
-    if m.ndim > len(full):
-        raise ValueError(f"attn_mask of shape {m.shape} has more dimensions than the scores {full}")
-    try:
-        ok = np.broadcast_shapes(m.shape, full) == full
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"attn_mask of shape {m.shape} does not broadcast to the scores' shape {full}")
+    check_broadcasts_to(m, full, "attn_mask", "the scores' shape")
     if m.dtype == np.bool_ or m.dtype == dtype:
         return m  # read in place with its strides, whatever they are
     if m.dtype == _F64 and dtype == _F32:
@@ -205,14 +210,7 @@ def prepare_lengths(kv_lengths, batch: tuple, S: int):
             )
         n = n.reshape(n.shape + (1,) * (nb - 1))
     else:
-        if n.ndim > nb:
-            raise ValueError(f"kv_lengths of shape {n.shape} has more dimensions than the batch shape {batch}")
-        try:
-            ok = np.broadcast_shapes(n.shape, batch) == batch
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"kv_lengths of shape {n.shape} does not broadcast to the batch shape {batch}")
+        check_broadcasts_to(n, batch, "kv_lengths", "the batch shape")
     if n.size:
         lo, hi = int(n.min()), int(n.max())
         if lo < 0 or hi > S:

@@ -237,3 +237,17 @@ def test_inputs_are_not_modified(isa):
          return_weights=True, return_lse=True)
     for a, c in zip((q, k, v, mask, lengths), copies):
         np.testing.assert_array_equal(a, c)
+
+
+def test_unpickled_arrays_are_accepted(isa):
+    """Arrays from pickle (multiprocessing, caches) carry their own dtype
+    objects, equal to but not the canonical ones."""
+    import pickle
+
+    rng = np.random.default_rng(23)
+    q, k, v = qkv(rng, (2,), 5, 7, 8, 4)
+    q2, k2, v2 = pickle.loads(pickle.dumps((q, k, v)))
+    mask = pickle.loads(pickle.dumps(rng.random((5, 7)) < 0.5))
+    for kwargs in ({}, {"attn_mask": mask, "return_lse": True}):
+        got = sdpa(q2, k2, v2, **kwargs)
+        assert_matches_reference(got, q, k, v, **kwargs)

@@ -87,3 +87,24 @@ def test_threadpoolctl_limits_the_default_pool():
     with threadpoolctl.threadpool_limits(1, user_api="openmp"):
         assert pyattn.get_num_threads() == 1
     assert pyattn.get_num_threads() == before
+
+
+def _sum_in_child(args):
+    q, threads = args
+    return pyattn.scaled_dot_product_attention(q, q, q, num_threads=threads)
+
+
+def test_forked_child_after_parallel_region():
+    """GNU OpenMP's pool does not survive fork(); a child forked after the
+    parent ran a parallel region must still compute (single-threaded), not
+    hang, and give the same bits."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("this platform has no fork start method")
+    q = np.random.default_rng(51).standard_normal((1, 4, 300, 64)).astype(np.float32)
+    want = pyattn.scaled_dot_product_attention(q, q, q, num_threads=2)  # parallel region
+    with mp.get_context("fork").Pool(2) as pool:
+        got = pool.map_async(_sum_in_child, [(q, 2), (q, 1)]).get(timeout=120)
+    for g in got:
+        assert np.array_equal(g, want)

@@ -21,7 +21,7 @@ void additive(const py::array& qp, const py::array& kp, const py::array& v, cons
   p.dtype = dtype_of(qp, "qp");
   const py::dtype dt = qp.dtype();
   for (const py::array* a : {&kp, &v, &v_a, &out})
-    if (!a->dtype().is(dt)) throw py::type_error("qp, kp, value, v_a and out must share one dtype");
+    if (!same_dtype(a->dtype(), dt)) throw py::type_error("qp, kp, value, v_a and out must share one dtype");
   if (out.ndim() < 2) throw py::value_error("out: needs at least 2 dimensions");
 
   const int nb = static_cast<int>(out.ndim()) - 2;

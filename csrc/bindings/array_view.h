@@ -56,9 +56,15 @@ inline void add_operand(BatchLayoutBuilder& builder, const std::vector<int64_t>&
   builder.add(view, std::move(bs));
 }
 
+// dtype equivalence, not object identity: an array from pickle or with
+// dtype metadata carries its own (equal) dtype object.
+inline bool same_dtype(const py::dtype& a, const py::dtype& b) {
+  return a.is(b) || py::detail::npy_api::get().PyArray_EquivTypes_(a.ptr(), b.ptr());
+}
+
 template <class T>
 inline bool has_dtype(const py::array& a) {
-  return a.dtype().is(py::dtype::of<T>());
+  return same_dtype(a.dtype(), py::dtype::of<T>());
 }
 
 }  // namespace pyattn::bindings

@@ -46,7 +46,7 @@ inline void add_shared_operands(AttentionParams& p, BatchLayoutBuilder& builder,
     keep.mask = mask.cast<py::array>();
     if (has_dtype<bool>(keep.mask)) {
       p.mask_kind = MaskKind::boolean;
-    } else if (keep.mask.dtype().is(dt)) {
+    } else if (same_dtype(keep.mask.dtype(), dt)) {
       p.mask_kind = MaskKind::additive;
     } else {
       throw py::type_error("attn_mask: dtype must be bool or the dtype of query");
@@ -60,14 +60,14 @@ inline void add_shared_operands(AttentionParams& p, BatchLayoutBuilder& builder,
   }
   if (!weights.is_none()) {
     keep.weights = weights.cast<py::array>();
-    if (!keep.weights.dtype().is(dt)) throw py::type_error("weights: wrong dtype");
+    if (!same_dtype(keep.weights.dtype(), dt)) throw py::type_error("weights: wrong dtype");
     add_operand(builder, batch, keep.weights, "weights", 2, &p.weights, true);
     if (p.weights.col_stride != 1 && p.S > 1 && keep.weights.size() > 0)
       throw py::value_error("weights: last dimension must have unit stride");
   }
   if (!lse.is_none()) {
     keep.lse = lse.cast<py::array>();
-    if (!keep.lse.dtype().is(dt)) throw py::type_error("lse: wrong dtype");
+    if (!same_dtype(keep.lse.dtype(), dt)) throw py::type_error("lse: wrong dtype");
     add_operand(builder, batch, keep.lse, "lse", 1, &p.lse, true);
   }
 }

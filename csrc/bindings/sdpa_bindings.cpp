@@ -28,8 +28,8 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
   const py::dtype dt = half ? py::dtype::of<float>() : q.dtype();
   const py::dtype st = half ? py::dtype::of<uint16_t>() : dt;
   for (const py::array* a : {&q, &k, &v})
-    if (!a->dtype().is(st)) throw py::type_error("query, key and value must share one dtype");
-  if (!out.dtype().is(dt)) throw py::type_error("out: wrong dtype for this call");
+    if (!same_dtype(a->dtype(), st)) throw py::type_error("query, key and value must share one dtype");
+  if (!same_dtype(out.dtype(), dt)) throw py::type_error("out: wrong dtype for this call");
   if (out.ndim() < 2) throw py::value_error("out: needs at least 2 dimensions");
 
   const int nb = static_cast<int>(out.ndim()) - 2;
@@ -81,7 +81,7 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
   const py::ssize_t nd = q.ndim();
   if (nd < 2 || k.ndim() != nd || v.ndim() != nd) return py::none();
   const py::dtype dt = q.dtype();
-  if (!(has_dtype<float>(q) || has_dtype<double>(q)) || !k.dtype().is(dt) || !v.dtype().is(dt))
+  if (!(has_dtype<float>(q) || has_dtype<double>(q)) || !same_dtype(k.dtype(), dt) || !same_dtype(v.dtype(), dt))
     return py::none();
   for (py::ssize_t d = 0; d < nd - 2; ++d)
     if (k.shape(d) != q.shape(d) || v.shape(d) != q.shape(d)) return py::none();

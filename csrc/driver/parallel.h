@@ -9,6 +9,8 @@
 #include <memory>
 #include <new>
 
+#include "pyattn/threads.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -35,6 +37,7 @@ void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, Fn
 #ifndef _OPENMP
   threads = 1;
 #endif
+  if (!parallel_regions_usable()) threads = 1;  // forked child: see threads.h
   // Round each thread's scratch to whole cache lines so threads never share one.
   const size_t stride = (scratch_bytes + 63) / 64 * 64;
   ScratchPtr scratch = allocate_scratch(stride, threads);
@@ -44,6 +47,7 @@ void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, Fn
     return;
   }
 #ifdef _OPENMP
+  before_parallel_region();
 #pragma omp parallel num_threads(threads)
   {
     void* mine = base + stride * static_cast<size_t>(omp_get_thread_num());

@@ -1,6 +1,11 @@
 #include "pyattn/threads.h"
 
 #include <atomic>
+#include <mutex>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -9,7 +14,21 @@
 namespace pyattn {
 namespace {
 std::atomic<int> g_num_threads{0};  // 0: follow OpenMP's default
+std::atomic<bool> g_forked_after_parallel{false};
+
+void on_fork_child() { g_forked_after_parallel.store(true); }
+}  // namespace
+
+void before_parallel_region() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+#if defined(__unix__) || defined(__APPLE__)
+    pthread_atfork(nullptr, nullptr, &on_fork_child);
+#endif
+  });
 }
+
+bool parallel_regions_usable() { return !g_forked_after_parallel.load(); }
 
 int default_num_threads() {
   const int n = g_num_threads.load(std::memory_order_relaxed);

@@ -10,6 +10,14 @@ int default_num_threads();
 void set_num_threads(int n);     // n >= 1; 0: follow OpenMP again
 bool num_threads_set();
 bool openmp_enabled();
+
+// GNU OpenMP's thread pool does not survive fork(): a forked child that
+// enters a parallel region after the parent used one hangs. The driver calls
+// before_parallel_region() before each region (it registers a fork handler
+// once) and runs single-threaded when parallel_regions_usable() is false,
+// i.e. in a child forked after the parent went parallel.
+void before_parallel_region();
+bool parallel_regions_usable();
 const char* openmp_description();
 
 }  // namespace pyattn

@@ -2,8 +2,10 @@
 
 #include <atomic>
 #include <mutex>
+#include <string>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
 #include <pthread.h>
 #endif
 
@@ -56,7 +58,20 @@ const char* openmp_description() {
 #ifdef _OPENMP
 #define PYATTN_STR2(x) #x
 #define PYATTN_STR(x) PYATTN_STR2(x)
-  return "OpenMP " PYATTN_STR(_OPENMP);
+  // The runtime library that provides OpenMP here (libgomp, libomp, ...).
+  static const std::string desc = [] {
+    std::string lib = "OpenMP runtime";
+#if defined(__unix__) || defined(__APPLE__)
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(&omp_get_max_threads), &info) && info.dli_fname) {
+      lib = info.dli_fname;
+      const size_t slash = lib.rfind('/');
+      if (slash != std::string::npos) lib = lib.substr(slash + 1);
+    }
+#endif
+    return lib + " (OpenMP " PYATTN_STR(_OPENMP) ")";
+  }();
+  return desc.c_str();
 #else
   return "none (built without OpenMP: single-threaded)";
 #endif

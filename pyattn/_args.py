@@ -156,22 +156,27 @@ def parse_scale(scale, E: int) -> float:
     return scale
 
 
-def int_at_least(x, name: str, minimum: int, none_ok: bool = False) -> int:
-    """`x` as an int >= minimum: TypeError for a non-integer (bools too),
-    ValueError below the minimum, both naming the argument."""
+def int_at_least(x, name: str, minimum: int, none_ok: bool = False, maximum=None) -> int:
+    """`x` as an int in [minimum, maximum]: TypeError for a non-integer
+    (bools too), ValueError outside the range, both naming the argument."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
         kind = "an int or None" if none_ok else "an int"
         raise TypeError(f"{name} must be {kind}, got {type(x).__name__}")
     x = int(x)
     if x < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    if maximum is not None and x > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {x}")
     return x
+
+
+MAX_THREADS = 2**31 - 1  # the core counts threads in a C int
 
 
 def parse_num_threads(num_threads, default) -> int:
     if num_threads is None:
         return default()
-    return int_at_least(num_threads, "num_threads", 1, none_ok=True)
+    return int_at_least(num_threads, "num_threads", 1, none_ok=True, maximum=MAX_THREADS)
 
 
 def prepare_mask(attn_mask, batch: tuple, L: int, S: int, dtype: np.dtype):

@@ -16,7 +16,7 @@ def set_num_threads(n: int) -> None:
     returns it. Until this is called, the default follows OpenMP
     (OMP_NUM_THREADS, threadpoolctl limits).
     """
-    _core.set_num_threads(_args.parse_num_threads(n, None))
+    _core.set_num_threads(_args.int_at_least(n, "num_threads", 1, maximum=_args.MAX_THREADS))
 
 
 def get_num_threads() -> int:

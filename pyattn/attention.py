@@ -188,7 +188,7 @@ def scaled_dot_product_attention(
             and not return_weights and not return_lse and out is None
             and (is_causal is False or is_causal is True)
             and (scale is None or (type(scale) is float and math.isfinite(scale)))
-            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
+            and (num_threads is None or (type(num_threads) is int and 1 <= num_threads <= _args.MAX_THREADS))):
         # The plain call: checked and run entirely in C++ (None if it needs more).
         result = _core.sdpa_plain(query, key, value, scale, is_causal, num_threads or 0)
         if result is not None:

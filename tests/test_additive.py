@@ -548,3 +548,20 @@ def test_exported_with_the_reference_signature():
     assert "additive_attention" in pyattn.__all__
     assert inspect.signature(additive) == inspect.signature(reference.additive_attention)
     assert "(..., L, Dq)" in additive.__doc__ and "(batch..., L, S)" in additive.__doc__
+
+
+@pytest.mark.parametrize("L", [1, 30])  # keys read in place / packed key panels
+def test_large_v_a_stays_finite(isa, L):
+    """A large v_a with projections near the factorised path's limit must not
+    overflow its intermediate products (the direct tanh takes over)."""
+    rng = np.random.default_rng(61)
+    q = np.full((1, L, 3), 19.9, np.float32)
+    k = rng.uniform(-19.9, 19.9, (1, 40, 3)).astype(np.float32)
+    v = rng.standard_normal((1, 40, 2)).astype(np.float32)
+    for scale in (1e4, 1e30):
+        v_a = np.full(3, scale, np.float32) * np.array([1, -0.5, 0.25], np.float32)
+        got, lse = pyattn.additive_attention(q, k, v, v_a, return_lse=True)
+        want, want_lse = reference.additive_attention(*(as_float64(x) for x in (q, k, v, v_a)),
+                                                      return_lse=True)
+        assert np.isfinite(got).all() and np.isfinite(lse).all()
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)

@@ -111,3 +111,14 @@ def test_out_overlapping_an_input(impl, which):
     np.testing.assert_array_equal(fused, before)
     with pytest.raises(ValueError, match="out"):   # a partly overlapping view
         impl(q, k, v, out=fused[:2].reshape(B, H, 2 * S, E)[:, :, S // 2:S // 2 + S])
+
+
+def test_num_threads_beyond_a_c_int_names_the_argument():
+    q = np.ones((1, 2, 4), np.float32)
+    for kwargs in ({}, {"is_causal": "lower_right"}):
+        with pytest.raises(ValueError, match="num_threads"):
+            pyattn.scaled_dot_product_attention(q, q, q, num_threads=2**31, **kwargs)
+    with pytest.raises(ValueError, match="num_threads"):
+        pyattn.set_num_threads(2**31)
+    with pytest.raises(TypeError, match="num_threads"):
+        pyattn.set_num_threads(None)

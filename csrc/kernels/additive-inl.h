@@ -232,6 +232,9 @@ struct AdditiveScorer {
   // Largest |qp|, |kp| of the factorised path: e^{4 limit} and e^{-4 limit}
   // stay normal in T (float: e^{+-80}; double: e^{+-680}).
   static constexpr T kFactorLimit = sizeof(T) == 4 ? T(20) : T(170);
+  // Largest |v_a| of the factorised path: its products v_a e^{2qp} e^{2kp}
+  // (up to |v_a| e^{4 limit}) must stay finite (float: 1e3 * e^80 ~ 6e37).
+  static constexpr T kVaLimit = sizeof(T) == 4 ? T(1e3) : T(1e12);
 
   const AdditiveParams& p;
   const int64_t A;
@@ -247,6 +250,7 @@ struct AdditiveScorer {
   bool in_place = false;  // group of < MR rows: keys read in place, not packed
   const T* kb = nullptr;  // in place: the current key block
   bool keys_fit = false;  // every |kp| of the packed block <= kFactorLimit
+  bool va_fits = false;   // every |v_a| <= kVaLimit (else: direct tanh only)
 
   AdditiveScorer(const AdditiveParams& params, const Tiling& t, T* scratch)
       : p(params),
@@ -254,7 +258,10 @@ struct AdditiveScorer {
         eq(scratch + t.off_q),
         ek(scratch + t.off_k),
         kraw(scratch + t.off_k + round_up(t.k_block, kPadElems) * params.A),
-        va(static_cast<const T*>(params.v_a)) {}
+        va(static_cast<const T*>(params.v_a)) {
+    va_fits = true;
+    for (int64_t a = 0; a < A; ++a) va_fits = va_fits && std::fabs(va[a]) <= kVaLimit;  // NaN: false
+  }
 
   const T* qrow(int64_t r) const { return q + p.qp.row_offset(g0 + r, p.L); }
   // Rows in the query panel holding group row r (the last one may be short).
@@ -301,7 +308,7 @@ struct AdditiveScorer {
     auto kmax = V::zero();
     for (int64_t i = 0; i < n; i += V::W) kmax = V::max(kmax, V::abs(V::load(kraw + i)));
     // A NaN may or may not survive the reduction: it propagates either way.
-    keys_fit = V::reduce_max(kmax) <= kFactorLimit;
+    keys_fit = va_fits && V::reduce_max(kmax) <= kFactorLimit;
     if (keys_fit) exp_twice<V>(kraw, n, ek);
   }
 
@@ -321,7 +328,7 @@ struct AdditiveScorer {
       for (int m = 0; m < rows; ++m) qr[m] = qrow(r0 + m);
       additive_in_place_rows<V, (MR > 1 ? MR - 1 : 1)>(
           static_cast<int>(rows), eq + r0 * 2 * A, qr, kb, p.kp.row_stride, nk, va, A,
-          rows_fit(qr, static_cast<int>(rows)), kFactorLimit, st, ld_s);
+          va_fits && rows_fit(qr, static_cast<int>(rows)), kFactorLimit, st, ld_s);
       return;
     }
     const int64_t ncols = round_up(nk, kPanelWidth);

@@ -362,6 +362,10 @@ def _prepare(q, k, v, attn_mask, is_causal, window, kv_lengths, num_threads):
     bool_mask, bias = _mask(attn_mask, batch, L, S)
     n = _kv_lengths(kv_lengths, batch, S)
     visible = _visible(batch, L, S, n, causal, lower_right, win, bool_mask)
+    if bias is not None:
+        # A -inf bias hides its key like a False in a bool mask (a finite
+        # bias, however negative, does not): NaN at such a key stays out.
+        visible = visible & (bias != -np.inf)
     return batch, L, S, visible, bias
 
 

@@ -251,3 +251,17 @@ def test_unpickled_arrays_are_accepted(isa):
     for kwargs in ({}, {"attn_mask": mask, "return_lse": True}):
         got = sdpa(q2, k2, v2, **kwargs)
         assert_matches_reference(got, q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("where", ["key", "value"])
+def test_nan_at_a_key_hidden_by_minus_inf_bias_stays_out(isa, where):
+    """A -inf float bias hides its key like False in a bool mask: NaN there
+    reaches no row (a finite bias, however negative, would not hide it)."""
+    rng = np.random.default_rng(24)
+    q, k, v = qkv(rng, (2,), 4, 7, 8, 3)
+    bias = np.where(np.arange(7) < 5, 0.0, -np.inf).astype(np.float32)
+    target = dict(key=k, value=v)[where]
+    target[..., 5:, :] = np.nan
+    got, _ = assert_matches_reference(sdpa(q, k, v, attn_mask=bias, return_lse=True), q, k, v,
+                                      attn_mask=bias, return_lse=True)
+    assert np.isfinite(got["out"]).all()

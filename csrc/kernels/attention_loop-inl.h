@@ -163,13 +163,22 @@ inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, 
     for (; c < nk; ++c)
       if (!m[c * col_stride]) s[c] = neg_inf<T>();
   } else {
+    // A -inf bias hides the key (like False in a bool mask): the score
+    // becomes -inf even if it was NaN, so a NaN key it hides stays out.
     const T* m = reinterpret_cast<const T*>(mrow);
+    const T lowest = std::numeric_limits<T>::lowest();
     int64_t c = 0;
     if (col_stride == 1) {
-      for (; c + V::W <= nk; c += V::W)
-        V::store(s + c, V::add(V::load(s + c), V::load(m + c)));
+      const auto vlow = V::set1(lowest), vninf = V::set1(neg_inf<T>());
+      for (; c + V::W <= nk; c += V::W) {
+        const auto mv = V::load(m + c);
+        V::store(s + c, V::select_less(mv, vlow, vninf, V::add(V::load(s + c), mv)));
+      }
     }
-    for (; c < nk; ++c) s[c] += m[c * col_stride];
+    for (; c < nk; ++c) {
+      const T b = m[c * col_stride];
+      s[c] = b < lowest ? neg_inf<T>() : s[c] + b;
+    }
   }
 }
 

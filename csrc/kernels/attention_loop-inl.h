@@ -8,7 +8,10 @@
 //   2. For each key block of k_block keys inside the union of the rows'
 //      visible intervals (causal / window / kv_lengths make each row's visible
 //      keys ONE interval, so fully hidden key blocks are never touched):
-//        S = scorer.scores(block) (rows x ncols tile), add the mask (bool:
+//      Row by row in strips of Shape::strip rows (the strip's scores stay in
+//      L1 from the product to the softmax to P V; each strip stops at its
+//      own last visible key, so causal tiles waste at most a strip):
+//        S = scorer.scores(block) (strip x ncols), add the mask (bool:
 //        -inf where False; float: + bias), hide keys outside each row's
 //        interval (only boundary blocks pay), then the online softmax
 //        m' = max(m, rowmax S), P = exp(S - m'), l = l e^(m - m') + sum P,
@@ -228,6 +231,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   constexpr int PW = Scorer::kPanelWidth;  // score columns come in multiples of this
   static_assert(kPadElems % PW == 0, "panel width must divide kPadElems");
   constexpr int kMaxTiles = 8;             // q_block tiles per row group (tiling.cpp)
+  constexpr int64_t kStrip = Shape::strip;  // rows scored, softmaxed and multiplied by V together
 
   T* vp = scratch + t.off_v;
   T* st = scratch + t.off_s;
@@ -318,46 +322,58 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
         if (thi[ti] <= j0 || tlo[ti] >= j0 + nk) continue;  // tile sees nothing here
         const int64_t r0 = ti * t.q_block;
         const int64_t rows = imin(t.q_block, grows - r0);
-        // This tile's rows see nothing past thi[ti] (causal: the diagonal).
-        const int64_t tk = imin(nk, thi[ti] - j0);
-        const int64_t tcols = round_up(tk, PW);
-        scorer.scores(r0, rows, tk, st, ld_s);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t gr = r0 + r;  // row within the group
-          T* s = st + r * ld_s;
-          const KeyInterval iv = visible_keys(p.vis, (g0 + gr) % L, L, n);
-          const int64_t lo = imax(iv.lo - j0, 0), hi = imin(iv.hi - j0, tk);  // [j0, j0+nk) lies in [ks, ke)
-          if (hi <= lo) {  // row hidden in this whole block: contributes nothing
-            for (int64_t c = 0; c < tcols; ++c) s[c] = T(0);
+        // Strips of kStrip rows: the strip's scores stay in L1 from Q K^T
+        // through the softmax to P V. Each strip stops at its own last
+        // visible key (causal: its diagonal).
+        for (int64_t s0 = r0; s0 < r0 + rows; s0 += kStrip) {
+          const int64_t srows = imin(kStrip, r0 + rows - s0);
+          int64_t rlo[kStrip], rhi[kStrip];
+          int64_t tk = 0;
+          for (int64_t r = 0; r < srows; ++r) {
+            const KeyInterval iv = visible_keys(p.vis, (g0 + s0 + r) % L, L, n);
+            rlo[r] = imax(iv.lo - j0, 0);  // [j0, j0+nk) lies in [ks, ke)
+            rhi[r] = imin(iv.hi - j0, nk);
+            if (rhi[r] > rlo[r]) tk = imax(tk, rhi[r]);
+          }
+          if (tk == 0) continue;  // the strip sees nothing in this block
+          const int64_t tcols = round_up(tk, PW);
+          scorer.scores(s0, srows, tk, st, ld_s);
+          for (int64_t r = 0; r < srows; ++r) {
+            const int64_t gr = s0 + r;  // row within the group
+            T* s = st + r * ld_s;
+            const int64_t lo = rlo[r], hi = imin(rhi[r], tk);
+            if (hi <= lo) {  // row hidden in this whole block: contributes nothing
+              for (int64_t c = 0; c < tcols; ++c) s[c] = T(0);
+              continue;
+            }
+            if (mask && r + 2 < srows && p.mask.col_stride == 1)  // rows of a mask tile are far apart:
+              prefetch_bytes(mask + (p.mask.row_offset(g0 + gr + 2, L) + j0) * mask_esz,  // fetch ahead
+                             tk * mask_esz);
+            if (mask)
+              apply_mask_row<V>(p.mask_kind,
+                                mask + (p.mask.row_offset(g0 + gr, L) + j0 * p.mask.col_stride) * mask_esz,
+                                p.mask.col_stride, tk, s);
+            for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
+            for (int64_t c = hi; c < tcols; ++c) s[c] = neg_inf<T>();
+            const T m_use = softmax_step<V>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);
+            if (want_w) {
+              T* w = wrows + p.weights.row_offset(g0 + gr, L) + j0;
+              for (int64_t c = 0; c < tk; ++c) w[c] = s[c];
+              for (int64_t c = tk; c < nk; ++c) w[c] = T(0);
+              wmax[gr * t.num_k_blocks + kb] = m_use;
+            }
+          }
+          if (!v_finite) {  // rare: keep a hidden NaN/inf value out of rows that cannot see it
+            pv_skip_zeros<T>(st, ld_s, srows, tk, vb, ldv, Ev, acc + s0 * ev_pad, ev_pad);
             continue;
           }
-          if (mask && r + 2 < rows && p.mask.col_stride == 1)  // rows of a mask tile are far apart:
-            prefetch_bytes(mask + (p.mask.row_offset(g0 + gr + 2, L) + j0) * mask_esz,  // fetch ahead
-                           tk * mask_esz);
-          if (mask)
-            apply_mask_row<V>(p.mask_kind,
-                              mask + (p.mask.row_offset(g0 + gr, L) + j0 * p.mask.col_stride) * mask_esz,
-                              p.mask.col_stride, tk, s);
-          for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
-          for (int64_t c = hi; c < tcols; ++c) s[c] = neg_inf<T>();
-          const T m_use = softmax_step<V>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);
-          if (want_w) {
-            T* w = wrows + p.weights.row_offset(g0 + gr, L) + j0;
-            for (int64_t c = 0; c < tk; ++c) w[c] = s[c];
-            for (int64_t c = tk; c < nk; ++c) w[c] = T(0);
-            wmax[gr * t.num_k_blocks + kb] = m_use;
-          }
-        }
-        if (!v_finite) {  // rare: keep a hidden NaN/inf value out of rows that cannot see it
-          pv_skip_zeros<T>(st, ld_s, rows, tk, vb, ldv, Ev, acc + r0 * ev_pad, ev_pad);
-          continue;
-        }
-        for (int64_t m0 = 0; m0 < rows; m0 += Shape::pv_mr) {
-          const int mr = static_cast<int>(imin(Shape::pv_mr, rows - m0));
-          for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {
-            const int nvec = static_cast<int>(imin(Shape::pv_nc, (ev_pad - c0) / W));
-            pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + m0 * ld_s, ld_s, tk, vb + c0, ldv,
-                                                   acc + (r0 + m0) * ev_pad + c0, ev_pad);
+          for (int64_t m0 = 0; m0 < srows; m0 += Shape::pv_mr) {
+            const int mr = static_cast<int>(imin(Shape::pv_mr, srows - m0));
+            for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {
+              const int nvec = static_cast<int>(imin(Shape::pv_nc, (ev_pad - c0) / W));
+              pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + m0 * ld_s, ld_s, tk, vb + c0, ldv,
+                                                     acc + (s0 + m0) * ev_pad + c0, ev_pad);
+            }
           }
         }
       }

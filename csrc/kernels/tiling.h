@@ -55,10 +55,13 @@ struct Tiling {
 
 // Register-tile shapes of one ISA's kernels (each target picks its own for
 // its register file): score tile of QK_MR rows x QK_NR vectors, P V tile of
-// PV_MR rows x PV_NC vectors. Pure constants, safe outside target regions.
-template <int QK_MR, int QK_NR, int PV_MR, int PV_NC>
+// PV_MR rows x PV_NC vectors; the attention loop takes query rows in strips
+// of STRIP rows (a multiple of both heights). Pure constants, safe outside
+// target regions.
+template <int QK_MR, int QK_NR, int PV_MR, int PV_NC, int STRIP>
 struct TileShape {
-  static constexpr int qk_mr = QK_MR, qk_nr = QK_NR, pv_mr = PV_MR, pv_nc = PV_NC;
+  static constexpr int qk_mr = QK_MR, qk_nr = QK_NR, pv_mr = PV_MR, pv_nc = PV_NC, strip = STRIP;
+  static_assert(STRIP % QK_MR == 0 && STRIP % PV_MR == 0, "strip: whole register tiles");
 };
 
 // Returns false if the sizes overflow what can be allocated.

@@ -16,10 +16,10 @@ using VecF32 = Avx2F32;
 using VecF64 = Avx2F64;
 // Q K^T: 6 rows x 2 vectors = 12 accumulators + 2 panel loads + 1 broadcast
 // of the 16 ymm registers. P V: 4 rows x 3 vectors = 12 accumulators.
-using SdpaShape = TileShape<6, 2, 4, 3>;
+using SdpaShape = TileShape<6, 2, 4, 3, 12>;
 // Additive scores: 4 rows x 2 vectors = 8 accumulators; each term needs a
 // few temporaries (the broadcast factors, numerator, denominator, reciprocal).
-using AdditiveShape = TileShape<4, 2, 4, 3>;
+using AdditiveShape = TileShape<4, 2, 4, 3, 12>;
 
 #include "target_kernels-inl.h"
 

@@ -17,10 +17,12 @@ using VecF32 = Avx512F32;
 using VecF64 = Avx512F64;
 // Q K^T: 12 rows x 2 vectors = 24 accumulators of the 32 zmm registers (the
 // query scalars are broadcast straight from memory into the FMAs).
-// P V: 6 rows x 4 vectors (Ev = 64 floats per pass) = 24 accumulators.
-using SdpaShape = TileShape<12, 2, 6, 4>;
-// Additive scores: 8 rows x 2 vectors = 16 accumulators of the 32 zmm.
-using AdditiveShape = TileShape<8, 2, 6, 4>;
+// P V: 12 rows x 2 vectors = 24 accumulators (2 value loads per 24 FMAs;
+// each value row is read once per 32 columns). Strips of 12 rows.
+using SdpaShape = TileShape<12, 2, 12, 2, 12>;
+// Additive scores: 8 rows x 2 vectors = 16 accumulators of the 32 zmm;
+// strips of 24 rows (3 score tiles, 4 P V tiles of 6 x 4).
+using AdditiveShape = TileShape<8, 2, 6, 4, 24>;
 
 #include "target_kernels-inl.h"
 

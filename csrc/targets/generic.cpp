@@ -12,8 +12,8 @@ using VecF32 = ScalarVec<float>;
 using VecF64 = ScalarVec<double>;
 // Register tiles: 4 rows x 4 columns for every product (16 accumulators,
 // which the compiler keeps in the 16 SSE registers of baseline x86-64).
-using SdpaShape = TileShape<4, 4, 4, 4>;
-using AdditiveShape = TileShape<4, 4, 4, 4>;
+using SdpaShape = TileShape<4, 4, 4, 4, 8>;
+using AdditiveShape = TileShape<4, 4, 4, 4, 8>;
 
 #include "target_kernels-inl.h"
 

@@ -115,6 +115,10 @@ inline void pack_value_rows(const S* v, int64_t v_row, int64_t j0, int64_t nk,
   }
 }
 
+inline void prefetch_bytes(const char* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+}
+
 // True if rows [0, nk) x columns [0, Ev) of b are all finite: x - x is 0
 // for finite x and NaN for inf/NaN, so the sum stays 0 only if all are.
 template <class V>
@@ -122,8 +126,10 @@ inline bool all_finite(const typename V::T* b, int64_t ldb, int64_t nk, int64_t 
   using T = typename V::T;
   typename V::R vs = V::zero();
   T ss = T(0);
+  constexpr int64_t kAhead = 8;  // rows fetched ahead (first read of V in decoding)
   for (int64_t j = 0; j < nk; ++j) {
     const T* row = b + j * ldb;
+    if (j + kAhead < nk) prefetch_bytes(reinterpret_cast<const char*>(row + kAhead * ldb), Ev * int64_t(sizeof(T)));
     int64_t c = 0;
     for (; c + V::W <= Ev; c += V::W) {
       const typename V::R x = V::load(row + c);
@@ -146,10 +152,6 @@ inline void pv_skip_zeros(const T* p, int64_t ldp, int64_t rows, int64_t nk, con
       if (pj == T(0)) continue;
       for (int64_t c = 0; c < Ev; ++c) acc[r * ldacc + c] += pj * b[j * ldb + c];
     }
-}
-
-inline void prefetch_bytes(const char* p, int64_t bytes) {
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
 }
 
 // Adds the explicit mask of one row to its scores s[0, nk).

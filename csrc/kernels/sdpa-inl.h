@@ -77,9 +77,16 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const typ
   const int64_t ev = E / W * W;
   // Keys outer, rows inner: a chunk of 4 key rows stays in L1 while every
   // query row (grouped-query heads) is scored against it.
+  // Decoding streams K from memory once: fetch kAhead keys ahead (the
+  // hardware prefetcher alone left the stream latency-bound).
+  constexpr int64_t kAhead = 16;
+  const int64_t row_bytes = E * int64_t(sizeof(T));
   int64_t j = 0;
   for (; j + 4 <= nk; j += 4) {
     const T* k0 = k + j * ldk;
+    if (j + kAhead + 4 <= nk)
+      for (int64_t i = 0; i < 4; ++i)
+        prefetch_bytes(reinterpret_cast<const char*>(k0 + (kAhead + i) * ldk), row_bytes);
     for (int64_t r = 0; r < rows; ++r) {
       const T* q = qs + r * E;
       R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
@@ -90,18 +97,14 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const typ
         a2 = V::fma(qv, V::load(k0 + 2 * ldk + e), a2);
         a3 = V::fma(qv, V::load(k0 + 3 * ldk + e), a3);
       }
-      T t0 = V::reduce_sum(a0), t1 = V::reduce_sum(a1), t2 = V::reduce_sum(a2), t3 = V::reduce_sum(a3);
-      for (int64_t e = ev; e < E; ++e) {
-        t0 += q[e] * k0[e];
-        t1 += q[e] * k0[ldk + e];
-        t2 += q[e] * k0[2 * ldk + e];
-        t3 += q[e] * k0[3 * ldk + e];
-      }
       T* s = st + r * ld_s + j;
-      s[0] = t0;
-      s[1] = t1;
-      s[2] = t2;
-      s[3] = t3;
+      V::reduce_sum4(a0, a1, a2, a3, s);
+      for (int64_t e = ev; e < E; ++e) {
+        s[0] += q[e] * k0[e];
+        s[1] += q[e] * k0[ldk + e];
+        s[2] += q[e] * k0[2 * ldk + e];
+        s[3] += q[e] * k0[3 * ldk + e];
+      }
     }
   }
   for (; j < nk; ++j) {

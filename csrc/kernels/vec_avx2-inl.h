@@ -4,7 +4,8 @@
 //
 // The operations every Vec provides (kernels use nothing else):
 //   zero set1 load store add sub mul fma(a,b,c)=a*b+c fms(a,b,c)=a*b-c max min
-//   reduce_max reduce_sum round mul_pow2(y, n) = y * 2^n (n integral) zero_if_less
+//   reduce_max reduce_sum reduce_sum4(a0..a3, out) round mul_pow2(y, n) = y * 2^n (n integral)
+//   zero_if_less
 //   hide_where_zero(m, s): s where the byte m[i] != 0, else -inf (bool masks)
 //   load_bf16 / load_f16 (float Vecs only): W 16-bit elements widened
 //   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
@@ -46,7 +47,15 @@ struct Avx2F32 {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+  }  // out[i] = reduce_sum(a_i), the four reductions sharing their shuffles.
+  static void reduce_sum4(R a0, R a1, R a2, R a3, T* out) {
+    const __m256 u01 = _mm256_add_ps(_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+    const __m256 u23 = _mm256_add_ps(_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+    const __m256 v = _mm256_add_ps(_mm256_shuffle_ps(u01, u23, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm256_shuffle_ps(u01, u23, _MM_SHUFFLE(3, 2, 3, 2)));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
   }
+
   static R round(R x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static R mul_pow2(R y, R n) { return mul(y, pow2n(n)); }
   static R pow2n(R n) {
@@ -113,6 +122,12 @@ struct Avx2F64 {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
     return _mm_cvtsd_f64(s);
+  }
+  static void reduce_sum4(R a0, R a1, R a2, R a3, T* out) {
+    out[0] = reduce_sum(a0);
+    out[1] = reduce_sum(a1);
+    out[2] = reduce_sum(a2);
+    out[3] = reduce_sum(a3);
   }
   static R round(R x) { return _mm256_round_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static R mul_pow2(R y, R n) { return mul(y, pow2n(n)); }

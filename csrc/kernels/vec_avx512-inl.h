@@ -37,7 +37,18 @@ struct Avx512F32 {
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
     return _mm_cvtss_f32(h);
+  }  // out[i] = reduce_sum(a_i), the four reductions sharing their shuffles.
+  static void reduce_sum4(R a0, R a1, R a2, R a3, T* out) {
+    const __m512 u01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    const __m512 u23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    // Per 128-bit lane: partial sums of a0, a1, a2, a3.
+    const __m512 v = _mm512_add_ps(_mm512_shuffle_ps(u01, u23, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_ps(u01, u23, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
   }
+
   static R round(R x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // y * 2^n in one instruction (vscalefps).
   static R mul_pow2(R y, R n) { return _mm512_scalef_ps(y, n); }
@@ -102,6 +113,12 @@ struct Avx512F64 {
     __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
     h = _mm_add_sd(h, _mm_unpackhi_pd(h, h));
     return _mm_cvtsd_f64(h);
+  }
+  static void reduce_sum4(R a0, R a1, R a2, R a3, T* out) {
+    out[0] = reduce_sum(a0);
+    out[1] = reduce_sum(a1);
+    out[2] = reduce_sum(a2);
+    out[3] = reduce_sum(a3);
   }
   static R round(R x) { return _mm512_roundscale_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static R mul_pow2(R y, R n) { return _mm512_scalef_pd(y, n); }

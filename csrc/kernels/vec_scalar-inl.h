@@ -28,6 +28,12 @@ struct ScalarVec {
   static R min(R a, R b) { return a < b ? a : b; }
   static T reduce_max(R a) { return a; }
   static T reduce_sum(R a) { return a; }
+  static void reduce_sum4(R a0, R a1, R a2, R a3, T* out) {
+    out[0] = reduce_sum(a0);
+    out[1] = reduce_sum(a1);
+    out[2] = reduce_sum(a2);
+    out[3] = reduce_sum(a3);
+  }
   // Round to nearest integer (ties to even), as a floating value.
   static R round(R x) { return std::nearbyint(x); }
   // 2^n for integral n within the normal exponent range of T.

@@ -1,4 +1,5 @@
 // Threads, dispatch and build information for pyattn.get_config().
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -51,6 +52,20 @@ void register_config(py::module_& m) {
       throw py::value_error(e.what());
     }
   }, "Testing hook: switch the process to another compiled, supported ISA; returns the previous one.");
+  m.def("_vec_math", [](const std::string& name, py::array x) {
+    VecMathFn fn;
+    if (name == "exp") fn = VecMathFn::exp;
+    else if (name == "tanh") fn = VecMathFn::tanh;
+    else throw py::value_error("name must be 'exp' or 'tanh'");
+    const bool f32 = x.dtype().equal(py::dtype::of<float>());
+    if (!f32 && !x.dtype().equal(py::dtype::of<double>()))
+      throw py::type_error("x must be float32 or float64");
+    if (x.ndim() != 1 || !(x.flags() & py::array::c_style))
+      throw py::value_error("x must be a contiguous 1-D array");
+    py::array y = py::module_::import("numpy").attr("empty_like")(x);
+    active_kernels().vec_math[f32 ? 0 : 1](fn, x.data(), y.mutable_data(), x.shape(0));
+    return y;
+  }, "Testing hook: the active ISA's vectorised exp or tanh over a 1-D array.");
   m.def("build_info", [] {
     py::dict r;
     r["compiler"] = compiler();

@@ -18,10 +18,16 @@ using SdpaKernelFn = void (*)(const SdpaParams&, const Tiling&, int64_t begin,
 using AdditiveKernelFn = void (*)(const AdditiveParams&, const Tiling&, int64_t begin,
                                   int64_t end, void* scratch);
 
+// Testing hook: y[i] = f(x[i]) for i < n with the ISA's vectorised function
+// `fn` (see VecMathFn in vec_math-inl.h); x, y float (f32) or double (f64).
+enum class VecMathFn : int { exp = 0, tanh = 1 };
+using VecMathKernelFn = void (*)(VecMathFn fn, const void* x, void* y, int64_t n);
+
 struct KernelTable {
   const char* isa;          // "generic", "avx2", ...
   SdpaKernelFn sdpa[4];     // indexed by the storage DType of q/k/v
   AdditiveKernelFn additive[2];
+  VecMathKernelFn vec_math[2];  // f32, f64
 };
 
 // One per target translation unit (csrc/targets/<isa>.cpp).

@@ -27,3 +27,23 @@ void additive_f32(const AdditiveParams& p, const Tiling& t, int64_t b, int64_t e
 void additive_f64(const AdditiveParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
   additive_kernel<VecF64, AdditiveShape>(p, t, b, e, s);
 }
+
+// Testing hook (pyattn._core._vec_math): the vectorised elementary functions
+// over an array, the tail through a zero-padded vector.
+template <class V>
+void vec_math_apply(VecMathFn fn, const void* xv, void* yv, int64_t n) {
+  using T = typename V::T;
+  const T* x = static_cast<const T*>(xv);
+  T* y = static_cast<T*>(yv);
+  auto f = [fn](typename V::R v) { return fn == VecMathFn::exp ? vexp<V>(v) : vtanh<V>(v); };
+  int64_t i = 0;
+  for (; i + V::W <= n; i += V::W) V::store(y + i, f(V::load(x + i)));
+  if (i < n) {
+    T buf[V::W] = {};
+    for (int64_t j = i; j < n; ++j) buf[j - i] = x[j];
+    V::store(buf, f(V::load(buf)));
+    for (int64_t j = i; j < n; ++j) y[j] = buf[j - i];
+  }
+}
+void vec_math_f32(VecMathFn fn, const void* x, void* y, int64_t n) { vec_math_apply<VecF32>(fn, x, y, n); }
+void vec_math_f64(VecMathFn fn, const void* x, void* y, int64_t n) { vec_math_apply<VecF64>(fn, x, y, n); }

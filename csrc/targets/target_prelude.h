@@ -37,6 +37,7 @@
   const KernelTable& kernel_table() {                                          \
     static constexpr KernelTable table = {                                     \
         name, {&sdpa_f32, &sdpa_f64, &sdpa_bf16, &sdpa_f16},                   \
-        {&additive_f32, &additive_f64}};                                       \
+        {&additive_f32, &additive_f64},                                        \
+        {&vec_math_f32, &vec_math_f64}};                                       \
     return table;                                                              \
   }

@@ -45,10 +45,13 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   // Same-sized groups (11 tiles: 6 + 5, not 8 + 3), so threads finish together.
   per_group = ceil_div(nqb, ceil_div(nqb, per_group));
   t->group_rows = per_group * t->q_block;
-  // Key block: the packed K and V panels plus the score tile should stay in
-  // L2 (>= 1 MiB on every x86 core of the last decade).
+  // Key block: as long as the packed K and V panels (<= 512 KiB) stay in L2
+  // (>= 1 MiB on every x86 core of the last decade) and a 12-24 row strip
+  // of scores in L1: longer blocks mean fewer online-softmax rescales
+  // (512 keys measured 4-6% faster than 256 at E = 64, 128 slower still).
   const int64_t row_bytes = (E + Ev) * static_cast<int64_t>(elem_size);
-  int64_t kb = row_bytes <= 1024 ? 256 : 128;
+  int64_t kb = std::clamp<int64_t>((int64_t(512) << 10) / std::max<int64_t>(row_bytes, 1) / kPadElems * kPadElems,
+                                   128, 512);
   kb = std::min<int64_t>(kb, round_up(std::max<int64_t>(S, 1), kPadElems));
   t->k_block = kb;
   t->num_groups = ceil_div(L, t->group_rows);

@@ -156,14 +156,20 @@ inline void pv_skip_zeros(const T* p, int64_t ldp, int64_t rows, int64_t nk, con
 
 // Adds the explicit mask of one row to its scores s[0, nk).
 template <class V>
+// `ahead`: the same columns of a later row, prefetched as this one is read
+// (one line per vector, spread through the loop: prefetching a whole row at
+// once stalls on the fill buffers).
 inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, int64_t nk,
-                           typename V::T* s) {
+                           typename V::T* s, const char* ahead) {
   using T = typename V::T;
   if (kind == MaskKind::boolean) {
     const uint8_t* m = reinterpret_cast<const uint8_t*>(mrow);
     int64_t c = 0;
     if (col_stride == 1) {
-      for (; c + V::W <= nk; c += V::W) V::store(s + c, V::hide_where_zero(m + c, V::load(s + c)));
+      for (; c + V::W <= nk; c += V::W) {
+        __builtin_prefetch(ahead + c);
+        V::store(s + c, V::hide_where_zero(m + c, V::load(s + c)));
+      }
     }
     for (; c < nk; ++c)
       if (!m[c * col_stride]) s[c] = neg_inf<T>();
@@ -176,6 +182,7 @@ inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, 
     if (col_stride == 1) {
       const auto vlow = V::set1(lowest), vninf = V::set1(neg_inf<T>());
       for (; c + V::W <= nk; c += V::W) {
+        __builtin_prefetch(ahead + c * int64_t(sizeof(T)));
         const auto mv = V::load(m + c);
         V::store(s + c, V::select_less(mv, vlow, vninf, V::add(V::load(s + c), mv)));
       }
@@ -348,13 +355,17 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
               for (int64_t c = 0; c < tcols; ++c) s[c] = T(0);
               continue;
             }
-            if (mask && r + 2 < srows && p.mask.col_stride == 1)  // rows of a mask tile are far apart:
-              prefetch_bytes(mask + (p.mask.row_offset(g0 + gr + 2, L) + j0) * mask_esz,  // fetch ahead
-                             tk * mask_esz);
-            if (mask)
+            if (mask) {
+              // Mask rows are far apart (a row of S entries each): the row
+              // kMaskAhead ahead (across strips) is fetched while this one
+              // is applied, so it is in cache in time.
+              constexpr int64_t kMaskAhead = 2;
+              const int64_t ra = gr + kMaskAhead < grows ? gr + kMaskAhead : gr;
               apply_mask_row<V>(p.mask_kind,
                                 mask + (p.mask.row_offset(g0 + gr, L) + j0 * p.mask.col_stride) * mask_esz,
-                                p.mask.col_stride, tk, s);
+                                p.mask.col_stride, tk, s,
+                                mask + (p.mask.row_offset(g0 + ra, L) + j0 * p.mask.col_stride) * mask_esz);
+            }
             for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
             for (int64_t c = hi; c < tcols; ++c) s[c] = neg_inf<T>();
             const T m_use = softmax_step<V>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);

@@ -1,6 +1,6 @@
-"""The vectorised exp and tanh of every ISA (csrc/kernels/vec_math-inl.h)
+"""The vectorised exp, exp2 and tanh of every ISA (csrc/kernels/vec_math-inl.h)
 against NumPy in a wider precision: the error bounds documented there
-(exp <= 2 ulp, tanh <= 1.25 ulp) and the special values.
+(exp, exp2 <= 2 ulp, tanh <= 1.25 ulp) and the special values.
 
 They are reached through the testing hook pyattn._core._vec_math, which
 applies the active ISA's function to an array."""
@@ -45,6 +45,24 @@ def test_exp_special_values(isa, dtype, cut):
     assert got[4] == 1 and got[5] == 1
 
 
+@pytest.mark.parametrize("dtype,lo,hi", [(np.float32, -124.0, 127.0), (np.float64, -1020.0, 1023.0)])
+def test_exp2_error_bound(isa, dtype, lo, hi):
+    # The softmax's exponential (scores in log2 units); it only sees x <= 0.
+    x = exp_inputs(dtype, lo, hi)
+    got = core._vec_math("exp2", x)
+    err = ulp_error(got, np.exp2(x.astype(np.longdouble)), dtype)
+    assert float(err.max()) <= 2.0, f"max error {float(err.max()):.3f} ulp at x={x[np.argmax(err)]!r}"
+
+
+@pytest.mark.parametrize("dtype,cut", [(np.float32, -124.0), (np.float64, -1020.0)])
+def test_exp2_special_values(isa, dtype, cut):
+    x = np.array([cut - 1e-3, cut * 2, -np.inf, np.nan, 0.0, -0.0, -1.0, -10.0], dtype=dtype)
+    got = core._vec_math("exp2", x)
+    assert got[0] == 0 and got[1] == 0 and got[2] == 0
+    assert np.isnan(got[3])
+    assert got[4] == 1 and got[5] == 1 and got[6] == 0.5 and got[7] == 2.0 ** -10
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tanh_error_bound(isa, dtype):
     n = 300_000
@@ -78,6 +96,7 @@ def test_tails_match_whole_vectors(isa, n):
 def test_hook_rejects_bad_input():
     with pytest.raises(ValueError, match="name"):
         core._vec_math("log", np.zeros(3, np.float32))
+    assert core._vec_math("exp2", np.array([3.0])) == 8.0
     with pytest.raises(TypeError, match="float32 or float64"):
         core._vec_math("exp", np.zeros(3, np.int32))
     with pytest.raises(ValueError, match="1-D"):

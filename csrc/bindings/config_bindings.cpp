@@ -55,8 +55,9 @@ void register_config(py::module_& m) {
   m.def("_vec_math", [](const std::string& name, py::array x) {
     VecMathFn fn;
     if (name == "exp") fn = VecMathFn::exp;
+    else if (name == "exp2") fn = VecMathFn::exp2;
     else if (name == "tanh") fn = VecMathFn::tanh;
-    else throw py::value_error("name must be 'exp' or 'tanh'");
+    else throw py::value_error("name must be 'exp', 'exp2' or 'tanh'");
     const bool f32 = x.dtype().equal(py::dtype::of<float>());
     if (!f32 && !x.dtype().equal(py::dtype::of<double>()))
       throw py::type_error("x must be float32 or float64");
@@ -65,7 +66,7 @@ void register_config(py::module_& m) {
     py::array y = py::module_::import("numpy").attr("empty_like")(x);
     active_kernels().vec_math[f32 ? 0 : 1](fn, x.data(), y.mutable_data(), x.shape(0));
     return y;
-  }, "Testing hook: the active ISA's vectorised exp or tanh over a 1-D array.");
+  }, "Testing hook: the active ISA's vectorised exp, exp2 or tanh over a 1-D array.");
   m.def("build_info", [] {
     py::dict r;
     r["compiler"] = compiler();

@@ -20,7 +20,7 @@ using AdditiveKernelFn = void (*)(const AdditiveParams&, const Tiling&, int64_t 
 
 // Testing hook: y[i] = f(x[i]) for i < n with the ISA's vectorised function
 // `fn` (see VecMathFn in vec_math-inl.h); x, y float (f32) or double (f64).
-enum class VecMathFn : int { exp = 0, tanh = 1 };
+enum class VecMathFn : int { exp = 0, tanh = 1, exp2 = 2 };
 using VecMathKernelFn = void (*)(VecMathFn fn, const void* x, void* y, int64_t n);
 
 struct KernelTable {

@@ -15,9 +15,10 @@
 namespace pyattn {
 
 // Combines the num_splits partial states (m, l, acc) of every row, in split
-// order, into out and lse -- the same algebra as merge_attention_states.
+// order, into out and lse -- the same algebra as merge_attention_states (m in
+// log2 units if `log2`, as the kernels of an op whose scorer keeps them so).
 template <class T>
-void merge_splits(const AttentionParams& p, const Tiling& t) {
+void merge_splits(const AttentionParams& p, const Tiling& t, bool log2) {
   const int64_t rows_total = p.fold * p.L, Ev = p.Ev, ns = t.num_splits;
   const T* state = static_cast<const T*>(t.split_state);
   const T ninf = -std::numeric_limits<T>::infinity();
@@ -48,13 +49,13 @@ void merge_splits(const AttentionParams& p, const Tiling& t) {
         for (int64_t s = 0; s < ns; ++s) {
           const T* r = part(s);
           if (r[1] == T(0)) continue;
-          const T f = std::exp(r[0] - m);
+          const T f = log2 ? std::exp2(r[0] - m) : std::exp(r[0] - m);
           l += r[1] * f;
           for (int64_t c = 0; c < Ev; ++c) o[c] += r[2 + c] * f;
         }
         const T inv = T(1) / l;
         for (int64_t c = 0; c < Ev; ++c) o[c] *= inv;
-        if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = m + std::log(l);
+        if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = (log2 ? m * T(0.693147180559945309417) : m) + std::log(l);
       }
     }
   }
@@ -62,9 +63,10 @@ void merge_splits(const AttentionParams& p, const Tiling& t) {
 
 // Runs `kernel(p, tiling, begin, end, scratch)` (an ISA's kernel for p's
 // op) over every work item. `width` is what the op's scorer needs per query
-// row and per key in the tiling's q/k scratch regions (E for dot products).
+// row and per key in the tiling's q/k scratch regions (E for dot products);
+// `log2_scores`: the op's kernels keep scores (and split states) in log2 units.
 template <class Params, class KernelFn>
-void run_attention(const Params& p, int64_t width, KernelFn kernel) {
+void run_attention(const Params& p, int64_t width, bool log2_scores, KernelFn kernel) {
   if (p.batch.count == 0 || p.L == 0 || p.fold == 0) return;
   const size_t elem = p.dtype == DType::f64 ? sizeof(double) : sizeof(float);
   Tiling t;
@@ -81,9 +83,9 @@ void run_attention(const Params& p, int64_t width, KernelFn kernel) {
                      [&](int64_t begin, int64_t end, void* scratch) { kernel(p, t, begin, end, scratch); });
   if (t.num_splits > 1) {
     if (p.dtype == DType::f64)
-      merge_splits<double>(p, t);
+      merge_splits<double>(p, t, log2_scores);
     else
-      merge_splits<float>(p, t);
+      merge_splits<float>(p, t, log2_scores);
   }
 }
 

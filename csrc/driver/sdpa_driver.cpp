@@ -7,7 +7,7 @@
 namespace pyattn {
 
 void scaled_dot_product_attention(const SdpaParams& p) {
-  run_attention(p, p.E, active_kernels().sdpa[static_cast<int>(p.storage)]);
+  run_attention(p, p.E, scores_in_log2(p), active_kernels().sdpa[static_cast<int>(p.storage)]);
 }
 
 }  // namespace pyattn

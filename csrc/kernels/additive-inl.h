@@ -229,6 +229,7 @@ struct AdditiveScorer {
   using T = typename V::T;
   static constexpr int MR = Shape::qk_mr;
   static constexpr int kPanelWidth = Shape::qk_nr * V::W;
+  static constexpr bool kLog2Scores = false;
   // Largest |qp|, |kp| of the factorised path: e^{4 limit} and e^{-4 limit}
   // stay normal in T (float: e^{+-80}; double: e^{+-680}).
   static constexpr T kFactorLimit = sizeof(T) == 4 ? T(20) : T(170);

@@ -29,6 +29,17 @@
 template <class T>
 inline T neg_inf() { return -std::numeric_limits<T>::infinity(); }
 
+// Scores in log2 units: a Scorer with kLog2Scores folds log2 e into its
+// scores when scores_in_log2(p) (the dot-product scorer: into the query
+// scale), so the softmax takes 2^x (vexp2, 4 operations cheaper than e^x
+// per vector) and m is turned back (m ln 2) for the lse. Not with a float
+// mask, whose biases (up to the largest float: finfo.min masks) would
+// overflow once multiplied by log2 e; additive scores stay natural too.
+template <class T>
+constexpr T kLog2e = T(1.44269504088896340736);
+template <class T>
+constexpr T kLn2 = T(0.693147180559945309417);
+
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -154,11 +165,11 @@ inline void pv_skip_zeros(const T* p, int64_t ldp, int64_t rows, int64_t nk, con
     }
 }
 
-// Adds the explicit mask of one row to its scores s[0, nk).
+// Adds the explicit mask of one row to its scores s[0, nk). `ahead`: the
+// same columns of a later row, prefetched as this one is read (one line per
+// vector, spread through the loop: prefetching a whole row at once stalls on
+// the fill buffers).
 template <class V>
-// `ahead`: the same columns of a later row, prefetched as this one is read
-// (one line per vector, spread through the loop: prefetching a whole row at
-// once stalls on the fill buffers).
 inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, int64_t nk,
                            typename V::T* s, const char* ahead) {
   using T = typename V::T;
@@ -197,7 +208,7 @@ inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, 
 // One online-softmax step for one row: turns scores s[0, ncols) (ncols a
 // multiple of W, hidden entries -inf) into probabilities in place and returns
 // the max they are relative to. Updates m, l and rescales the acc row.
-template <class V>
+template <class V, bool kLog2>
 inline typename V::T softmax_step(typename V::T* s, int64_t ncols, typename V::T* m,
                                   typename V::T* l, typename V::T* acc_row, int64_t ev_pad) {
   using T = typename V::T;
@@ -212,11 +223,12 @@ inline typename V::T softmax_step(typename V::T* s, int64_t ncols, typename V::T
   const R vm = V::set1(m_use);
   R vsum = V::zero();
   for (int64_t c = 0; c < ncols; c += V::W) {
-    const R e = vexp<V>(V::sub(V::load(s + c), vm));
+    const R x = V::sub(V::load(s + c), vm);
+    const R e = kLog2 ? vexp2<V>(x) : vexp<V>(x);
     V::store(s + c, e);
     vsum = V::add(vsum, e);
   }
-  const T alpha = std::exp(m_old - m_use);
+  const T alpha = kLog2 ? std::exp2(m_old - m_use) : std::exp(m_old - m_use);
   if (alpha != T(1)) {
     const R va = V::set1(alpha);
     for (int64_t c = 0; c < ev_pad; c += V::W)
@@ -238,6 +250,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   using T = typename V::T;
   constexpr int W = V::W;
   constexpr int PW = Scorer::kPanelWidth;  // score columns come in multiples of this
+  const bool log2 = Scorer::kLog2Scores && scores_in_log2(p);  // see kLog2e
   static_assert(kPadElems % PW == 0, "panel width must divide kPadElems");
   constexpr int kMaxTiles = 8;             // q_block tiles per row group (tiling.cpp)
   constexpr int64_t kStrip = Shape::strip;  // rows scored, softmaxed and multiplied by V together
@@ -368,7 +381,8 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
             }
             for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
             for (int64_t c = hi; c < tcols; ++c) s[c] = neg_inf<T>();
-            const T m_use = softmax_step<V>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);
+            const T m_use = log2 ? softmax_step<V, true>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad)
+                                 : softmax_step<V, false>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);
             if (want_w) {
               T* w = wrows + p.weights.row_offset(g0 + gr, L) + j0;
               for (int64_t c = 0; c < tk; ++c) w[c] = s[c];
@@ -414,7 +428,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       for (int64_t c = 0; c < Ev; ++c) o[c] = a[c] * inv;
       if (p.lse.data) {
         T* lse = static_cast<T*>(p.lse.data) + p.lse.batch_offset(p.batch, b);
-        lse[p.lse.row_offset(i, L)] = empty ? neg_inf<T>() : mrow[gr] + std::log(l);
+        lse[p.lse.row_offset(i, L)] = empty ? neg_inf<T>() : (log2 ? mrow[gr] * kLn2<T> : mrow[gr]) + std::log(l);
       }
       if (want_w) {
         // Blocks this row's tile processed hold exp(s - m_block); rescale
@@ -428,7 +442,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
           const int64_t j0 = kb * t.k_block;
           const int64_t j1 = imin((kb + 1) * t.k_block, jhi);
           for (int64_t c = done; c < j0; ++c) w[c] = T(0);
-          const T f = std::exp(wm - m_fin) * inv;
+          const T f = (log2 ? std::exp2(wm - m_fin) : std::exp(wm - m_fin)) * inv;
           for (int64_t c = j0; c < j1; ++c) w[c] *= f;
           done = j1;
         }

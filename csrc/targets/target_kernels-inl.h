@@ -35,7 +35,9 @@ void vec_math_apply(VecMathFn fn, const void* xv, void* yv, int64_t n) {
   using T = typename V::T;
   const T* x = static_cast<const T*>(xv);
   T* y = static_cast<T*>(yv);
-  auto f = [fn](typename V::R v) { return fn == VecMathFn::exp ? vexp<V>(v) : vtanh<V>(v); };
+  auto f = [fn](typename V::R v) {
+    return fn == VecMathFn::exp ? vexp<V>(v) : fn == VecMathFn::exp2 ? vexp2<V>(v) : vtanh<V>(v);
+  };
   int64_t i = 0;
   for (; i + V::W <= n; i += V::W) V::store(y + i, f(V::load(x + i)));
   if (i < n) {

@@ -49,4 +49,9 @@ struct AttentionParams {
   int num_threads = 1;          // resolved by the caller, >= 1
 };
 
+// Whether kernels whose scorer supports it keep scores in log2 units (cheaper
+// exponentials; see attention_loop-inl.h). Not with a float mask: its biases
+// times log2 e could overflow. The driver's split-KV merge must agree.
+inline bool scores_in_log2(const AttentionParams& p) { return p.mask_kind != MaskKind::additive; }
+
 }  // namespace pyattn

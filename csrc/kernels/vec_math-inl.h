@@ -21,6 +21,26 @@
 // abs 1.2e-16); worst near |x| = 0.93-1. Documented bound: 1.25 ulp.
 // tanh(+-inf) = +-1, tanh(-0) = -0, NaN returns NaN.
 
+// e^r for double |r| <= ln2 / 2: 1 + r + r^2 p(r), p the Taylor series with
+// 1/k! for k = 13 .. 2 (truncation error < 5e-18).
+template <class V>
+inline typename V::R exp_taylor13(typename V::R r) {
+  using T = typename V::T;
+  typename V::R p = V::set1(T(1.6059043836821613e-10));
+  p = V::fma(p, r, V::set1(T(2.08767569878681e-09)));
+  p = V::fma(p, r, V::set1(T(2.505210838544172e-08)));
+  p = V::fma(p, r, V::set1(T(2.755731922398589e-07)));
+  p = V::fma(p, r, V::set1(T(2.7557319223985893e-06)));
+  p = V::fma(p, r, V::set1(T(2.48015873015873e-05)));
+  p = V::fma(p, r, V::set1(T(0.0001984126984126984)));
+  p = V::fma(p, r, V::set1(T(0.001388888888888889)));
+  p = V::fma(p, r, V::set1(T(0.008333333333333333)));
+  p = V::fma(p, r, V::set1(T(0.041666666666666664)));
+  p = V::fma(p, r, V::set1(T(0.16666666666666666)));
+  p = V::fma(p, r, V::set1(T(0.5)));
+  return V::add(V::fma(V::mul(p, r), r, r), V::set1(T(1)));
+}
+
 template <class V>
 inline typename V::R vexp(typename V::R x) {
   using T = typename V::T;
@@ -36,32 +56,19 @@ inline typename V::R vexp(typename V::R x) {
   const auto n = V::round(V::mul(x, log2e));
   auto r = V::fma(n, c1, x);
   r = V::fma(n, c2, r);
-  typename V::R p;
-  if constexpr (f32) {
-    p = V::set1(T(1.9875691500E-4));
+  if constexpr (!f32) {
+    return V::zero_if_less(xin, lo, V::mul_pow2(exp_taylor13<V>(r), n));
+  } else {
+    // Cephes' polynomial: e^r = 1 + r + r^2 * p(r)
+    auto p = V::set1(T(1.9875691500E-4));
     p = V::fma(p, r, V::set1(T(1.3981999507E-3)));
     p = V::fma(p, r, V::set1(T(8.3334519073E-3)));
     p = V::fma(p, r, V::set1(T(4.1665795894E-2)));
     p = V::fma(p, r, V::set1(T(1.6666665459E-1)));
     p = V::fma(p, r, V::set1(T(5.0000001201E-1)));
-  } else {
-    // 1/k! for k = 13 .. 2
-    p = V::set1(T(1.6059043836821613e-10));
-    p = V::fma(p, r, V::set1(T(2.08767569878681e-09)));
-    p = V::fma(p, r, V::set1(T(2.505210838544172e-08)));
-    p = V::fma(p, r, V::set1(T(2.755731922398589e-07)));
-    p = V::fma(p, r, V::set1(T(2.7557319223985893e-06)));
-    p = V::fma(p, r, V::set1(T(2.48015873015873e-05)));
-    p = V::fma(p, r, V::set1(T(0.0001984126984126984)));
-    p = V::fma(p, r, V::set1(T(0.001388888888888889)));
-    p = V::fma(p, r, V::set1(T(0.008333333333333333)));
-    p = V::fma(p, r, V::set1(T(0.041666666666666664)));
-    p = V::fma(p, r, V::set1(T(0.16666666666666666)));
-    p = V::fma(p, r, V::set1(T(0.5)));
+    const auto y = V::add(V::fma(V::mul(p, r), r, r), V::set1(T(1)));
+    return V::zero_if_less(xin, lo, V::mul_pow2(y, n));
   }
-  // e^r = 1 + r + r^2 * p(r)
-  const auto y = V::add(V::fma(V::mul(p, r), r, r), V::set1(T(1)));
-  return V::zero_if_less(xin, lo, V::mul_pow2(y, n));
 }
 
 // vexp2: 2^x, the softmax's exponential for scores kept in log2 units (the
@@ -92,20 +99,7 @@ inline typename V::R vexp2(typename V::R x) {
     y = V::fma(y, f, V::set1(T(0.6931471824645996)));
     y = V::fma(y, f, V::set1(T(1)));
   } else {
-    const auto r = V::mul(f, V::set1(T(0.6931471805599453)));
-    typename V::R p = V::set1(T(1.6059043836821613e-10));
-    p = V::fma(p, r, V::set1(T(2.08767569878681e-09)));
-    p = V::fma(p, r, V::set1(T(2.505210838544172e-08)));
-    p = V::fma(p, r, V::set1(T(2.755731922398589e-07)));
-    p = V::fma(p, r, V::set1(T(2.7557319223985893e-06)));
-    p = V::fma(p, r, V::set1(T(2.48015873015873e-05)));
-    p = V::fma(p, r, V::set1(T(0.0001984126984126984)));
-    p = V::fma(p, r, V::set1(T(0.001388888888888889)));
-    p = V::fma(p, r, V::set1(T(0.008333333333333333)));
-    p = V::fma(p, r, V::set1(T(0.041666666666666664)));
-    p = V::fma(p, r, V::set1(T(0.16666666666666666)));
-    p = V::fma(p, r, V::set1(T(0.5)));
-    y = V::add(V::fma(V::mul(p, r), r, r), V::set1(T(1)));
+    y = exp_taylor13<V>(V::mul(f, V::set1(T(0.6931471805599453))));
   }
   return V::zero_if_less(x, lo, V::mul_pow2(y, n));
 }

@@ -4,9 +4,7 @@ baselines on a preset suite and print a table.
 Every pyattn result is first checked against the float64 reference
 (``pyattn.reference``) on a slice of the case (SPEC section 7 tolerance); a
 case that fails is not timed and makes the exit status 1. Times are medians
-over repeats after a warm-up; pyattn and the baselines of a case are sampled
-round-robin (timing.measure_interleaved), so load from other processes
-falls on all of them alike and the ratios hold up on a busy machine. The roof is NumPy's float32 2048^3 matmul
+over repeats after a warm-up. The roof is NumPy's float32 2048^3 matmul
 measured in the same run at each thread count; NumPy's BLAS threads are set
 with threadpoolctl when it is importable (else they are not controlled and the
 table says so). Note: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment
@@ -19,7 +17,6 @@ The "x" columns are speed-ups of pyattn: baseline time / pyattn time
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import importlib.util
 import json
@@ -32,7 +29,7 @@ import numpy as np
 
 from . import baselines as bl
 from . import cases as cs
-from .timing import format_time, measure, measure_interleaved
+from .timing import format_time, measure
 
 # Timing budget per preset: seconds per (case, implementation) and min repeats.
 _BUDGET = {
@@ -237,39 +234,32 @@ def run(args, out=sys.stdout):
                 except Exception as exc:  # report it, go on with the other cases
                     check = cs.Validation(False, float("nan"), float("inf"), f"{type(exc).__name__}: {exc}")
                     first = None
-            row["validation"] = {"ok": check.ok, "max_abs_err": check.max_abs_err,
-                                 "worst_ratio": check.worst_ratio, "checked": check.checked}
-            if not check.ok:
-                failed = True
-                progress.message(f"VALIDATION FAILED {case.name} t={t}: {check}")
-                progress.done += len(baselines)
-                continue
-            ref_out = runner.output(first)
-            del first
-            # pyattn and every baseline that can run the case, timed round-robin
-            # (measure_interleaved): load from other processes hits them alike.
-            runners = {"pyattn": runner}
+                row["validation"] = {"ok": check.ok, "max_abs_err": check.max_abs_err,
+                                     "worst_ratio": check.worst_ratio, "checked": check.checked}
+                if not check.ok:
+                    failed = True
+                    progress.message(f"VALIDATION FAILED {case.name} t={t}: {check}")
+                    progress.done += len(baselines)
+                    continue
+                ref_out = runner.output(first)
+                del first
+                tm = measure(runner, **budget)
+                row["impls"]["pyattn"] = _entry(tm, case)
+                del tm
             for name in baselines:
+                progress.step(f"{case.name} t={t} {name}")
                 try:
-                    runners[name] = bl.make_runner(name, case, inputs, t)
+                    runner = bl.make_runner(name, case, inputs, t)
                 except bl.Unsupported as exc:
                     row["notes"][name] = f"n/a: {exc}"
-            progress.step(f"{case.name} t={t} " + ", ".join(runners))
-            progress.done += len(baselines)
-            with contextlib.ExitStack() as stack:
-                for r in runners.values():
-                    stack.enter_context(r)
-                timings = measure_interleaved(runners, **budget)
-            row["impls"]["pyattn"] = _entry(timings["pyattn"], case)
-            for name in baselines:
-                if name not in timings:
                     continue
-                tm = timings[name]
+                with runner:
+                    tm = measure(runner, **budget)
                 row["impls"][name] = _entry(tm, case)
-                notes = [runners[name].note, _agreement(ref_out, runners[name].output(tm.first_result), case)]
+                notes = [runner.note, _agreement(ref_out, runner.output(tm.first_result), case)]
                 if any(notes):
                     row["notes"][name] = "; ".join(n for n in notes if n)
-            del timings, runners, runner
+                del tm, runner
             ref_out = None
         del inputs
     progress.finish()

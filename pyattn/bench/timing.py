@@ -3,10 +3,6 @@
 Calls shorter than ``sample_time`` are looped ``number`` times per sample so
 the clock resolution and the loop overhead do not dominate; the reported
 time is per call. The garbage collector is off while sampling.
-:func:`measure_interleaved` times several implementations of one case
-round-robin, one sample each in turn, so that a burst of load from other
-processes (seconds long on a shared machine) falls on all of them alike and
-their ratios stay meaningful.
 """
 
 from __future__ import annotations
@@ -34,8 +30,13 @@ class Timing:
                 "min_s": min(self.samples), "max_s": max(self.samples)}
 
 
-def _plan(fn, warmup, sample_time):
-    """Warm-up calls; returns (first result, calls per sample, seconds per sample)."""
+def measure(fn, *, warmup=1, min_time=0.2, min_repeats=3, max_repeats=100, sample_time=2e-3,
+            max_time=None):
+    """Times ``fn()``: ``warmup`` untimed calls (the first one's result is kept
+    in ``first_result``), then at least ``min_repeats`` samples and enough to
+    spend about ``min_time`` seconds (at most ``max_repeats`` samples, and
+    no more than ``max_time`` seconds if given, but never fewer than
+    ``min_repeats``). Returns a :class:`Timing` with the median per call."""
     first = None
     est = 0.0
     for i in range(max(1, warmup)):
@@ -47,57 +48,23 @@ def _plan(fn, warmup, sample_time):
         del r
     est = max(est, 1e-9)
     number = 1 if est >= sample_time else min(100_000, math.ceil(sample_time / est))
-    return first, number, est * number
-
-
-def _repeats(per_sample, min_time, min_repeats, max_repeats, max_time):
+    per_sample = est * number
     repeats = max(min_repeats, min(max_repeats, math.ceil(min_time / per_sample)))
     if max_time is not None:
         repeats = max(min_repeats, min(repeats, int(max_time / per_sample)))
-    return repeats
-
-
-def _sample(fn, number):
-    t0 = time.perf_counter()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - t0) / number
-
-
-def measure(fn, *, warmup=1, min_time=0.2, min_repeats=3, max_repeats=100, sample_time=2e-3,
-            max_time=None):
-    """Times ``fn()``: ``warmup`` untimed calls (the first one's result is kept
-    in ``first_result``), then at least ``min_repeats`` samples and enough to
-    spend about ``min_time`` seconds (at most ``max_repeats`` samples, and
-    no more than ``max_time`` seconds if given, but never fewer than
-    ``min_repeats``). Returns a :class:`Timing` with the median per call."""
-    return measure_interleaved({"fn": fn}, warmup=warmup, min_time=min_time, min_repeats=min_repeats,
-                               max_repeats=max_repeats, sample_time=sample_time, max_time=max_time)["fn"]
-
-
-def measure_interleaved(fns, *, warmup=1, min_time=0.2, min_repeats=3, max_repeats=100,
-                        sample_time=2e-3, max_time=None):
-    """Times every ``fns[name]()`` as :func:`measure` does, with the same
-    number of samples each, taken round-robin (the order rotates from one
-    round to the next). ``min_time`` and ``max_time`` are per function.
-    Returns ``{name: Timing}``."""
-    plans = {name: _plan(fn, warmup, sample_time) for name, fn in fns.items()}
-    per_round = sum(p[2] for p in plans.values())
-    repeats = _repeats(per_round / len(fns), min_time, min_repeats, max_repeats, max_time)
-    names = list(fns)
-    samples = {name: [] for name in names}
+    samples = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for r in range(repeats):
-            for i in range(len(names)):
-                name = names[(r + i) % len(names)]
-                samples[name].append(_sample(fns[name], plans[name][1]))
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples.append((time.perf_counter() - t0) / number)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return {name: Timing(statistics.median(samples[name]), samples[name], plans[name][1], plans[name][0])
-            for name in names}
+    return Timing(statistics.median(samples), samples, number, first)
 
 
 def format_time(seconds):

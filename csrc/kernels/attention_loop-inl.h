@@ -14,7 +14,8 @@
 //        S = scorer.scores(block) (strip x ncols), add the mask (bool:
 //        -inf where False; float: + bias), hide keys outside each row's
 //        interval (only boundary blocks pay), then the online softmax
-//        m' = max(m, rowmax S), P = exp(S - m'), l = l e^(m - m') + sum P,
+//        m' = max(m, rowmax S), P = exp(S - m') (2^ in log2 units, below),
+//        l = l e^(m - m') + sum P,
 //        acc = acc e^(m - m') + P V with an MR x NC register tile.
 //   3. out = acc / l, lse = m + log l; rows that saw no key: out 0, lse -inf.
 //   With weights: P of each block is stored into `weights` as it is made,
@@ -431,8 +432,9 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
         lse[p.lse.row_offset(i, L)] = empty ? neg_inf<T>() : (log2 ? mrow[gr] * kLn2<T> : mrow[gr]) + std::log(l);
       }
       if (want_w) {
-        // Blocks this row's tile processed hold exp(s - m_block); rescale
-        // them to exp(s - m) / l. Everything else is an exact 0.
+        // Blocks this row's tile processed hold exp(s - m_block) (2^ of the
+        // difference in log2 units); rescale them to exp(s - m) / l.
+        // Everything else is an exact 0.
         T* w = wrows + p.weights.row_offset(i, L);
         const T m_fin = mrow[gr] == neg_inf<T>() ? T(0) : mrow[gr];
         int64_t done = 0;  // columns [0, done) are final

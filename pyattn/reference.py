@@ -199,6 +199,16 @@ def _expand_gqa(q, k, v):
     return np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
 
 
+def _broadcasts_to(shape, target):
+    """True if ``shape`` broadcasts to ``target`` without adding dims."""
+    if len(shape) > len(target):
+        return False
+    try:
+        return np.broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
+
+
 def _mask(attn_mask, batch, L, S):
     """Return (bool_mask or None, float64 bias or None), both broadcast views."""
     if attn_mask is None:
@@ -209,13 +219,7 @@ def _mask(attn_mask, batch, L, S):
             f"attn_mask must be a bool or floating array, got dtype {m.dtype}"
         )
     target = tuple(batch) + (L, S)
-    ok = m.ndim <= len(target)
-    if ok:
-        try:
-            ok = np.broadcast_shapes(m.shape, target) == target
-        except ValueError:
-            ok = False
-    if not ok:
+    if not _broadcasts_to(m.shape, target):
         raise ValueError(
             f"attn_mask of shape {m.shape} does not broadcast to the "
             f"(batch..., L, S) shape {target} without adding dims"
@@ -242,18 +246,11 @@ def _kv_lengths(kv_lengths, batch, S):
                 f"batch dim {batch[0]} (batch shape {batch}) or be 1"
             )
         n = n.reshape(n.shape + (1,) * (len(batch) - 1))
-    else:
-        ok = n.ndim <= len(batch)
-        if ok:
-            try:
-                ok = np.broadcast_shapes(n.shape, batch) == batch
-            except ValueError:
-                ok = False
-        if not ok:
-            raise ValueError(
-                f"kv_lengths of shape {n.shape} does not broadcast to the batch "
-                f"shape {batch} without adding dims"
-            )
+    elif not _broadcasts_to(n.shape, batch):
+        raise ValueError(
+            f"kv_lengths of shape {n.shape} does not broadcast to the batch "
+            f"shape {batch} without adding dims"
+        )
     if n.size and (np.any(n < 0) or np.any(n > S)):
         raise ValueError(
             f"kv_lengths must lie in [0, S={S}], got values in "

@@ -55,7 +55,7 @@ void merge_splits(const AttentionParams& p, const Tiling& t, bool log2) {
         }
         const T inv = T(1) / l;
         for (int64_t c = 0; c < Ev; ++c) o[c] *= inv;
-        if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = (log2 ? m * T(0.693147180559945309417) : m) + std::log(l);
+        if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = (log2 ? m * static_cast<T>(kLn2) : m) + std::log(l);
       }
     }
   }

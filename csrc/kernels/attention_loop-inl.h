@@ -14,7 +14,7 @@
 //        S = scorer.scores(block) (strip x ncols), add the mask (bool:
 //        -inf where False; float: + bias), hide keys outside each row's
 //        interval (only boundary blocks pay), then the online softmax
-//        m' = max(m, rowmax S), P = exp(S - m') (2^ in log2 units, below),
+//        m' = max(m, rowmax S), P = exp(S - m') (2^ in log2 units: `log2`),
 //        l = l e^(m - m') + sum P,
 //        acc = acc e^(m - m') + P V with an MR x NC register tile.
 //   3. out = acc / l, lse = m + log l; rows that saw no key: out 0, lse -inf.
@@ -29,17 +29,6 @@
 
 template <class T>
 inline T neg_inf() { return -std::numeric_limits<T>::infinity(); }
-
-// Scores in log2 units: a Scorer with kLog2Scores folds log2 e into its
-// scores when scores_in_log2(p) (the dot-product scorer: into the query
-// scale), so the softmax takes 2^x (vexp2, 4 operations cheaper than e^x
-// per vector) and m is turned back (m ln 2) for the lse. Not with a float
-// mask, whose biases (up to the largest float: finfo.min masks) would
-// overflow once multiplied by log2 e; additive scores stay natural too.
-template <class T>
-constexpr T kLog2e = T(1.44269504088896340736);
-template <class T>
-constexpr T kLn2 = T(0.693147180559945309417);
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -251,7 +240,13 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   using T = typename V::T;
   constexpr int W = V::W;
   constexpr int PW = Scorer::kPanelWidth;  // score columns come in multiples of this
-  const bool log2 = Scorer::kLog2Scores && scores_in_log2(p);  // see kLog2e
+  // Scores in log2 units: a Scorer with kLog2Scores folds log2 e into its
+  // scores when scores_in_log2(p) (the dot-product scorer: into the query
+  // scale), so the softmax takes 2^x (vexp2, 4 operations cheaper than e^x
+  // per vector) and m is turned back (m ln 2) for the lse. Not with a float
+  // mask, whose biases (up to the largest float: finfo.min masks) would
+  // overflow once multiplied by log2 e; additive scores stay natural too.
+  const bool log2 = Scorer::kLog2Scores && scores_in_log2(p);
   static_assert(kPadElems % PW == 0, "panel width must divide kPadElems");
   constexpr int kMaxTiles = 8;             // q_block tiles per row group (tiling.cpp)
   constexpr int64_t kStrip = Shape::strip;  // rows scored, softmaxed and multiplied by V together
@@ -429,7 +424,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       for (int64_t c = 0; c < Ev; ++c) o[c] = a[c] * inv;
       if (p.lse.data) {
         T* lse = static_cast<T*>(p.lse.data) + p.lse.batch_offset(p.batch, b);
-        lse[p.lse.row_offset(i, L)] = empty ? neg_inf<T>() : (log2 ? mrow[gr] * kLn2<T> : mrow[gr]) + std::log(l);
+        lse[p.lse.row_offset(i, L)] = empty ? neg_inf<T>() : (log2 ? mrow[gr] * static_cast<T>(kLn2) : mrow[gr]) + std::log(l);
       }
       if (want_w) {
         // Blocks this row's tile processed hold exp(s - m_block) (2^ of the

@@ -150,7 +150,7 @@ struct DotScorer {
     direct = rows < Shape::qk_mr;
     const S* q = static_cast<const S*>(p.q.data) + p.q.batch_offset(p.batch, b);
     k = static_cast<const S*>(p.k.data) + p.k.batch_offset(p.batch, b);
-    const T scale = static_cast<T>(scores_in_log2(p) ? p.scale * 1.44269504088896340736 : p.scale);
+    const T scale = static_cast<T>(scores_in_log2(p) ? p.scale * kLog2e : p.scale);
     for (int64_t r = 0; r < rows; ++r) {
       const S* src = q + p.q.row_offset(g0 + r, p.L);
       for (int64_t e = 0; e < p.E; ++e) qs[r * p.E + e] = static_cast<T>(to_float(src[e])) * scale;

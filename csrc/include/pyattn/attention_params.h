@@ -53,5 +53,7 @@ struct AttentionParams {
 // exponentials; see attention_loop-inl.h). Not with a float mask: its biases
 // times log2 e could overflow. The driver's split-KV merge must agree.
 inline bool scores_in_log2(const AttentionParams& p) { return p.mask_kind != MaskKind::additive; }
+inline constexpr double kLog2e = 1.44269504088896340736;  // scores to log2 units
+inline constexpr double kLn2 = 0.693147180559945309417;   // and back (lse)
 
 }  // namespace pyattn

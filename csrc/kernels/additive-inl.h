@@ -303,7 +303,7 @@ struct AdditiveScorer {
       kb = k + j0 * p.kp.row_stride;
       return;
     }
-    pack_key_panels<T, kPanelWidth>(k, p.kp.row_stride, j0, nk, A, kraw);
+    pack_key_panels<V, kPanelWidth>(k, p.kp.row_stride, j0, nk, A, kraw);
     // The panels hold round_up(nk, kPanelWidth) * A values: whole vectors.
     const int64_t n = round_up(nk, kPanelWidth) * A;
     auto kmax = V::zero();

@@ -11,6 +11,7 @@
 //   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
 //   recip(x) ~ 1/x   abs(x)   copysign(mag,sgn) = |mag| with the sign of sgn
 //   load_tail(p, n): p[0, n) for 0 <= n < W, zeros above; reads nothing else
+//   kHasTranspose: if true, transpose(r) transposes the W x W block r[0, W)
 // max/min return the SECOND operand when either is NaN (x86 semantics), so
 // max(running, x) / min(limit, x) propagate a NaN x.
 // recip: float = rcp estimate (12 bits) + one Newton step, within 2 ulp of
@@ -20,6 +21,27 @@ struct Avx2F32 {
   using T = float;
   using R = __m256;
   static constexpr int W = 8;
+  static constexpr bool kHasTranspose = true;
+
+  // Transposes the 8 x 8 block r[0..7] in place (r[i] lane j <-> r[j] lane i).
+  static void transpose(R* r) {
+    R t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + k], 128-bit half h: rows 4i..4i+3 of column 4h + k.
+    for (int i = 0; i < 2; ++i) {
+      u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+      u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    for (int k = 0; k < 4; ++k) {
+      r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+      r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+    }
+  }
 
   static R zero() { return _mm256_setzero_ps(); }
   static R set1(T x) { return _mm256_set1_ps(x); }
@@ -97,6 +119,7 @@ struct Avx2F64 {
   using T = double;
   using R = __m256d;
   static constexpr int W = 4;
+  static constexpr bool kHasTranspose = false;  // key packing stays scalar
 
   static R zero() { return _mm256_setzero_pd(); }
   static R set1(T x) { return _mm256_set1_pd(x); }

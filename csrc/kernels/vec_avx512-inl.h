@@ -9,6 +9,39 @@ struct Avx512F32 {
   using T = float;
   using R = __m512;
   static constexpr int W = 16;
+  static constexpr bool kHasTranspose = true;
+
+  // Transposes the 16 x 16 block r[0..15] in place (r[i] lane j <-> r[j]
+  // lane i): 2 unpack stages within 128-bit lanes, then 2 stages of lane
+  // shuffles; 64 shuffles for 256 elements.
+  static void transpose(R* r) {
+    R t[16], u[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + k], lane l: rows 4i..4i+3 of column 4l + k.
+    for (int i = 0; i < 4; ++i) {
+      const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+      const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+      u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+      u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+      u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+      u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int k = 0; k < 4; ++k) {
+      t[k] = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88);
+      t[4 + k] = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xdd);
+      t[8 + k] = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88);
+      t[12 + k] = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xdd);
+    }
+    for (int k = 0; k < 4; ++k) {
+      r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+      r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xdd);
+      r[4 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0x88);
+      r[12 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0xdd);
+    }
+  }
 
   static R zero() { return _mm512_setzero_ps(); }
   static R set1(T x) { return _mm512_set1_ps(x); }
@@ -89,6 +122,7 @@ struct Avx512F64 {
   using T = double;
   using R = __m512d;
   static constexpr int W = 8;
+  static constexpr bool kHasTranspose = false;  // key packing stays scalar
 
   static R zero() { return _mm512_setzero_pd(); }
   static R set1(T x) { return _mm512_set1_pd(x); }

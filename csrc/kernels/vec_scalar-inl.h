@@ -10,6 +10,7 @@ struct ScalarVec {
   using T = TT;
   using R = TT;
   static constexpr int W = 1;
+  static constexpr bool kHasTranspose = false;
 
   static R zero() { return T(0); }
   static R set1(T x) { return x; }

@@ -223,11 +223,14 @@ inline typename V::T softmax_step(typename V::T* s, int64_t ncols, typename V::T
   R vsum = V::zero();
   for (c = 0; c < ncols; c += V::W) {
     const R x = V::sub(V::load(s + c), vm);
-    const R e = kLog2 ? vexp2<V>(x) : vexp<V>(x);
+    // x <= 0 (s <= m_use) unless the row holds a NaN score, whose output
+    // is NaN whatever 2^x gives: vexp2 may skip its upper clamp.
+    const R e = kLog2 ? vexp2<V, true>(x) : vexp<V>(x);
     V::store(s + c, e);
     vsum = V::add(vsum, e);
   }
-  const T alpha = kLog2 ? std::exp2(m_old - m_use) : std::exp(m_old - m_use);
+  // (No libm call when the max is unchanged, the common case.)
+  const T alpha = m_old == m_use ? T(1) : kLog2 ? std::exp2(m_old - m_use) : std::exp(m_old - m_use);
   if (alpha != T(1)) {
     const R va = V::set1(alpha);
     for (int64_t c = 0; c < ev_pad; c += V::W)
@@ -273,10 +276,12 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   const int64_t ld_s = round_up(t.k_block, kPadElems);
   const bool want_w = p.weights.data != nullptr;
   const int64_t mask_esz = p.mask_kind == MaskKind::boolean ? 1 : int64_t(sizeof(T));
-  // Values whose rows are whole, vector-aligned vectors are read in place,
-  // else packed: split loads of unaligned rows (NumPy aligns to 16 bytes)
-  // cost P V more than packing the block does (AVX-512, L = 1024, E = 64:
-  // 5-6% of the call).
+  // Values whose rows are whole vectors are read in place, else packed. Rows
+  // that are not vector-aligned (NumPy aligns to 16 bytes) are packed too
+  // when many strips read them: split loads cost P V more than packing the
+  // block once does (AVX-512, L = 1024, E = 64: 5-6% of the call); with a
+  // few rows (decoding) the copy costs more than it saves (GQA decoding
+  // 20% slower packed).
   constexpr int64_t kVecBytes = W * int64_t(sizeof(T));
   const bool v_rows_whole = std::is_same_v<SV, T> && Ev % W == 0 && ev_pad == Ev &&
                             p.v.row_stride * int64_t(sizeof(T)) % kVecBytes == 0;
@@ -293,7 +298,8 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
     const int64_t ntiles = ceil_div(grows, t.q_block);
 
     const SV* v = static_cast<const SV*>(p.v.data) + p.v.batch_offset(p.batch, b);
-    const bool v_in_place = v_rows_whole && reinterpret_cast<uintptr_t>(v) % kVecBytes == 0;
+    const bool v_in_place =
+        v_rows_whole && (reinterpret_cast<uintptr_t>(v) % kVecBytes == 0 || grows < 4 * kStrip);
     T* out = static_cast<T*>(p.out.data) + p.out.batch_offset(p.batch, b);
     T* wrows = want_w ? static_cast<T*>(p.weights.data) + p.weights.batch_offset(p.batch, b) : nullptr;
     const int64_t n = p.vis.lengths.data

@@ -5,7 +5,8 @@
 // The operations every Vec provides (kernels use nothing else):
 //   zero set1 load store add sub mul fma(a,b,c)=a*b+c fms(a,b,c)=a*b-c max min
 //   reduce_max reduce_sum reduce_sum4(a0..a3, out) round mul_pow2(y, n) = y * 2^n (n integral)
-//   zero_if_less
+//   zero_if_less(x, t, y) = x < t ? 0 : y (y for NaN x)
+//   mul_pow2_zero_below(y, n, x, t) = zero_if_less(x, t, mul_pow2(y, n))
 //   hide_where_zero(m, s): s where the byte m[i] != 0, else -inf (bool masks)
 //   load_bf16 / load_f16 (float Vecs only): W 16-bit elements widened
 //   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
@@ -87,6 +88,9 @@ struct Avx2F32 {
   static R zero_if_less(R x, R threshold, R y) {
     return _mm256_andnot_ps(_mm256_cmp_ps(x, threshold, _CMP_LT_OQ), y);
   }
+  static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
+    return zero_if_less(x, threshold, mul_pow2(y, n));
+  }
   // W bfloat16 / float16 elements (bits) widened to float (F16C for f16).
   static R load_bf16(const uint16_t* p) {
     const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -161,6 +165,9 @@ struct Avx2F64 {
   }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm256_andnot_pd(_mm256_cmp_pd(x, threshold, _CMP_LT_OQ), y);
+  }
+  static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
+    return zero_if_less(x, threshold, mul_pow2(y, n));
   }
   static R hide_where_zero(const uint8_t* m, R s) {
     int32_t four;

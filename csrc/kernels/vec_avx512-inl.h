@@ -88,6 +88,10 @@ struct Avx512F32 {
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_ps());
   }
+  // zero_if_less(x, threshold, mul_pow2(y, n)), the zeroing folded into vscalefps.
+  static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, threshold, _CMP_NLT_UQ), y, n);
+  }
   static R load_bf16(const uint16_t* p) {
     const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
@@ -158,6 +162,9 @@ struct Avx512F64 {
   static R mul_pow2(R y, R n) { return _mm512_scalef_pd(y, n); }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_pd(y, _mm512_cmp_pd_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_pd());
+  }
+  static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
+    return _mm512_maskz_scalef_pd(_mm512_cmp_pd_mask(x, threshold, _CMP_NLT_UQ), y, n);
   }
   static R hide_where_zero(const uint8_t* m, R s) {
     const __mmask16 keep = _mm_test_epi8_mask(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)),

@@ -57,7 +57,7 @@ inline typename V::R vexp(typename V::R x) {
   auto r = V::fma(n, c1, x);
   r = V::fma(n, c2, r);
   if constexpr (!f32) {
-    return V::zero_if_less(xin, lo, V::mul_pow2(exp_taylor13<V>(r), n));
+    return V::mul_pow2_zero_below(exp_taylor13<V>(r), n, xin, lo);
   } else {
     // Cephes' polynomial: e^r = 1 + r + r^2 * p(r)
     auto p = V::set1(T(1.9875691500E-4));
@@ -67,7 +67,7 @@ inline typename V::R vexp(typename V::R x) {
     p = V::fma(p, r, V::set1(T(1.6666665459E-1)));
     p = V::fma(p, r, V::set1(T(5.0000001201E-1)));
     const auto y = V::add(V::fma(V::mul(p, r), r, r), V::set1(T(1)));
-    return V::zero_if_less(xin, lo, V::mul_pow2(y, n));
+    return V::mul_pow2_zero_below(y, n, xin, lo);
   }
 }
 
@@ -81,12 +81,15 @@ inline typename V::R vexp(typename V::R x) {
 // float. Inputs below -124 (float) / -1020 (double), i.e. about e^-86 /
 // e^-707, return exactly 0 as in vexp; NaN returns NaN; -inf returns 0.
 // Error bound <= 2 ulp (tests/test_vec_math.py).
-template <class V>
+// kNonPositive: the caller guarantees x <= 0 or NaN (the softmax's x - max),
+// so the clamp at the top (which only turns +inf into +inf) is skipped.
+template <class V, bool kNonPositive = false>
 inline typename V::R vexp2(typename V::R x) {
   using T = typename V::T;
   constexpr bool f32 = sizeof(T) == 4;
   const auto lo = V::set1(f32 ? T(-124.0) : T(-1020.0));
-  const auto xc = V::max(lo, V::min(V::set1(f32 ? T(127.0) : T(1023.0)), x));  // x second: NaN passes
+  const auto top = kNonPositive ? x : V::min(V::set1(f32 ? T(127.0) : T(1023.0)), x);
+  const auto xc = V::max(lo, top);  // x second: NaN passes
   const auto n = V::round(xc);
   const auto f = V::sub(xc, n);
   typename V::R y;
@@ -101,7 +104,7 @@ inline typename V::R vexp2(typename V::R x) {
   } else {
     y = exp_taylor13<V>(V::mul(f, V::set1(T(0.6931471805599453))));
   }
-  return V::zero_if_less(x, lo, V::mul_pow2(y, n));
+  return V::mul_pow2_zero_below(y, n, x, lo);
 }
 
 // vtanh: tanh x = c - n / d, one division for both branches, then x's sign:

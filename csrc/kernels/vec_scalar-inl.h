@@ -61,6 +61,9 @@ struct ScalarVec {
   }
   // (x < threshold) ? 0 : y  -- false for NaN x, so NaN survives.
   static R zero_if_less(R x, R threshold, R y) { return x < threshold ? T(0) : y; }
+  static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
+    return zero_if_less(x, threshold, mul_pow2(y, n));
+  }
   // (x < threshold) ? a : b  -- b for NaN x.
   static R select_less(R x, R threshold, R a, R b) { return x < threshold ? a : b; }
   static R div(R a, R b) { return a / b; }

@@ -30,10 +30,13 @@ def test_decode_matches_reference(isa, dtype, case):
     lengths = rng.integers(0, S + 1, size=batch[0])
     lengths[0] = S
     mask = rng.random((L, S)) < 0.9
+    # float biases (natural units, merged across the splits as such) with some -inf
+    bias = np.where(rng.random((L, S)) < 0.1, -np.inf, 3 * rng.standard_normal((L, S))).astype(dtype)
     for kwargs in (
         {},
         {"is_causal": "lower_right", "kv_lengths": lengths},
         {"attn_mask": mask, "window": (3000, None)},
+        {"attn_mask": bias},
         {"kv_lengths": np.zeros(batch[0], np.int64)},
     ):
         assert_matches_reference(sdpa(q, k, v, return_lse=True, **kwargs), q, k, v,

@@ -89,17 +89,22 @@ inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64
   pv_rows<V, MR, NC>(mr, p, ldp, nk, b, ldb, c, ldc);
 }
 
+// W elements at p as a vector of V::T, from the storage type S (T, or
+// bfloat16 / float16 for a float Vec).
+template <class V, class S>
+inline typename V::R load_as(const S* p) {
+  if constexpr (std::is_same_v<S, Bf16>) return V::load_bf16(&p->bits);
+  else if constexpr (std::is_same_v<S, F16>) return V::load_f16(&p->bits);
+  else return V::load(p);
+}
+
 // dst[0, n) = src[0, n) converted from the storage type S to V::T
 // (bfloat16 / float16 through the Vec's vector loads; same type: a copy).
 template <class V, class S>
 inline void convert_row(const S* src, typename V::T* dst, int64_t n) {
   using T = typename V::T;
   int64_t c = 0;
-  if constexpr (std::is_same_v<S, Bf16>) {
-    for (; c + V::W <= n; c += V::W) V::store(dst + c, V::load_bf16(&src[c].bits));
-  } else if constexpr (std::is_same_v<S, F16>) {
-    for (; c + V::W <= n; c += V::W) V::store(dst + c, V::load_f16(&src[c].bits));
-  }
+  for (; c + V::W <= n; c += V::W) V::store(dst + c, load_as<V>(src + c));
   for (; c < n; ++c) dst[c] = static_cast<T>(to_float(src[c]));
 }
 

@@ -43,14 +43,6 @@ inline void qk_rows(int mr, const typename V::T* a, int64_t lda,
   qk_tile<V, MR, NR>(a, lda, b, E, c, ldc);
 }
 
-// W elements at p as a vector of V::T, from the storage type S.
-template <class V, class S>
-inline typename V::R load_as(const S* p) {
-  if constexpr (std::is_same_v<S, Bf16>) return V::load_bf16(&p->bits);
-  else if constexpr (std::is_same_v<S, F16>) return V::load_f16(&p->bits);
-  else return V::load(p);
-}
-
 // Packs keys [j0, j0 + nk) into panels of PW columns (zero beyond nk),
 // converting from the storage type S. Where the Vec can transpose, whole
 // W x W blocks (W keys x W elements) go through registers: 2 W loads and

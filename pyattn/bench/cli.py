@@ -4,7 +4,9 @@ baselines on a preset suite and print a table.
 Every pyattn result is first checked against the float64 reference
 (``pyattn.reference``) on a slice of the case (SPEC section 7 tolerance); a
 case that fails is not timed and makes the exit status 1. Times are medians
-over repeats after a warm-up. The roof is NumPy's float32 2048^3 matmul
+over repeats after a warm-up; a case's implementations are timed in
+interleaved rounds (2 with --quick, 3 with --full), so that a burst of load
+on a shared machine falls on all of them alike. The roof is NumPy's float32 2048^3 matmul
 measured in the same run at each thread count; NumPy's BLAS threads are set
 with threadpoolctl when it is importable (else they are not controlled and the
 table says so). Note: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment
@@ -20,6 +22,7 @@ import argparse
 import datetime
 import importlib.util
 import json
+import math
 import os
 import platform
 import sys
@@ -29,7 +32,7 @@ import numpy as np
 
 from . import baselines as bl
 from . import cases as cs
-from .timing import format_time, measure
+from .timing import format_time, measure, merge_timings
 
 # Timing budget per preset: seconds per (case, implementation) and min repeats.
 _BUDGET = {
@@ -37,6 +40,12 @@ _BUDGET = {
     "quick": dict(min_time=0.2, min_repeats=3, max_repeats=50, max_time=1.5),
     "full": dict(min_time=0.5, min_repeats=5, max_repeats=200, max_time=6.0),
 }
+# Each case's implementations are timed in this many interleaved rounds
+# (pyattn, baselines, pyattn, ...), each with 1/rounds of the budget: a burst
+# of load from other processes on a shared machine, which lasts seconds, then
+# falls on all of them alike. (Alternating call by call would make each pay
+# for the previous runtime's still-spinning worker threads.)
+_ROUNDS = {"smoke": 1, "quick": 2, "full": 3}
 _DEFAULT_THREADS = {"smoke": [1], "quick": [1], "full": [1, 2]}
 _ROOF_N = 2048
 _OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
@@ -200,7 +209,8 @@ def run(args, out=sys.stdout):
         (baselines.append(name) if ok else skipped.__setitem__(name, why))
     env = _environment(baselines)
 
-    steps = len(selected) * len(threads_list) * (1 + len(baselines)) + (0 if args.no_roof else len(threads_list))
+    steps = (len(selected) * len(threads_list) * (1 + _ROUNDS[preset] * (1 + len(baselines)))
+             + (0 if args.no_roof else len(threads_list)))
     progress = Progress(steps, enabled=not args.no_progress)
     for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if k in os.environ:
@@ -217,6 +227,10 @@ def run(args, out=sys.stdout):
             roof[t] = {"gflops": cs.matmul_flops(_ROOF_N) / tm.median / 1e9, **tm.as_dict()}
             del runner
 
+    rounds = _ROUNDS[preset]
+    per_round = dict(budget, min_time=budget["min_time"] / rounds, max_time=budget["max_time"] / rounds,
+                     min_repeats=max(2, math.ceil(budget["min_repeats"] / rounds)),
+                     max_repeats=max(2, budget["max_repeats"] // rounds))
     results = []
     failed = False
     for case in selected:
@@ -225,7 +239,7 @@ def run(args, out=sys.stdout):
             row = {"case": case.name, "group": case.group, "describe": case.describe(), "threads": t,
                    "flops": case.flops, "impls": {}, "notes": {}}
             results.append(row)
-            progress.step(f"{case.name} t={t} pyattn")
+            progress.step(f"{case.name} t={t} pyattn (validation)")
             runner = bl.make_runner("pyattn", case, inputs, t)
             with runner:
                 try:
@@ -234,32 +248,36 @@ def run(args, out=sys.stdout):
                 except Exception as exc:  # report it, go on with the other cases
                     check = cs.Validation(False, float("nan"), float("inf"), f"{type(exc).__name__}: {exc}")
                     first = None
-                row["validation"] = {"ok": check.ok, "max_abs_err": check.max_abs_err,
-                                     "worst_ratio": check.worst_ratio, "checked": check.checked}
-                if not check.ok:
-                    failed = True
-                    progress.message(f"VALIDATION FAILED {case.name} t={t}: {check}")
-                    progress.done += len(baselines)
-                    continue
-                ref_out = runner.output(first)
-                del first
-                tm = measure(runner, **budget)
-                row["impls"]["pyattn"] = _entry(tm, case)
-                del tm
+            row["validation"] = {"ok": check.ok, "max_abs_err": check.max_abs_err,
+                                 "worst_ratio": check.worst_ratio, "checked": check.checked}
+            if not check.ok:
+                failed = True
+                progress.message(f"VALIDATION FAILED {case.name} t={t}: {check}")
+                progress.done += rounds * (1 + len(baselines))
+                continue
+            ref_out = runner.output(first)
+            del first
+            runners = {"pyattn": runner}
             for name in baselines:
-                progress.step(f"{case.name} t={t} {name}")
                 try:
-                    runner = bl.make_runner(name, case, inputs, t)
+                    runners[name] = bl.make_runner(name, case, inputs, t)
                 except bl.Unsupported as exc:
                     row["notes"][name] = f"n/a: {exc}"
-                    continue
-                with runner:
-                    tm = measure(runner, **budget)
+                    progress.done += rounds
+            parts = {name: [] for name in runners}
+            for r in range(rounds):
+                for name, runner in runners.items():
+                    progress.step(f"{case.name} t={t} {name} ({r + 1}/{rounds})")
+                    with runner:
+                        parts[name].append(measure(runner, **per_round))
+            for name, runner in runners.items():
+                tm = merge_timings(parts[name])
                 row["impls"][name] = _entry(tm, case)
-                notes = [runner.note, _agreement(ref_out, runner.output(tm.first_result), case)]
-                if any(notes):
-                    row["notes"][name] = "; ".join(n for n in notes if n)
-                del tm, runner
+                if name != "pyattn":
+                    notes = [runner.note, _agreement(ref_out, runner.output(tm.first_result), case)]
+                    if any(notes):
+                        row["notes"][name] = "; ".join(n for n in notes if n)
+            del runners, parts, runner
             ref_out = None
         del inputs
     progress.finish()

@@ -67,6 +67,13 @@ def measure(fn, *, warmup=1, min_time=0.2, min_repeats=3, max_repeats=100, sampl
     return Timing(statistics.median(samples), samples, number, first)
 
 
+def merge_timings(parts):
+    """One :class:`Timing` from several measured blocks of the same call (all
+    their samples, the median over them; the first block's first result)."""
+    samples = [x for tm in parts for x in tm.samples]
+    return Timing(statistics.median(samples), samples, parts[0].number, parts[0].first_result)
+
+
 def format_time(seconds):
     """``12.3 ms``, ``4.56 µs``, ``1.23 s``."""
     if seconds is None or not math.isfinite(seconds):

@@ -80,7 +80,8 @@ inline typename V::R vexp(typename V::R x) {
 // times 2^n: no Cody-Waite reduction, so 4 fewer operations than vexp for
 // float. Inputs below -124 (float) / -1020 (double), i.e. about e^-86 /
 // e^-707, return exactly 0 as in vexp; NaN returns NaN; -inf returns 0.
-// Error bound <= 2 ulp (tests/test_vec_math.py).
+// Inputs above 127 / 1023 are clamped there (2^127 / 2^1023, not inf): the
+// kernels only take 2^x of x <= 0. Error bound <= 2 ulp (tests/test_vec_math.py).
 // kNonPositive: the caller guarantees x <= 0 or NaN (the softmax's x - max),
 // so the clamp at the top (which only turns +inf into +inf) is skipped.
 template <class V, bool kNonPositive = false>
@@ -88,8 +89,9 @@ inline typename V::R vexp2(typename V::R x) {
   using T = typename V::T;
   constexpr bool f32 = sizeof(T) == 4;
   const auto lo = V::set1(f32 ? T(-124.0) : T(-1020.0));
-  const auto top = kNonPositive ? x : V::min(V::set1(f32 ? T(127.0) : T(1023.0)), x);
-  const auto xc = V::max(lo, top);  // x second: NaN passes
+  // No clamp from below: for x < lo (-inf included) n and f may be anything
+  // (f = NaN for -inf), the result is zeroed by mul_pow2_zero_below.
+  const auto xc = kNonPositive ? x : V::min(V::set1(f32 ? T(127.0) : T(1023.0)), x);  // NaN passes
   const auto n = V::round(xc);
   const auto f = V::sub(xc, n);
   typename V::R y;

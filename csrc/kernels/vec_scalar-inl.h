@@ -61,8 +61,11 @@ struct ScalarVec {
   }
   // (x < threshold) ? 0 : y  -- false for NaN x, so NaN survives.
   static R zero_if_less(R x, R threshold, R y) { return x < threshold ? T(0) : y; }
+  // (pow2n is only reached with x >= threshold, so n is in range: a NaN x
+  // returns x, a smaller one 0.)
   static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
-    return zero_if_less(x, threshold, mul_pow2(y, n));
+    if (!(x >= threshold)) return x < threshold ? T(0) : x;
+    return mul_pow2(y, n);
   }
   // (x < threshold) ? a : b  -- b for NaN x.
   static R select_less(R x, R threshold, R a, R b) { return x < threshold ? a : b; }

@@ -5,6 +5,7 @@
 // The operations every Vec provides (kernels use nothing else):
 //   zero set1 load store add sub mul fma(a,b,c)=a*b+c fms(a,b,c)=a*b-c max min
 //   reduce_max reduce_sum reduce_sum4(a0..a3, out) round mul_pow2(y, n) = y * 2^n (n integral)
+//   split_round(x, &n, &f): n = round(x), f = x - n
 //   zero_if_less(x, t, y) = x < t ? 0 : y (y for NaN x)
 //   mul_pow2_zero_below(y, n, x, t) = zero_if_less(x, t, mul_pow2(y, n))
 //   hide_where_zero(m, s): s where the byte m[i] != 0, else -inf (bool masks)
@@ -80,6 +81,10 @@ struct Avx2F32 {
   }
 
   static R round(R x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static void split_round(R x, R* n, R* f) {
+    *n = round(x);
+    *f = sub(x, *n);
+  }
   static R mul_pow2(R y, R n) { return mul(y, pow2n(n)); }
   static R pow2n(R n) {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
@@ -157,6 +162,10 @@ struct Avx2F64 {
     out[3] = reduce_sum(a3);
   }
   static R round(R x) { return _mm256_round_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static void split_round(R x, R* n, R* f) {
+    *n = round(x);
+    *f = sub(x, *n);
+  }
   static R mul_pow2(R y, R n) { return mul(y, pow2n(n)); }
   static R pow2n(R n) {
     const __m256i i64 = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));

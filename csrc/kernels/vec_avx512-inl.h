@@ -83,6 +83,12 @@ struct Avx512F32 {
   }
 
   static R round(R x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // n = round(x), f = x - n: vreduceps gives f directly (cheaper than
+  // vrndscaleps, 2 uops on port 0), and n = x - f is exact.
+  static void split_round(R x, R* n, R* f) {
+    *f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEAREST_INT);
+    *n = _mm512_sub_ps(x, *f);
+  }
   // y * 2^n in one instruction (vscalefps).
   static R mul_pow2(R y, R n) { return _mm512_scalef_ps(y, n); }
   static R zero_if_less(R x, R threshold, R y) {
@@ -159,6 +165,10 @@ struct Avx512F64 {
     out[3] = reduce_sum(a3);
   }
   static R round(R x) { return _mm512_roundscale_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static void split_round(R x, R* n, R* f) {
+    *f = _mm512_reduce_pd(x, _MM_FROUND_TO_NEAREST_INT);
+    *n = _mm512_sub_pd(x, *f);
+  }
   static R mul_pow2(R y, R n) { return _mm512_scalef_pd(y, n); }
   static R zero_if_less(R x, R threshold, R y) {
     return _mm512_mask_mov_pd(y, _mm512_cmp_pd_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_pd());

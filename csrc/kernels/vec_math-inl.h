@@ -92,8 +92,8 @@ inline typename V::R vexp2(typename V::R x) {
   // No clamp from below: for x < lo (-inf included) n and f may be anything
   // (f = NaN for -inf), the result is zeroed by mul_pow2_zero_below.
   const auto xc = kNonPositive ? x : V::min(V::set1(f32 ? T(127.0) : T(1023.0)), x);  // NaN passes
-  const auto n = V::round(xc);
-  const auto f = V::sub(xc, n);
+  typename V::R n, f;
+  V::split_round(xc, &n, &f);
   typename V::R y;
   if constexpr (f32) {
     y = V::set1(T(0.0001534581242594868));

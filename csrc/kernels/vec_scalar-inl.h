@@ -37,6 +37,10 @@ struct ScalarVec {
   }
   // Round to nearest integer (ties to even), as a floating value.
   static R round(R x) { return std::nearbyint(x); }
+  static void split_round(R x, R* n, R* f) {
+    *n = round(x);
+    *f = x - *n;
+  }
   // 2^n for integral n within the normal exponent range of T.
   static R mul_pow2(R y, R n) { return y * pow2n(n); }
   static R pow2n(R n) {

@@ -29,6 +29,17 @@ inline ScratchPtr allocate_scratch(size_t per_thread_bytes, int threads) {
   return ScratchPtr(static_cast<char*>(::operator new(total ? total : 64, std::align_val_t(64))));
 }
 
+// The scratch a calling thread keeps between calls (see parallel_for_items).
+constexpr size_t kCachedScratchBytes = size_t(4) << 20;
+struct ScratchCache {
+  ScratchPtr buf;
+  size_t bytes = 0;
+};
+inline ScratchCache& thread_scratch_cache() {
+  thread_local ScratchCache cache;
+  return cache;
+}
+
 template <class Fn>
 void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, Fn&& kernel) {
   if (items <= 0) return;
@@ -40,8 +51,26 @@ void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, Fn
   if (!parallel_regions_usable()) threads = 1;  // forked child: see threads.h
   // Round each thread's scratch to whole cache lines so threads never share one.
   const size_t stride = (scratch_bytes + 63) / 64 * 64;
-  ScratchPtr scratch = allocate_scratch(stride, threads);
-  char* base = scratch.get();
+  // Scratch of up to kCachedScratchBytes in all is kept by the calling thread
+  // for its next call (malloc and free were 15% of a tiny call); larger
+  // scratch is allocated for the call and freed after it. Each calling
+  // thread has its own, so concurrent calls from Python threads never share.
+  ScratchCache& cache = thread_scratch_cache();
+  ScratchPtr owned;
+  char* base;
+  if (stride <= kCachedScratchBytes / static_cast<size_t>(threads)) {
+    const size_t total = stride * static_cast<size_t>(threads);
+    if (cache.bytes < total) {
+      cache.buf.reset();
+      cache.bytes = 0;
+      cache.buf = allocate_scratch(total, 1);
+      cache.bytes = total;
+    }
+    base = cache.buf.get();
+  } else {
+    owned = allocate_scratch(stride, threads);
+    base = owned.get();
+  }
   if (threads == 1) {
     kernel(int64_t{0}, items, static_cast<void*>(base));
     return;

@@ -23,9 +23,9 @@
 //   rows are still in cache. No score is computed twice.
 //
 // Numerics: accumulation in the input precision (float32 or float64); 2^x
-// from vec_math-inl.h (<= 2 ulp; natural-unit scores: see the README). Each row's arithmetic depends only on the
-// tiling, never on the thread that runs it: results are bitwise identical
-// for every thread count.
+// from vec_math-inl.h (<= 2 ulp; natural-unit scores: see the README). Each
+// row's arithmetic depends only on the tiling, never on the thread that runs
+// it: results are bitwise identical for every thread count.
 
 template <class T>
 inline T neg_inf() { return -std::numeric_limits<T>::infinity(); }

@@ -62,8 +62,13 @@ inline void pack_key_panels(const S* k, int64_t k_row, int64_t j0, int64_t nk,
       if constexpr (V::kHasTranspose) {
         if (pn * PW + c0 + W <= nk) {
           const S* k0 = k + (j0 + pn * PW + c0) * k_row;
+          // The same elements of the next W keys are fetched meanwhile (this
+          // is the first read of K: it streams from memory or L3).
+          const bool next = pn * PW + c0 + 2 * W <= nk;
           for (; e_done + W <= E; e_done += W) {
             typename V::R r[W];
+            if (next)
+              for (int i = 0; i < W; ++i) __builtin_prefetch(k0 + (W + i) * k_row + e_done);
             for (int i = 0; i < W; ++i) r[i] = load_as<V>(k0 + i * k_row + e_done);
             V::transpose(r);
             for (int i = 0; i < W; ++i) V::store(panel + (e_done + i) * PW + c0, r[i]);
@@ -171,9 +176,13 @@ struct DotScorer {
     const S* q = static_cast<const S*>(p.q.data) + p.q.batch_offset(p.batch, b);
     k = static_cast<const S*>(p.k.data) + p.k.batch_offset(p.batch, b);
     const T scale = static_cast<T>(scores_in_log2(p) ? p.scale * kLog2e : p.scale);
+    const typename V::R vscale = V::set1(scale);
     for (int64_t r = 0; r < rows; ++r) {
       const S* src = q + p.q.row_offset(g0 + r, p.L);
-      for (int64_t e = 0; e < p.E; ++e) qs[r * p.E + e] = static_cast<T>(to_float(src[e])) * scale;
+      T* dst = qs + r * p.E;
+      int64_t e = 0;
+      for (; e + V::W <= p.E; e += V::W) V::store(dst + e, V::mul(load_as<V>(src + e), vscale));
+      for (; e < p.E; ++e) dst[e] = static_cast<T>(to_float(src[e])) * scale;
     }
   }
 

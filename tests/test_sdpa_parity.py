@@ -50,6 +50,10 @@ def test_random_cases_low_precision(isa, dtype, data):
     (3, 2, 13, 17, 5, 7, dict(window=(3, 2), return_lse=True)),
     (2, 3, 1, 1025, 128, 128, dict(is_causal="lower_right", kv_lengths=np.array([1025, 700]))),
     (1, 2, 33, 300, 256, 256, dict(is_causal=True)),
+    # weights over several key blocks, rows ending in different blocks
+    (1, 2, 97, 1300, 59, 59, dict(is_causal="lower_right", window=(700, None), return_weights=True,
+                                  return_lse=True)),
+    (2, 1, 40, 1100, 64, 48, dict(kv_lengths=np.array([1100, 600]), return_weights=True)),
 ])
 def test_odd_and_large_sizes(isa, dtype, B, H, L, S, E, Ev, kwargs):
     q, k, v = qkv(np.random.default_rng(L * S + E), (B, H), L, S, E, Ev, dtype)

@@ -6,8 +6,7 @@
 //   zero set1 load store add sub mul fma(a,b,c)=a*b+c fms(a,b,c)=a*b-c max min
 //   reduce_max reduce_sum reduce_sum4(a0..a3, out) round mul_pow2(y, n) = y * 2^n (n integral)
 //   split_round(x, &n, &f): n = round(x), f = x - n
-//   zero_if_less(x, t, y) = x < t ? 0 : y (y for NaN x)
-//   mul_pow2_zero_below(y, n, x, t) = zero_if_less(x, t, mul_pow2(y, n))
+//   mul_pow2_zero_below(y, n, x, t) = x < t ? 0 : mul_pow2(y, n) (the latter for NaN x)
 //   hide_where_zero(m, s): s where the byte m[i] != 0, else -inf (bool masks)
 //   load_bf16 / load_f16 (float Vecs only): W 16-bit elements widened
 //   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
@@ -90,11 +89,8 @@ struct Avx2F32 {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
   }
-  static R zero_if_less(R x, R threshold, R y) {
-    return _mm256_andnot_ps(_mm256_cmp_ps(x, threshold, _CMP_LT_OQ), y);
-  }
   static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
-    return zero_if_less(x, threshold, mul_pow2(y, n));
+    return _mm256_andnot_ps(_mm256_cmp_ps(x, threshold, _CMP_LT_OQ), mul_pow2(y, n));
   }
   // W bfloat16 / float16 elements (bits) widened to float (F16C for f16).
   static R load_bf16(const uint16_t* p) {
@@ -172,11 +168,8 @@ struct Avx2F64 {
     const __m256i e = _mm256_add_epi64(i64, _mm256_set1_epi64x(1023));
     return _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
   }
-  static R zero_if_less(R x, R threshold, R y) {
-    return _mm256_andnot_pd(_mm256_cmp_pd(x, threshold, _CMP_LT_OQ), y);
-  }
   static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
-    return zero_if_less(x, threshold, mul_pow2(y, n));
+    return _mm256_andnot_pd(_mm256_cmp_pd(x, threshold, _CMP_LT_OQ), mul_pow2(y, n));
   }
   static R hide_where_zero(const uint8_t* m, R s) {
     int32_t four;

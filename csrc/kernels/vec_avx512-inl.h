@@ -91,10 +91,7 @@ struct Avx512F32 {
   }
   // y * 2^n in one instruction (vscalefps).
   static R mul_pow2(R y, R n) { return _mm512_scalef_ps(y, n); }
-  static R zero_if_less(R x, R threshold, R y) {
-    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_ps());
-  }
-  // zero_if_less(x, threshold, mul_pow2(y, n)), the zeroing folded into vscalefps.
+  // The zeroing folded into vscalefps.
   static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
     return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, threshold, _CMP_NLT_UQ), y, n);
   }
@@ -170,9 +167,6 @@ struct Avx512F64 {
     *n = _mm512_sub_pd(x, *f);
   }
   static R mul_pow2(R y, R n) { return _mm512_scalef_pd(y, n); }
-  static R zero_if_less(R x, R threshold, R y) {
-    return _mm512_mask_mov_pd(y, _mm512_cmp_pd_mask(x, threshold, _CMP_LT_OQ), _mm512_setzero_pd());
-  }
   static R mul_pow2_zero_below(R y, R n, R x, R threshold) {
     return _mm512_maskz_scalef_pd(_mm512_cmp_pd_mask(x, threshold, _CMP_NLT_UQ), y, n);
   }

@@ -77,8 +77,7 @@ inline typename V::R vexp(typename V::R x) {
 //   float : a degree-6 minimax polynomial for 2^f (relative error 1.9e-9,
 //           fitted for this file; 0.93 ulp after float rounding),
 //   double: e^r, r = f ln 2, by the Taylor series of vexp (above),
-// times 2^n: no Cody-Waite reduction, so 4 fewer operations than vexp for
-// float. Inputs below -124 (float) / -1020 (double), i.e. about e^-86 /
+// times 2^n: no Cody-Waite reduction, so fewer operations than vexp. Inputs below -124 (float) / -1020 (double), i.e. about e^-86 /
 // e^-707, return exactly 0 as in vexp; NaN returns NaN; -inf returns 0.
 // Inputs above 127 / 1023 are clamped there (2^127 / 2^1023, not inf): the
 // kernels only take 2^x of x <= 0. Error bound <= 2 ulp (tests/test_vec_math.py).

@@ -63,8 +63,6 @@ struct ScalarVec {
   static R hide_where_zero(const uint8_t* m, R s) {
     return m[0] ? s : -std::numeric_limits<T>::infinity();
   }
-  // (x < threshold) ? 0 : y  -- false for NaN x, so NaN survives.
-  static R zero_if_less(R x, R threshold, R y) { return x < threshold ? T(0) : y; }
   // (pow2n is only reached with x >= threshold, so n is in range: a NaN x
   // returns x, a smaller one 0.)
   static R mul_pow2_zero_below(R y, R n, R x, R threshold) {

@@ -79,7 +79,12 @@ def test_split_kv_nan_stays_in_its_chunk_rows():
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
-@pytest.mark.parametrize("case", [((1, 2), 1, 5000, 64, 64), ((1, 3), 97, 300, 59, 33)], ids=str)
+@pytest.mark.parametrize("case", [
+    ((1, 2), 1, 5000, 64, 64),   # few rows: K and V widened as read (split-KV too)
+    ((2,), 3, 700, 40, 96),      # few rows, E with a vector tail, V rows whole
+    ((1, 2), 2, 600, 64, 33),    # few rows, V rows not whole: V converted first
+    ((1, 3), 97, 300, 59, 33),   # many rows: K packed, V converted once per block
+], ids=str)
 def test_half_storage_read_by_the_kernels(isa, dtype, case):
     """float16/bfloat16 q/k/v are widened inside the kernels (packed, direct
     and split-KV paths); the result is rounded once to the input dtype."""
@@ -89,3 +94,18 @@ def test_half_storage_read_by_the_kernels(isa, dtype, case):
                for n, d in ((L, E), (S, E), (S, Ev)))
     kwargs = dict(is_causal="lower_right", return_lse=True)
     assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("Ev", [64, 33])
+def test_half_storage_value_nan_hidden_by_mask(isa, dtype, Ev):
+    """A NaN value at a key the mask hides reaches no row, also when the
+    decoding path reads float16/bfloat16 values in place."""
+    rng = np.random.default_rng(46)
+    q, k, v = (rng.standard_normal((2, 2, n, d)).astype(dtype)
+               for n, d in ((2, 64), (900, 64), (900, Ev)))
+    v[:, :, 700, 5] = np.nan
+    mask = np.arange(900) != 700
+    kwargs = dict(attn_mask=mask, return_lse=True)
+    got, _ = assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+    assert np.isfinite(got["out"].astype(np.float32)).all()

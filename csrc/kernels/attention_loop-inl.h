@@ -48,10 +48,20 @@ inline KeyInterval visible_keys(const Visibility& vis, int64_t i, int64_t L, int
   return {lo, hi};
 }
 
-// C[MR x NC*W] += P[MR x nk] * B[nk x NC*W]   (probabilities times values)
-template <class V, int MR, int NC>
+// W elements at p as a vector of V::T, from the storage type S (T, or
+// bfloat16 / float16 for a float Vec).
+template <class V, class S>
+inline typename V::R load_as(const S* p) {
+  if constexpr (std::is_same_v<S, Bf16>) return V::load_bf16(&p->bits);
+  else if constexpr (std::is_same_v<S, F16>) return V::load_f16(&p->bits);
+  else return V::load(p);
+}
+
+// C[MR x NC*W] += P[MR x nk] * B[nk x NC*W]   (probabilities times values;
+// B in the storage type SB: packed V::T rows, or values read in place)
+template <class V, int MR, int NC, class SB>
 inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
-                    const typename V::T* b, int64_t ldb, typename V::T* c,
+                    const SB* b, int64_t ldb, typename V::T* c,
                     int64_t ldc) {
   using R = typename V::R;
   constexpr int W = V::W;
@@ -60,7 +70,7 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
     for (int n = 0; n < NC; ++n) acc[m][n] = V::load(c + m * ldc + n * W);
   for (int64_t j = 0; j < nk; ++j) {
     R bv[NC];
-    for (int n = 0; n < NC; ++n) bv[n] = V::load(b + j * ldb + n * W);
+    for (int n = 0; n < NC; ++n) bv[n] = load_as<V>(b + j * ldb + n * W);
     for (int m = 0; m < MR; ++m) {
       const R av = V::set1(p[m * ldp + j]);
       for (int n = 0; n < NC; ++n) acc[m][n] = V::fma(av, bv[n], acc[m][n]);
@@ -71,31 +81,22 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
 }
 
 // Row tails (1..MR rows) and column tails (1..NC vectors) of P V.
-template <class V, int MR, int NC>
+template <class V, int MR, int NC, class SB>
 inline void pv_rows(int mr, const typename V::T* p, int64_t ldp, int64_t nk,
-                    const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc) {
+                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc) {
   if constexpr (MR > 1) {
     if (mr < MR) return pv_rows<V, MR - 1, NC>(mr, p, ldp, nk, b, ldb, c, ldc);
   }
   pv_tile<V, MR, NC>(p, ldp, nk, b, ldb, c, ldc);
 }
 
-template <class V, int MR, int NC>
+template <class V, int MR, int NC, class SB>
 inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64_t nk,
-                    const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc) {
+                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc) {
   if constexpr (NC > 1) {
     if (nvec < NC) return pv_cols<V, MR, NC - 1>(nvec, mr, p, ldp, nk, b, ldb, c, ldc);
   }
   pv_rows<V, MR, NC>(mr, p, ldp, nk, b, ldb, c, ldc);
-}
-
-// W elements at p as a vector of V::T, from the storage type S (T, or
-// bfloat16 / float16 for a float Vec).
-template <class V, class S>
-inline typename V::R load_as(const S* p) {
-  if constexpr (std::is_same_v<S, Bf16>) return V::load_bf16(&p->bits);
-  else if constexpr (std::is_same_v<S, F16>) return V::load_f16(&p->bits);
-  else return V::load(p);
 }
 
 // dst[0, n) = src[0, n) converted from the storage type S to V::T
@@ -108,40 +109,50 @@ inline void convert_row(const S* src, typename V::T* dst, int64_t n) {
   for (; c < n; ++c) dst[c] = static_cast<T>(to_float(src[c]));
 }
 
-// Copies value rows [j0, j0 + nk) into rows of ev_pad (zero-padded) columns,
-// converting from the storage type S.
-template <class V, class S>
-inline void pack_value_rows(const S* v, int64_t v_row, int64_t j0, int64_t nk,
-                            int64_t Ev, int64_t ev_pad, typename V::T* vp) {
-  using T = typename V::T;
-  for (int64_t j = 0; j < nk; ++j) {
-    T* dst = vp + j * ev_pad;
-    convert_row<V>(v + (j0 + j) * v_row, dst, Ev);
-    for (int64_t c = Ev; c < ev_pad; ++c) dst[c] = T(0);
-  }
-}
-
 inline void prefetch_bytes(const char* p, int64_t bytes) {
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
 }
 
+// Rows [0, nrows) of src (row stride ld_src) converted to V::T into rows of
+// dst (row stride ld_dst), columns [n, ld_dst) zeroed. This is the first read
+// of K or V when they are not used in place (bfloat16 / float16, or unaligned
+// values), streamed from memory: rows kAhead ahead are fetched meanwhile (left
+// to the hardware prefetcher, bfloat16 decoding ran at half the bandwidth of
+// float32).
+template <class V, class S>
+inline void convert_rows(const S* src, int64_t ld_src, int64_t nrows, int64_t n,
+                         typename V::T* dst, int64_t ld_dst) {
+  using T = typename V::T;
+  constexpr int64_t kAhead = 16;
+  for (int64_t j = 0; j < nrows; ++j) {
+    if (j + kAhead < nrows)
+      prefetch_bytes(reinterpret_cast<const char*>(src + (j + kAhead) * ld_src), n * int64_t(sizeof(S)));
+    T* d = dst + j * ld_dst;
+    convert_row<V>(src + j * ld_src, d, n);
+    for (int64_t c = n; c < ld_dst; ++c) d[c] = T(0);
+  }
+}
+
 // True if rows [0, nk) x columns [0, Ev) of b are all finite: x - x is 0
 // for finite x and NaN for inf/NaN, so the sum stays 0 only if all are.
-template <class V>
-inline bool all_finite(const typename V::T* b, int64_t ldb, int64_t nk, int64_t Ev) {
+template <class V, class SB>
+inline bool all_finite(const SB* b, int64_t ldb, int64_t nk, int64_t Ev) {
   using T = typename V::T;
   typename V::R vs = V::zero();
   T ss = T(0);
   constexpr int64_t kAhead = 8;  // rows fetched ahead (first read of V in decoding)
   for (int64_t j = 0; j < nk; ++j) {
-    const T* row = b + j * ldb;
-    if (j + kAhead < nk) prefetch_bytes(reinterpret_cast<const char*>(row + kAhead * ldb), Ev * int64_t(sizeof(T)));
+    const SB* row = b + j * ldb;
+    if (j + kAhead < nk) prefetch_bytes(reinterpret_cast<const char*>(row + kAhead * ldb), Ev * int64_t(sizeof(SB)));
     int64_t c = 0;
     for (; c + V::W <= Ev; c += V::W) {
-      const typename V::R x = V::load(row + c);
+      const typename V::R x = load_as<V>(row + c);
       vs = V::add(vs, V::sub(x, x));
     }
-    for (; c < Ev; ++c) ss += row[c] - row[c];
+    for (; c < Ev; ++c) {
+      const T x = static_cast<T>(to_float(row[c]));
+      ss += x - x;
+    }
   }
   return V::reduce_sum(vs) + ss == T(0);
 }
@@ -289,10 +300,12 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   // when many strips read them: split loads cost P V more than packing the
   // block once does (AVX-512, L = 1024, E = 64: 5-6% of the call); with a
   // few rows (decoding) the copy costs more than it saves (GQA decoding
-  // 20% slower packed).
+  // 20% slower packed). bfloat16 / float16 values are widened as P V reads
+  // them when few rows do (decoding: converting into scratch first halved
+  // the rate K and V stream at); many rows share one converted copy.
   constexpr int64_t kVecBytes = W * int64_t(sizeof(T));
-  const bool v_rows_whole = std::is_same_v<SV, T> && Ev % W == 0 && ev_pad == Ev &&
-                            p.v.row_stride * int64_t(sizeof(T)) % kVecBytes == 0;
+  const bool v_cols_whole = Ev % W == 0 && ev_pad == Ev;
+  const bool v_stride_whole = p.v.row_stride * int64_t(sizeof(T)) % kVecBytes == 0;
 
   for (int64_t item = item_begin; item < item_end; ++item) {
     // item = (batch element, row group, key split), split fastest.
@@ -306,8 +319,10 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
     const int64_t ntiles = ceil_div(grows, t.q_block);
 
     const SV* v = static_cast<const SV*>(p.v.data) + p.v.batch_offset(p.batch, b);
-    const bool v_in_place =
-        v_rows_whole && (reinterpret_cast<uintptr_t>(v) % kVecBytes == 0 || grows < 4 * kStrip);
+    const bool few_rows = grows < 4 * kStrip;
+    const bool v_in_place = std::is_same_v<SV, T>
+        ? v_cols_whole && v_stride_whole && (reinterpret_cast<uintptr_t>(v) % kVecBytes == 0 || few_rows)
+        : v_cols_whole && few_rows;
     T* out = static_cast<T*>(p.out.data) + p.out.batch_offset(p.batch, b);
     T* wrows = want_w ? static_cast<T*>(p.weights.data) + p.weights.batch_offset(p.batch, b) : nullptr;
     const int64_t n = p.vis.lengths.data
@@ -351,20 +366,19 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       const int64_t j0 = kb * t.k_block;
       const int64_t nk = imin((kb + 1) * t.k_block, jhi) - j0;
       scorer.pack_keys(j0, nk);
-      const T* vb = vp;
-      int64_t ldv = ev_pad;
-      if constexpr (std::is_same_v<SV, T>) {
-        if (v_in_place) {
-          vb = v + j0 * p.v.row_stride;
-          ldv = p.v.row_stride;
+      // Values of the block: read in place (vin) or converted into vp.
+      const SV* vin = v_in_place ? v + j0 * p.v.row_stride : nullptr;
+      bool v_finite;
+      if (vin) {
+        v_finite = all_finite<V>(vin, p.v.row_stride, nk, Ev);
+        if (!v_finite) {  // rare: pv_skip_zeros reads a converted copy
+          convert_rows<V>(vin, p.v.row_stride, nk, Ev, vp, ev_pad);
+          vin = nullptr;
         }
+      } else {
+        convert_rows<V>(v + j0 * p.v.row_stride, p.v.row_stride, nk, Ev, vp, ev_pad);
+        v_finite = all_finite<V>(vp, ev_pad, nk, Ev);
       }
-      if (!v_in_place) {
-        pack_value_rows<V>(v, p.v.row_stride, j0, nk, Ev, ev_pad, vp);
-        vb = vp;
-        ldv = ev_pad;
-      }
-      const bool v_finite = all_finite<V>(vb, ldv, nk, Ev);
       for (int64_t ti = 0; ti < ntiles; ++ti) {
         if (thi[ti] <= j0 || tlo[ti] >= j0 + nk) continue;  // tile sees nothing here
         const int64_t r0 = ti * t.q_block;
@@ -416,15 +430,20 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
             }
           }
           if (!v_finite) {  // rare: keep a hidden NaN/inf value out of rows that cannot see it
-            pv_skip_zeros<T>(st, ld_s, srows, tk, vb, ldv, Ev, acc + s0 * ev_pad, ev_pad);
+            pv_skip_zeros<T>(st, ld_s, srows, tk, vp, ev_pad, Ev, acc + s0 * ev_pad, ev_pad);
             continue;
           }
           for (int64_t m0 = 0; m0 < srows; m0 += Shape::pv_mr) {
             const int mr = static_cast<int>(imin(Shape::pv_mr, srows - m0));
             for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {
               const int nvec = static_cast<int>(imin(Shape::pv_nc, (ev_pad - c0) / W));
-              pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + m0 * ld_s, ld_s, tk, vb + c0, ldv,
-                                                     acc + (s0 + m0) * ev_pad + c0, ev_pad);
+              T* a = acc + (s0 + m0) * ev_pad + c0;
+              if (vin)
+                pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + m0 * ld_s, ld_s, tk, vin + c0,
+                                                       p.v.row_stride, a, ev_pad);
+              else
+                pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, st + m0 * ld_s, ld_s, tk, vp + c0,
+                                                       ev_pad, a, ev_pad);
             }
           }
         }

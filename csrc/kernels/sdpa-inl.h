@@ -93,8 +93,8 @@ inline void pack_key_panels(const S* k, int64_t k_row, int64_t j0, int64_t nk,
 // (row, key) over E, then a horizontal sum. For groups too small to amortise
 // packing (decoding: one or a few query rows per K/V pass), where the cost
 // is reading K once from memory.
-template <class V>
-inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const typename V::T* k,
+template <class V, class S>
+inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* k,
                      int64_t ldk, int64_t nk, typename V::T* st, int64_t ld_s) {
   using T = typename V::T;
   using R = typename V::R;
@@ -105,10 +105,10 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const typ
   // Decoding streams K from memory once: fetch kAhead keys ahead (the
   // hardware prefetcher alone left the stream latency-bound).
   constexpr int64_t kAhead = 16;
-  const int64_t row_bytes = E * int64_t(sizeof(T));
+  const int64_t row_bytes = E * int64_t(sizeof(S));
   int64_t j = 0;
   for (; j + 4 <= nk; j += 4) {
-    const T* k0 = k + j * ldk;
+    const S* k0 = k + j * ldk;
     if (j + kAhead + 4 <= nk)
       for (int64_t i = 0; i < 4; ++i)
         prefetch_bytes(reinterpret_cast<const char*>(k0 + (kAhead + i) * ldk), row_bytes);
@@ -117,29 +117,29 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const typ
       R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
       for (int64_t e = 0; e < ev; e += W) {
         const R qv = V::load(q + e);
-        a0 = V::fma(qv, V::load(k0 + e), a0);
-        a1 = V::fma(qv, V::load(k0 + ldk + e), a1);
-        a2 = V::fma(qv, V::load(k0 + 2 * ldk + e), a2);
-        a3 = V::fma(qv, V::load(k0 + 3 * ldk + e), a3);
+        a0 = V::fma(qv, load_as<V>(k0 + e), a0);
+        a1 = V::fma(qv, load_as<V>(k0 + ldk + e), a1);
+        a2 = V::fma(qv, load_as<V>(k0 + 2 * ldk + e), a2);
+        a3 = V::fma(qv, load_as<V>(k0 + 3 * ldk + e), a3);
       }
       T* s = st + r * ld_s + j;
       V::reduce_sum4(a0, a1, a2, a3, s);
       for (int64_t e = ev; e < E; ++e) {
-        s[0] += q[e] * k0[e];
-        s[1] += q[e] * k0[ldk + e];
-        s[2] += q[e] * k0[2 * ldk + e];
-        s[3] += q[e] * k0[3 * ldk + e];
+        s[0] += q[e] * static_cast<T>(to_float(k0[e]));
+        s[1] += q[e] * static_cast<T>(to_float(k0[ldk + e]));
+        s[2] += q[e] * static_cast<T>(to_float(k0[2 * ldk + e]));
+        s[3] += q[e] * static_cast<T>(to_float(k0[3 * ldk + e]));
       }
     }
   }
   for (; j < nk; ++j) {
-    const T* kj = k + j * ldk;
+    const S* kj = k + j * ldk;
     for (int64_t r = 0; r < rows; ++r) {
       const T* q = qs + r * E;
       R a = V::zero();
-      for (int64_t e = 0; e < ev; e += W) a = V::fma(V::load(q + e), V::load(kj + e), a);
+      for (int64_t e = 0; e < ev; e += W) a = V::fma(V::load(q + e), load_as<V>(kj + e), a);
       T t = V::reduce_sum(a);
-      for (int64_t e = ev; e < E; ++e) t += q[e] * kj[e];
+      for (int64_t e = ev; e < E; ++e) t += q[e] * static_cast<T>(to_float(kj[e]));
       st[r * ld_s + j] = t;
     }
   }
@@ -161,10 +161,9 @@ struct DotScorer {
 
   const SdpaParams& p;
   T* qs;            // group rows x E, scaled queries
-  T* kp;            // packed key panels of the current block (direct mode
-                    // with S != T: the block's keys converted, rows of E)
+  T* kp;            // packed key panels of the current block
   const S* k = nullptr;
-  const T* kb = nullptr;  // keys of the current block (direct mode)
+  const S* kb = nullptr;  // keys of the current block, read in place (direct mode)
   int64_t ldk = 0;        // their row stride
   bool direct = false;    // group too small to amortise packing
 
@@ -189,13 +188,9 @@ struct DotScorer {
   void pack_keys(int64_t j0, int64_t nk) {
     if (!direct) {
       pack_key_panels<V, kPanelWidth>(k, p.k.row_stride, j0, nk, p.E, kp);
-    } else if constexpr (std::is_same_v<S, T>) {
-      kb = k + j0 * p.k.row_stride;  // read in place
+    } else {  // read in place (bfloat16 / float16 widened as read)
+      kb = k + j0 * p.k.row_stride;
       ldk = p.k.row_stride;
-    } else {
-      for (int64_t j = 0; j < nk; ++j) convert_row<V>(k + (j0 + j) * p.k.row_stride, kp + j * p.E, p.E);
-      kb = kp;
-      ldk = p.E;
     }
   }
 

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _STORAGE_DTYPES = tuple(d for d in (_F16, _BF16, _F32, _F64) if d is not None)
-_DTYPE_NAMES = "float16, bfloat16, float32 or float64"
+FLOAT_DTYPE_NAMES = "float16, bfloat16, float32 or float64"
 
 
 def is_float_dtype(dt: np.dtype) -> bool:
@@ -60,7 +60,7 @@ def check_inputs(named: dict) -> tuple[dict, np.dtype]:
     first_name, first = next(iter(arrays.items()))
     for name, a in arrays.items():
         if not is_float_dtype(a.dtype):
-            raise TypeError(f"{name}: dtype {a.dtype} is not supported; expected {_DTYPE_NAMES}")
+            raise TypeError(f"{name}: dtype {a.dtype} is not supported; expected {FLOAT_DTYPE_NAMES}")
         if a.ndim < 2:
             raise ValueError(f"{name} must have at least 2 dimensions (..., rows, features), got shape {a.shape}")
     for name, a in arrays.items():
@@ -137,8 +137,8 @@ def parse_window(window, L: int, S: int) -> tuple[int, int]:
     if window is None:
         return -1, -1
     if isinstance(window, (tuple, list)):
-        if len(window) != 2:
-            raise ValueError(f"window must be an int or a (left, right) pair, got {window!r}")
+        if len(window) != 2:  # not one of the accepted forms: a type error, as in the reference
+            raise TypeError(f"window must be None, an int or a (left, right) pair, got {window!r}")
         return _window_side(window[0], "left", limit), _window_side(window[1], "right", limit)
     if isinstance(window, numbers.Integral) and not isinstance(window, (bool, np.bool_)):
         return _window_side(window, "left", limit), 0
@@ -239,9 +239,12 @@ def check_out(out, shape: tuple, dtype: np.dtype, inputs: dict) -> np.ndarray:
         raise ValueError(f"out has shape {out.shape}; the result has shape {shape}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
-    for name, a in inputs.items():
-        if a is not None and isinstance(a, np.ndarray) and _overlaps(out, a):
-            raise ValueError(f"out overlaps the memory of {name}")
+    # inputs: name -> (what the user passed, the array the kernels read). Both
+    # are checked: a tensor or memoryview is only seen through the second.
+    for name, candidates in inputs.items():
+        for a in candidates:
+            if isinstance(a, np.ndarray) and _overlaps(out, a):
+                raise ValueError(f"out overlaps the memory of {name}")
     return out
 
 

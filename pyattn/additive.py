@@ -8,13 +8,14 @@ from . import _args, _core
 from .attention import _Call, _HeadLayout
 
 
-def _parameter(x, name: str, dtype: np.dtype, ndim: int):
-    """A weight argument as an array of exactly `dtype` with `ndim` dims."""
+def _parameter(x, name: str, ndim: int):
+    """A weight argument as an array of a float dtype with `ndim` dims (it is
+    converted to the compute dtype where it is used, as the reference does)."""
     if x is None:
         return None
     a = _args.as_array(x, name)
-    if a.dtype != dtype:
-        raise TypeError(f"{name} has dtype {a.dtype}; it must have the dtype of query/key/value ({dtype})")
+    if not _args.is_float_dtype(a.dtype):
+        raise TypeError(f"{name}: dtype {a.dtype} is not supported; expected {_args.FLOAT_DTYPE_NAMES}")
     if a.ndim != ndim:
         want = "(D, A)" if ndim == 2 else "(A,)"
         raise ValueError(f"{name} must have shape {want}, got shape {a.shape}")
@@ -69,8 +70,10 @@ def additive_attention(
     ``v_a = scale`` (``v_a = ones(A)`` without scale).
 
     Args:
-        v_a, w_query, w_key, bias: arrays of the dtype of query/key/value
-            (else TypeError); A must agree between all of them (ValueError).
+        v_a, w_query, w_key, bias: float arrays (float16, bfloat16,
+            float32 or float64; else TypeError), used in the compute dtype
+            (float64 for float64 inputs, else float32) as the reference
+            does; A must agree between all of them (ValueError).
         attn_mask: bool (True = may attend) or float (added to the scores,
             ``-inf`` allowed), broadcastable to ``(batch..., L, S)`` without
             adding batch dims.
@@ -102,8 +105,8 @@ def additive_attention(
     if Sv != S:
         raise ValueError(f"value has {Sv} rows (shape {v.shape}) but key has {S} (shape {k.shape})")
 
-    wq = _parameter(w_query, "w_query", dtype, 2)
-    wk = _parameter(w_key, "w_key", dtype, 2)
+    wq = _parameter(w_query, "w_query", 2)
+    wk = _parameter(w_key, "w_key", 2)
     if wq is not None and wq.shape[0] != Dq:
         raise ValueError(f"w_query has shape {wq.shape}; its rows must equal the query feature size "
                          f"Dq = {Dq} (query shape {q.shape})")
@@ -118,12 +121,12 @@ def additive_attention(
         raise ValueError(f"attention size A differs between the query side ({a_q}, from {q_side}) "
                          f"and the key side ({a_k}, from {k_side})")
     A = a_q
-    va = _parameter(v_a, "v_a", dtype, 1)
+    va = _parameter(v_a, "v_a", 1)
     if va is None:
         raise TypeError("v_a must be an array of shape (A,), got None")
     if va.shape != (A,):
         raise ValueError(f"v_a has shape {va.shape}; it must be (A,) = ({A},)")
-    b = _parameter(bias, "bias", dtype, 1)
+    b = _parameter(bias, "bias", 1)
     if b is not None and b.shape != (A,):
         raise ValueError(f"bias has shape {b.shape}; it must be (A,) = ({A},)")
 
@@ -133,8 +136,8 @@ def additive_attention(
         dtype, batch, layout, L, S, Ev,
         attn_mask=attn_mask, is_causal=is_causal, window=window, kv_lengths=kv_lengths,
         return_weights=return_weights, return_lse=return_lse, out=out, num_threads=num_threads,
-        inputs={"query": query, "key": key, "value": value, "v_a": v_a, "w_query": w_query,
-                "w_key": w_key, "bias": bias},
+        inputs={"query": (query, q), "key": (key, k), "value": (value, v), "v_a": (v_a, va),
+                "w_query": (w_query, wq), "w_key": (w_key, wk), "bias": (bias, b)},
     )
     cdt = call.cdt
     qp = _project(q, wq, b, cdt)

@@ -92,7 +92,8 @@ class _Call:
             self.result = np.empty(out_shape, dtype)
         else:
             self.result = _args.check_out(
-                out, out_shape, dtype, dict(inputs, attn_mask=attn_mask, kv_lengths=kv_lengths))
+                out, out_shape, dtype,
+                dict(inputs, attn_mask=(attn_mask, self.mask), kv_lengths=(kv_lengths, self.lengths)))
         result = self.result
         self.direct = result.dtype == cdt and (Ev <= 1 or result.strides[-1] == result.itemsize) \
             and all(st % result.itemsize == 0 for st in result.strides)
@@ -209,7 +210,7 @@ def scaled_dot_product_attention(
         dtype, batch, layout, L, S, Ev,
         attn_mask=attn_mask, is_causal=is_causal, window=window, kv_lengths=kv_lengths,
         return_weights=return_weights, return_lse=return_lse, out=out, num_threads=num_threads,
-        inputs={"query": query, "key": key, "value": value},
+        inputs={"query": (query, q), "key": (key, k), "value": (value, v)},
     )
     # float16 / bfloat16 q, k, v are read (and widened) by the kernels in place.
     storage = _args.half_storage_code(dtype)

@@ -3,6 +3,8 @@
 Each case runs on the fast path and on the reference (which must agree).
 """
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,7 @@ CASES = [
     ("window_float", {}, dict(window=1.5), TypeError, "window"),
     ("window_str", {}, dict(window="3"), TypeError, "window"),
     ("window_side_float", {}, dict(window=(None, 2.0)), TypeError, "window"),
+    ("window_three_sides", {}, dict(window=(1, 2, 3)), TypeError, "window"),
     ("is_causal_bad_string", {}, dict(is_causal="upper"), ValueError, "is_causal"),
     ("is_causal_float", {}, dict(is_causal=1.5), TypeError, "is_causal"),
     ("scale_inf", {}, dict(scale=float("inf")), ValueError, "scale"),
@@ -111,6 +114,35 @@ def test_out_overlapping_an_input(impl, which):
     np.testing.assert_array_equal(fused, before)
     with pytest.raises(ValueError, match="out"):   # a partly overlapping view
         impl(q, k, v, out=fused[:2].reshape(B, H, 2 * S, E)[:, :, S // 2:S // 2 + S])
+
+
+@pytest.mark.parametrize("which", ["key", "value", "attn_mask"])
+def test_out_overlapping_an_input_passed_as_another_object(which):
+    """The overlap check sees what the kernels read: an input given as a
+    memoryview (or tensor) of out's memory is refused."""
+    rng = np.random.default_rng(42)
+    S = 4 if which == "attn_mask" else 6   # out (2, 6, 4) has that input's shape
+    q = rng.standard_normal((2, 6, 4)).astype(np.float32)
+    args = dict(key=rng.standard_normal((2, S, 4)).astype(np.float32),
+                value=rng.standard_normal((2, S, 4)).astype(np.float32),
+                attn_mask=rng.standard_normal((2, 6, S)).astype(np.float32))
+    out = args[which]
+    before = out.copy()
+    args[which] = memoryview(out)
+    with pytest.raises(ValueError, match=f"out overlaps the memory of {which}"):
+        pyattn.scaled_dot_product_attention(q, **args, out=out)
+    np.testing.assert_array_equal(out, before)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("torch"), reason="torch not installed")
+def test_out_overlapping_a_tensor_input():
+    import torch
+
+    rng = np.random.default_rng(43)
+    q, k = rng.standard_normal((2, 1, 300, 16)).astype(np.float32)
+    v = rng.standard_normal((1, 300, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match="out overlaps the memory of value"):
+        pyattn.scaled_dot_product_attention(q, k, torch.from_numpy(v), out=v)
 
 
 def test_num_threads_beyond_a_c_int_names_the_argument():

@@ -93,6 +93,19 @@ def test_batch_broadcasting(isa, dtype, q_batch, kv_batch, mask_shape, kv_length
         assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
 
 
+def test_many_batch_dimensions_that_do_not_merge(isa):
+    """Broadcasting that alternates between q and k/v (and a transposed
+    batch) leaves 20 / 17 batch dimensions no two of which merge."""
+    rng = np.random.default_rng(17)
+    q = random_array(rng, (2, 1) * 10 + (3, 4), np.float32)
+    k = random_array(rng, (1, 2) * 10 + (5, 4), np.float32)
+    v = random_array(rng, (1, 2) * 10 + (5, 2), np.float32)
+    kwargs = dict(attn_mask=rng.random((2,) + (1, 1) * 9 + (1, 3, 5)) < 0.7, return_lse=True)
+    assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+    t = random_array(rng, (2,) * 17 + (3, 4), np.float32).transpose(tuple(range(17))[::-1] + (17, 18))
+    assert_matches_reference(sdpa(t, t, t), t, t, t)
+
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 def test_fused_qkv_views(isa, dtype):
     B, L, H, E = 2, 37, 3, 16

@@ -68,6 +68,9 @@ void merge_splits(const AttentionParams& p, const Tiling& t, bool log2) {
 template <class Params, class KernelFn>
 void run_attention(const Params& p, int64_t width, bool log2_scores, KernelFn kernel) {
   if (p.batch.count == 0 || p.L == 0 || p.fold == 0) return;
+  // Ev = 0 with neither weights nor lse asked for: the result is empty and
+  // nothing observable depends on the scores.
+  if (p.Ev == 0 && !p.weights.data && !p.lse.data) return;
   const size_t elem = p.dtype == DType::f64 ? sizeof(double) : sizeof(float);
   Tiling t;
   if (!make_sdpa_tiling(p.batch.count, p.fold * p.L, p.S, width, p.Ev, elem,

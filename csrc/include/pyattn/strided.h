@@ -10,9 +10,10 @@
 
 namespace pyattn {
 
-// After size-1 batch dimensions are dropped and mergeable neighbours are
-// coalesced, no real call comes near this; the bindings refuse more.
-constexpr int kMaxBatchDims = 16;
+// Batch dimensions left after size-1 ones are dropped and mergeable
+// neighbours are coalesced: at most NumPy's own limit of 64 dimensions, so
+// every array NumPy can make fits (real calls have 1-3).
+constexpr int kMaxBatchDims = 64;
 
 // Element types. Kernels compute in f32 or f64; bf16 and f16 are storage
 // types of q/k/v that the float32 kernels read and convert.

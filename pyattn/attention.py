@@ -132,6 +132,10 @@ class _Call:
         return ret
 
 
+# is_causal strings as the C++ fast path's codes (0 none, 1 upper-left, 2 lower-right).
+_CAUSAL_STRINGS = {"upper_left": 1, "lower_right": 2}
+
+
 def scaled_dot_product_attention(
     query,
     key,
@@ -185,13 +189,20 @@ def scaled_dot_product_attention(
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
     """
-    if (attn_mask is None and window is None and kv_lengths is None and not enable_gqa
-            and not return_weights and not return_lse and out is None
-            and (is_causal is False or is_causal is True)
+    # (identity tests first: this check is part of every small call's cost)
+    causal_code = (0 if is_causal is False else 1 if is_causal is True
+                   else _CAUSAL_STRINGS.get(is_causal) if type(is_causal) is str else None)
+    if (attn_mask is None and window is None and out is None and return_weights is False
+            and causal_code is not None
+            and (enable_gqa is False or enable_gqa is True)
+            and (return_lse is False or return_lse is True)
+            and (kv_lengths is None or type(kv_lengths) is np.ndarray)
             and (scale is None or (type(scale) is float and math.isfinite(scale)))
             and (num_threads is None or (type(num_threads) is int and 1 <= num_threads <= _args.MAX_THREADS))):
-        # The plain call: checked and run entirely in C++ (None if it needs more).
-        result = _core.sdpa_plain(query, key, value, scale, is_causal, num_threads or 0)
+        # Plain/causal calls and KV-cache decoding steps: checked and run
+        # entirely in C++ (None if the call needs more, or is wrong).
+        result = _core.sdpa_plain(query, key, value, scale, causal_code, kv_lengths, return_lse,
+                                  enable_gqa, num_threads or 0)
         if result is not None:
             return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})

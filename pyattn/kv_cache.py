@@ -58,9 +58,15 @@ class KVCache:
         self.values = np.zeros((B, Hkv, n, dv), dt)
         self._set_lengths(np.zeros(B, np.int64))
 
-    def _set_lengths(self, lengths: np.ndarray) -> None:
+    def _set_lengths(self, lengths: np.ndarray, max_length=None, uniform=None) -> None:
+        # The longest length and whether all are equal are kept, not recomputed
+        # per attend()/append() (a decoding step is a few microseconds of work).
         lengths.flags.writeable = False
         self._lengths = lengths
+        if max_length is None:
+            max_length = int(lengths.max()) if lengths.size else 0
+            uniform = not lengths.size or int(lengths.min()) == max_length
+        self._max_length, self._uniform = max_length, uniform
 
     @property
     def lengths(self) -> np.ndarray:
@@ -70,17 +76,17 @@ class KVCache:
     def max_length(self) -> int:
         """The longest cached sequence: the key dimension ``S`` that ``attend``
         works over (its ``attn_mask`` and weights have ``S`` columns)."""
-        return int(self._lengths.max()) if self.batch else 0
+        return self._max_length
 
     @property
     def used_keys(self) -> np.ndarray:
         """View ``(B, Hkv, max_length, d)`` of the keys (shorter elements' tails are unused)."""
-        return self.keys[:, :, : self.max_length]
+        return self.keys[:, :, : self._max_length]
 
     @property
     def used_values(self) -> np.ndarray:
         """View ``(B, Hkv, max_length, dv)`` of the values."""
-        return self.values[:, :, : self.max_length]
+        return self.values[:, :, : self._max_length]
 
     def reset(self, index=None) -> None:
         """Forgets the cached positions of every element, or of the elements
@@ -123,37 +129,54 @@ class KVCache:
         T = k.shape[2]
         v = self._check(v, "v", self.value_dim, T)
         B = self.batch
-        if counts is None:
-            add = np.full(B, T, np.int64)
-        else:
-            add = _args.as_array(counts, "counts")
-            if add.dtype.kind not in "iu":
-                raise TypeError(f"counts must be an integer array, got dtype {add.dtype}")
-            if add.shape != (B,):
-                raise ValueError(f"counts must have shape (batch,) = ({B},), got {add.shape}")
-            if B and (add.min() < 0 or add.max() > T):
-                raise ValueError(f"counts must lie in [0, T={T}], got {add.tolist()}")
-            add = add.astype(np.int64)
         old = self._lengths
-        new = old + add
-        over = np.nonzero(new > self.max_seq_len)[0]
-        if over.size:
-            raise ValueError(
-                f"append of {add[over].tolist()} positions to batch elements {over.tolist()} holding "
-                f"{old[over].tolist()} overflows the cache (max_seq_len={self.max_seq_len})")
+        if counts is None:
+            # Every element gets all T rows: the longest length grows by T and
+            # equal lengths stay equal (one slice copy, no scatter).
+            if B and self._max_length + T > self.max_seq_len:
+                self._raise_overflow(np.full(B, T, np.int64))
+            if T and B:
+                if self._uniform:
+                    n0 = self._max_length
+                    self.keys[:, :, n0:n0 + T] = k
+                    self.values[:, :, n0:n0 + T] = v
+                else:
+                    self._scatter(k, v, np.full(B, T, np.int64))
+            new = old + T
+            self._set_lengths(new, self._max_length + T if B else 0, self._uniform)
+            return new
+        add = _args.as_array(counts, "counts")
+        if add.dtype.kind not in "iu":
+            raise TypeError(f"counts must be an integer array, got dtype {add.dtype}")
+        if add.shape != (B,):
+            raise ValueError(f"counts must have shape (batch,) = ({B},), got {add.shape}")
+        if B and (add.min() < 0 or add.max() > T):
+            raise ValueError(f"counts must lie in [0, T={T}], got {add.tolist()}")
+        add = add.astype(np.int64)
+        if (old + add > self.max_seq_len).any():
+            self._raise_overflow(add)
         if T and B:
-            n0 = int(old[0])
-            if counts is None and (old == n0).all():
-                self.keys[:, :, n0:n0 + T] = k
-                self.values[:, :, n0:n0 + T] = v
-            else:  # one scatter: row t < add[b] of element b goes to position old[b] + t
-                b_idx, t_idx = np.nonzero(np.arange(T) < add[:, None])
-                pos = old[b_idx] + t_idx
-                # advanced indices around a slice put the (rows) dim first
-                self.keys[b_idx, :, pos] = k[b_idx, :, t_idx]
-                self.values[b_idx, :, pos] = v[b_idx, :, t_idx]
+            self._scatter(k, v, add)
+        new = old + add
         self._set_lengths(new)
         return new
+
+    def _scatter(self, k, v, add) -> None:
+        """Row t < add[b] of element b goes to position lengths[b] + t (one
+        fancy-indexed copy per buffer)."""
+        T = k.shape[2]
+        b_idx, t_idx = np.nonzero(np.arange(T) < add[:, None])
+        pos = self._lengths[b_idx] + t_idx
+        # advanced indices around a slice put the (rows) dim first
+        self.keys[b_idx, :, pos] = k[b_idx, :, t_idx]
+        self.values[b_idx, :, pos] = v[b_idx, :, t_idx]
+
+    def _raise_overflow(self, add) -> None:
+        old = self._lengths
+        over = np.nonzero(old + add > self.max_seq_len)[0]
+        raise ValueError(
+            f"append of {add[over].tolist()} positions to batch elements {over.tolist()} holding "
+            f"{old[over].tolist()} overflows the cache (max_seq_len={self.max_seq_len})")
 
     def attend(self, q, **sdpa_kwargs):
         """``scaled_dot_product_attention(q, keys, values, kv_lengths=lengths,

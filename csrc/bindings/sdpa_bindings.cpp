@@ -65,14 +65,27 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
   scaled_dot_product_attention(p);
 }
 
-// The common call with nothing to normalise -- q, k, v of one float dtype
-// and identical batch shapes, unit-stride rows, no mask/lengths/window/
-// extra outputs -- done entirely here to keep small calls cheap (a few
-// microseconds). Returns None whenever anything differs; the caller then
-// takes the general path, which also produces the error messages.
-// scale: None (1/sqrt(E)) or a finite float; num_threads: 0 for the default.
+// A view of `a` with `shape` and byte `strides`, sharing its memory.
+py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
+                  const std::vector<py::ssize_t>& strides) {
+  return py::array(a.dtype(), shape, strides, a.data(), a);
+}
+
+// The common calls with nothing to normalise -- q, k, v of one float dtype
+// and identical batch shapes (grouped-query heads aside), unit-stride rows,
+// no mask/window/weights/out -- checked and run entirely here to keep small
+// calls cheap (a few microseconds; the Python path costs tens): plain and
+// causal attention, and a KV cache's decoding step (lower-right causal,
+// kv_lengths, grouped-query heads, lse). Returns None whenever anything
+// differs or is wrong; the caller then takes the general path, which also
+// produces the error messages.
+// scale: None (1/sqrt(E)) or a finite float; causal: 0 none, 1 upper-left,
+// 2 lower-right; lengths: None or an array (used only if it is int64, 1-D
+// and matches the first batch dimension, values in [0, S]); num_threads: 0
+// for the default.
 py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::handle& vh,
-                      const py::object& scale, bool causal, int num_threads) {
+                      const py::object& scale, int causal, const py::object& lengths, bool want_lse,
+                      bool gqa, int num_threads) {
   if (!py::isinstance<py::array>(qh) || !py::isinstance<py::array>(kh) || !py::isinstance<py::array>(vh))
     return py::none();
   const auto q = py::reinterpret_borrow<py::array>(qh);
@@ -83,8 +96,17 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
   const py::dtype dt = q.dtype();
   if (!(has_dtype<float>(q) || has_dtype<double>(q)) || !same_dtype(k.dtype(), dt) || !same_dtype(v.dtype(), dt))
     return py::none();
-  for (py::ssize_t d = 0; d < nd - 2; ++d)
-    if (k.shape(d) != q.shape(d) || v.shape(d) != q.shape(d)) return py::none();
+  // Grouped-query heads: dim nd - 3 holds Hq query heads, Hk key/value heads.
+  const py::ssize_t hd = nd - 3;
+  int64_t group = 1;
+  if (gqa) {
+    if (nd < 3 || k.shape(hd) != v.shape(hd) || k.shape(hd) < 1 || q.shape(hd) % k.shape(hd)) return py::none();
+    group = q.shape(hd) / k.shape(hd);
+  }
+  for (py::ssize_t d = 0; d < nd - 2; ++d) {
+    const bool heads = gqa && d == hd;
+    if (v.shape(d) != k.shape(d) || (!heads && k.shape(d) != q.shape(d))) return py::none();
+  }
   const int64_t L = q.shape(nd - 2), E = q.shape(nd - 1), S = k.shape(nd - 2), Ev = v.shape(nd - 1);
   if (k.shape(nd - 1) != E || v.shape(nd - 2) != S) return py::none();
   const int64_t item = q.itemsize();
@@ -93,10 +115,26 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
     for (py::ssize_t d = 0; d < nd; ++d)
       if (a->strides(d) % item) return py::none();
   }
+  // (Optional arrays are held as py::object: a default py::array would be
+  // an empty NumPy array made on every call.)
+  const bool have_len = !lengths.is_none();
+  if (have_len) {
+    if (!py::isinstance<py::array>(lengths) || nd < 3 || (gqa && nd < 4)) return py::none();
+    const auto len = py::reinterpret_borrow<py::array>(lengths);
+    if (!has_dtype<int64_t>(len) || len.ndim() != 1 || len.shape(0) != q.shape(0) ||
+        len.strides(0) % len.itemsize())
+      return py::none();
+    const auto* n = static_cast<const int64_t*>(len.data());
+    const py::ssize_t st = len.strides(0) / len.itemsize();
+    for (py::ssize_t i = 0; i < len.shape(0); ++i)
+      if (n[i * st] < 0 || n[i * st] > S) return py::none();
+  }
 
   std::vector<py::ssize_t> shape(q.shape(), q.shape() + nd);
   shape[nd - 1] = Ev;
   py::array out(dt, shape);
+  py::object lse;
+  if (want_lse) lse = py::array(dt, std::vector<py::ssize_t>(q.shape(), q.shape() + nd - 1));
   SdpaParams p;
   p.dtype = has_dtype<float>(q) ? DType::f32 : DType::f64;
   p.storage = p.dtype;
@@ -106,19 +144,61 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
   p.Ev = Ev;
   p.scale = !scale.is_none() ? scale.cast<double>()
                               : (E > 0 ? 1.0 / std::sqrt(static_cast<double>(E)) : 1.0);
-  p.vis.causal = causal;
+  p.vis.causal = causal != 0;
+  p.vis.lower_right = causal == 2;
   p.num_threads = num_threads > 0 ? num_threads : default_num_threads();
+
+  // Operands over the call's batch: q's batch dims, the head dim split in
+  // (Hk, group) with grouped-query heads (k and v broadcast over group).
   std::vector<int64_t> batch(q.shape(), q.shape() + nd - 2);
+  py::array qv = q, kv = k, vv = v, ov = out;
+  py::object lv = lse, nv;
+  if (gqa) {
+    const int64_t hk = k.shape(hd);
+    batch[hd] = hk;
+    batch.insert(batch.begin() + hd + 1, group);
+    auto split = [&](const py::array& a, int64_t heads, int64_t g) {
+      std::vector<py::ssize_t> sh(a.shape(), a.shape() + a.ndim()), st(a.strides(), a.strides() + a.ndim());
+      const py::ssize_t hs = st[hd];
+      sh[hd] = heads;
+      sh.insert(sh.begin() + hd + 1, g);
+      st[hd] = hs * g;
+      st.insert(st.begin() + hd + 1, hs);
+      return view_of(a, sh, st);
+    };
+    qv = split(q, hk, group);
+    kv = split(k, hk, 1);
+    vv = split(v, hk, 1);
+    ov = split(out, hk, group);
+    if (want_lse) lv = split(py::reinterpret_borrow<py::array>(lse), hk, group);
+  }
+  const size_t nb = batch.size();
   BatchLayoutBuilder builder(batch);
-  add_operand(builder, batch, q, "query", 2, &p.q);
-  add_operand(builder, batch, k, "key", 2, &p.k);
-  add_operand(builder, batch, v, "value", 2, &p.v);
-  add_operand(builder, batch, out, "out", 2, &p.out, /*writable=*/true);
+  add_operand(builder, batch, qv, "query", 2, &p.q);
+  add_operand(builder, batch, kv, "key", 2, &p.k);
+  add_operand(builder, batch, vv, "value", 2, &p.v);
+  add_operand(builder, batch, ov, "out", 2, &p.out, /*writable=*/true);
+  if (want_lse)
+    add_operand(builder, batch, py::reinterpret_borrow<py::array>(lv), "lse", 1, &p.lse, /*writable=*/true);
+  if (have_len) {  // lengths of the first batch dimension, broadcast over the others
+    std::vector<py::ssize_t> sh(nb, 1), st(nb, 0);
+    const auto len = py::reinterpret_borrow<py::array>(lengths);
+    sh[0] = len.shape(0);
+    st[0] = len.strides(0);
+    nv = view_of(len, sh, st);
+    add_operand(builder, batch, py::reinterpret_borrow<py::array>(nv), "kv_lengths", 0, &p.vis.lengths);
+  }
+  if (gqa) {
+    std::vector<const StridedArray*> shared = {&p.k, &p.v};
+    if (have_len) shared.push_back(&p.vis.lengths);
+    p.fold = builder.fold_shared(shared);
+  }
   if (!builder.finish(&p.batch)) return py::none();
   {
     py::gil_scoped_release release;
     scaled_dot_product_attention(p);
   }
+  if (want_lse) return py::make_tuple(out, lse);
   return std::move(out);
 }
 
@@ -126,7 +206,8 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
 
 void register_sdpa(py::module_& m) {
   m.def("sdpa_plain", &sdpa_plain, py::arg("query"), py::arg("key"), py::arg("value"),
-        py::arg("scale"), py::arg("causal"), py::arg("num_threads"),
+        py::arg("scale"), py::arg("causal"), py::arg("lengths"), py::arg("want_lse"),
+        py::arg("gqa"), py::arg("num_threads"),
         "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),
         py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),

@@ -1,0 +1,165 @@
+"""The C++ fast path of scaled_dot_product_attention (plain and causal calls,
+KV-cache decoding steps: lower-right causal, 1-D kv_lengths, grouped-query
+heads, lse) against the reference and, bitwise, against the general Python
+path that the same call takes when given ``out=``; calls it does not take
+(or that are wrong) must fall through to the general path and its errors."""
+
+import numpy as np
+import pytest
+
+import pyattn
+from helpers import assert_matches_reference, qkv
+
+sdpa = pyattn.scaled_dot_product_attention
+
+CAUSAL = [False, True, "upper_left", "lower_right"]
+
+
+def general_path(q, k, v, **kwargs):
+    """The same call through the Python path: ``out=`` is not taken by the
+    fast path."""
+    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) if not kwargs.get("enable_gqa") \
+        else q.shape[:-2]
+    out = np.empty(batch + (q.shape[-2], v.shape[-1]), q.dtype)
+    return sdpa(q, k, v, out=out, **kwargs)
+
+
+def assert_bitwise(a, b):
+    if isinstance(a, tuple):
+        assert isinstance(b, tuple) and len(a) == len(b)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    else:
+        assert not isinstance(b, tuple)
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("is_causal", CAUSAL, ids=str)
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("return_lse", [False, True])
+@pytest.mark.parametrize("shape", [((2, 3), 1, 37), ((3,), 5, 70), ((1, 2), 13, 13), ((2, 1, 2), 2, 600)],
+                         ids=str)
+def test_matches_reference_and_general_path(isa, dtype, is_causal, with_lengths, return_lse, shape):
+    batch, L, S = shape
+    rng = np.random.default_rng(60)
+    q, k, v = qkv(rng, batch, L, S, 24, 17, dtype)
+    kwargs = dict(is_causal=is_causal, return_lse=return_lse)
+    if with_lengths:
+        kwargs["kv_lengths"] = rng.integers(0, S + 1, size=batch[0])
+    got = sdpa(q, k, v, **kwargs)
+    assert_matches_reference(got, q, k, v, **kwargs)
+    assert_bitwise(got, general_path(q, k, v, **kwargs))
+
+
+@pytest.mark.parametrize("is_causal", CAUSAL, ids=str)
+@pytest.mark.parametrize("return_lse", [False, True])
+@pytest.mark.parametrize("heads", [(8, 2), (6, 6), (3, 1)], ids=str)
+@pytest.mark.parametrize("L", [1, 4, 30])
+def test_grouped_query_heads(isa, is_causal, return_lse, heads, L):
+    hq, hk = heads
+    rng = np.random.default_rng(61)
+    S = 300
+    q = rng.standard_normal((2, hq, L, 32)).astype(np.float32)
+    k = rng.standard_normal((2, hk, S, 32)).astype(np.float32)
+    v = rng.standard_normal((2, hk, S, 16)).astype(np.float32)
+    kwargs = dict(is_causal=is_causal, return_lse=return_lse, enable_gqa=True,
+                  kv_lengths=np.array([S, 123]))
+    got = sdpa(q, k, v, **kwargs)
+    assert_matches_reference(got, q, k, v, **kwargs)
+    assert_bitwise(got, general_path(q, k, v, **kwargs))
+
+
+def test_views_and_strided_lengths(isa):
+    """Sliced KV-cache buffers (row stride > features), transposed query
+    heads and a strided kv_lengths view are read as they are."""
+    rng = np.random.default_rng(62)
+    keys = rng.standard_normal((3, 4, 100, 16)).astype(np.float32)
+    values = rng.standard_normal((3, 4, 100, 8)).astype(np.float32)
+    k, v = keys[:, :, :57], values[:, :, :57]
+    q = rng.standard_normal((3, 2, 4, 16)).astype(np.float32).transpose(0, 2, 1, 3)
+    lengths = np.array([57, 0, 9, 44, 20, 1])[::2]
+    for kwargs in (dict(kv_lengths=lengths, is_causal="lower_right", return_lse=True),
+                   dict(kv_lengths=lengths, is_causal="lower_right", enable_gqa=True,
+                        return_lse=True)):
+        qq = q if not kwargs.get("enable_gqa") else np.ascontiguousarray(q[:, :, :1])[:, [0, 0, 1, 1]]
+        kk, vv = (k, v) if not kwargs.get("enable_gqa") else (k[:, :2], v[:, :2])
+        got = sdpa(qq, kk, vv, **kwargs)
+        assert_matches_reference(got, qq, kk, vv, **kwargs)
+        assert_bitwise(got, general_path(qq, kk, vv, **kwargs))
+
+
+@pytest.mark.parametrize("kv_heads, kwargs, exc, words", [
+    (3, dict(kv_lengths=np.array([5, 101])), ValueError, ["kv_lengths", "101"]),
+    (3, dict(kv_lengths=np.array([5, -1])), ValueError, ["kv_lengths", "-1"]),
+    (3, dict(kv_lengths=np.array([5, 1, 2])), ValueError, ["kv_lengths"]),
+    (3, dict(kv_lengths=np.array([5.0, 1.0])), TypeError, ["kv_lengths"]),
+    (3, dict(is_causal="upper"), ValueError, ["is_causal"]),
+    (3, dict(is_causal=1), TypeError, ["is_causal"]),
+    (3, dict(scale=float("nan")), ValueError, ["scale"]),
+    (2, dict(enable_gqa=True, kv_lengths=np.array([3, 4])), ValueError, ["enable_gqa", "divide"]),
+    (2, dict(kv_lengths=np.array([3, 4])), ValueError, ["batch", "(2, 3)", "(2, 2)"]),
+])
+def test_wrong_calls_get_the_general_paths_errors(kv_heads, kwargs, exc, words):
+    rng = np.random.default_rng(63)
+    q = rng.standard_normal((2, 3, 4, 8)).astype(np.float32)
+    k = rng.standard_normal((2, kv_heads, 100, 8)).astype(np.float32)
+    with pytest.raises(exc) as info:
+        sdpa(q, k, k, **kwargs)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_int32_lengths_and_other_shapes_take_the_general_path(isa):
+    """kv_lengths the fast path does not take (int32, one per element of a
+    2-D batch, a scalar) still give the right result."""
+    rng = np.random.default_rng(64)
+    q, k, v = qkv(rng, (2, 3), 3, 40, 8, 8)
+    for lengths in (np.array([40, 7], np.int32), rng.integers(0, 41, size=(2, 3)), np.array(11)):
+        kwargs = dict(kv_lengths=lengths, is_causal="lower_right", return_lse=True)
+        assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+
+
+def test_kv_cache_decoding_loop(isa):
+    """Prefill, then token-by-token steps with grouped-query heads and
+    elements of different lengths (counts), against the reference over the
+    cached positions."""
+    rng = np.random.default_rng(65)
+    B, Hq, Hkv, d = 2, 4, 2, 16
+    cache = pyattn.KVCache(B, Hkv, d, 64)
+    k = rng.standard_normal((B, Hkv, 9, d)).astype(np.float32)
+    v = rng.standard_normal((B, Hkv, 9, d)).astype(np.float32)
+    cache.append(k, v, counts=np.array([9, 5]))
+    for step in range(6):
+        q = rng.standard_normal((B, Hq, 1, d)).astype(np.float32)
+        k = rng.standard_normal((B, Hkv, 1, d)).astype(np.float32)
+        v = rng.standard_normal((B, Hkv, 1, d)).astype(np.float32)
+        lengths = cache.append(k, v)
+        out, lse = cache.attend(q, return_lse=True)
+        kwargs = dict(kv_lengths=lengths, is_causal="lower_right", enable_gqa=True, return_lse=True)
+        assert_matches_reference((out, lse), q, cache.used_keys, cache.used_values, **kwargs)
+    assert cache.lengths.tolist() == [15, 11] and cache.max_length == 15
+
+
+def test_decoding_steps_take_the_fast_path(monkeypatch):
+    """A KV cache's step (and plain, causal, lse, GQA calls) never reaches the
+    Python argument normalisation, which costs tens of microseconds."""
+    import pyattn.attention as attention
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("took the general path")
+
+    rng = np.random.default_rng(66)
+    cache = pyattn.KVCache(2, 2, 16, 32)
+    k = rng.standard_normal((2, 2, 5, 16)).astype(np.float32)
+    cache.append(k, k, counts=np.array([5, 3]))
+    q = rng.standard_normal((2, 4, 1, 16)).astype(np.float32)
+    want = cache.attend(q, return_lse=True)
+    monkeypatch.setattr(attention, "_Call", refuse)
+    assert_bitwise(cache.attend(q, return_lse=True), want)
+    q3 = rng.standard_normal((2, 2, 3, 16)).astype(np.float32)
+    for kwargs in ({}, dict(is_causal=True), dict(is_causal="lower_right", scale=0.3),
+                   dict(kv_lengths=np.array([5, 2]), return_lse=True, num_threads=1)):
+        sdpa(q3, k, k, **kwargs)
+    with pytest.raises(AssertionError, match="general path"):
+        sdpa(q3, k, k, attn_mask=np.ones(5, bool))

@@ -10,7 +10,7 @@ def sdpa(query: np.ndarray, key: np.ndarray, value: np.ndarray, out: np.ndarray,
          weights: Optional[np.ndarray], lse: Optional[np.ndarray], scale: float,
          storage: int, causal: bool, lower_right: bool, window_left: int, window_right: int,
          num_threads: int) -> None: ...
-def sdpa_plain(query: object, key: object, value: object, scale: Optional[float],
+def sdpa_plain(query: object, key: object, value: object, mask: object, scale: Optional[float],
                causal: int, lengths: object, want_lse: bool, gqa: bool,
                num_threads: int) -> Optional[np.ndarray | tuple[np.ndarray, np.ndarray]]: ...
 def additive(qp: np.ndarray, kp: np.ndarray, value: np.ndarray, v_a: np.ndarray,

@@ -192,17 +192,18 @@ def scaled_dot_product_attention(
     # (identity tests first: this check is part of every small call's cost)
     causal_code = (0 if is_causal is False else 1 if is_causal is True
                    else _CAUSAL_STRINGS.get(is_causal) if type(is_causal) is str else None)
-    if (attn_mask is None and window is None and out is None and return_weights is False
+    if (window is None and out is None and return_weights is False
+            and (attn_mask is None or type(attn_mask) is np.ndarray)
             and causal_code is not None
             and (enable_gqa is False or enable_gqa is True)
             and (return_lse is False or return_lse is True)
             and (kv_lengths is None or type(kv_lengths) is np.ndarray)
             and (scale is None or (type(scale) is float and math.isfinite(scale)))
             and (num_threads is None or (type(num_threads) is int and 1 <= num_threads <= _args.MAX_THREADS))):
-        # Plain/causal calls and KV-cache decoding steps: checked and run
-        # entirely in C++ (None if the call needs more, or is wrong).
-        result = _core.sdpa_plain(query, key, value, scale, causal_code, kv_lengths, return_lse,
-                                  enable_gqa, num_threads or 0)
+        # Plain/causal/masked calls and KV-cache decoding steps: checked and
+        # run entirely in C++ (None if the call needs more, or is wrong).
+        result = _core.sdpa_plain(query, key, value, attn_mask, scale, causal_code, kv_lengths,
+                                  return_lse, enable_gqa, num_threads or 0)
         if result is not None:
             return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})

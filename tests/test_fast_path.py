@@ -1,6 +1,6 @@
-"""The C++ fast path of scaled_dot_product_attention (plain and causal calls,
-KV-cache decoding steps: lower-right causal, 1-D kv_lengths, grouped-query
-heads, lse) against the reference and, bitwise, against the general Python
+"""The C++ fast path of scaled_dot_product_attention (plain, causal and
+masked calls, KV-cache decoding steps: lower-right causal, 1-D kv_lengths,
+grouped-query heads, lse) against the reference and, bitwise, against the general Python
 path that the same call takes when given ``out=``; calls it does not take
 (or that are wrong) must fall through to the general path and its errors."""
 
@@ -68,6 +68,56 @@ def test_grouped_query_heads(isa, is_causal, return_lse, heads, L):
     got = sdpa(q, k, v, **kwargs)
     assert_matches_reference(got, q, k, v, **kwargs)
     assert_bitwise(got, general_path(q, k, v, **kwargs))
+
+
+MASK_SHAPES = [(13,), (1, 13), (5, 13), (3, 1, 1), (2, 1, 5, 1), (2, 3, 5, 13), (1, 1, 1, 1, 13)]
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.parametrize("mask_shape", MASK_SHAPES, ids=str)
+@pytest.mark.parametrize("is_causal", [False, "lower_right"], ids=str)
+def test_masks(isa, kind, mask_shape, is_causal):
+    """Masks that broadcast to (batch..., L, S), one with a transposed
+    layout; a mask with more dimensions than that is the general path's
+    ValueError."""
+    rng = np.random.default_rng(67)
+    q, k, v = qkv(rng, (2, 3), 5, 13, 8, 6)
+    mask = rng.random(mask_shape[::-1]).T < 0.7 if kind == "bool" else \
+        rng.standard_normal(mask_shape[::-1]).astype(np.float32).T
+    kwargs = dict(attn_mask=mask, is_causal=is_causal, return_lse=True)
+    if len(mask_shape) > 4:
+        with pytest.raises(ValueError, match="attn_mask"):
+            sdpa(q, k, v, **kwargs)
+        return
+    got = sdpa(q, k, v, **kwargs)
+    assert_matches_reference(got, q, k, v, **kwargs)
+    assert_bitwise(got, general_path(q, k, v, **kwargs))
+
+
+@pytest.mark.parametrize("mask_shape", [(2, 8, 3, 40), (2, 1, 3, 40), (8, 1, 40), (40,)], ids=str)
+def test_masks_with_grouped_query_heads(isa, mask_shape):
+    rng = np.random.default_rng(68)
+    q = rng.standard_normal((2, 8, 3, 16)).astype(np.float32)
+    k = rng.standard_normal((2, 2, 40, 16)).astype(np.float32)
+    v = rng.standard_normal((2, 2, 40, 16)).astype(np.float32)
+    for mask in (rng.random(mask_shape) < 0.6, rng.standard_normal(mask_shape).astype(np.float32)):
+        kwargs = dict(attn_mask=mask, enable_gqa=True, kv_lengths=np.array([40, 17]), return_lse=True)
+        got = sdpa(q, k, v, **kwargs)
+        assert_matches_reference(got, q, k, v, **kwargs)
+        assert_bitwise(got, general_path(q, k, v, **kwargs))
+
+
+def test_masks_the_fast_path_does_not_take(isa):
+    """A float64 mask for float32 inputs (converted), an int mask (an
+    error) and a mask that does not broadcast (an error)."""
+    rng = np.random.default_rng(69)
+    q, k, v = qkv(rng, (2,), 4, 6, 8, 8)
+    mask = rng.standard_normal((4, 6))
+    assert_matches_reference(sdpa(q, k, v, attn_mask=mask), q, k, v, attn_mask=mask)
+    with pytest.raises(TypeError, match="attn_mask"):
+        sdpa(q, k, v, attn_mask=np.ones((4, 6), np.int32))
+    with pytest.raises(ValueError, match="attn_mask"):
+        sdpa(q, k, v, attn_mask=np.ones((4, 5), bool))
 
 
 def test_views_and_strided_lengths(isa):
@@ -161,5 +211,6 @@ def test_decoding_steps_take_the_fast_path(monkeypatch):
     for kwargs in ({}, dict(is_causal=True), dict(is_causal="lower_right", scale=0.3),
                    dict(kv_lengths=np.array([5, 2]), return_lse=True, num_threads=1)):
         sdpa(q3, k, k, **kwargs)
+        sdpa(q3, k, k, attn_mask=np.ones(5, bool), **kwargs)
     with pytest.raises(AssertionError, match="general path"):
-        sdpa(q3, k, k, attn_mask=np.ones(5, bool))
+        sdpa(q3, k, k, window=2)

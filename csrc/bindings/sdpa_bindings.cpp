@@ -73,10 +73,11 @@ py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
 
 // The common calls with nothing to normalise -- q, k, v of one float dtype
 // and identical batch shapes (grouped-query heads aside), unit-stride rows,
-// no mask/window/weights/out -- checked and run entirely here to keep small
-// calls cheap (a few microseconds; the Python path costs tens): plain and
-// causal attention, and a KV cache's decoding step (lower-right causal,
-// kv_lengths, grouped-query heads, lse). Returns None whenever anything
+// no window/weights/out -- checked and run entirely here to keep small calls
+// cheap (a few microseconds; the Python path costs tens): plain, causal and
+// masked attention (a bool or q-dtype mask that broadcasts), and a KV
+// cache's decoding step (lower-right causal, kv_lengths, grouped-query
+// heads, lse). Returns None whenever anything
 // differs or is wrong; the caller then takes the general path, which also
 // produces the error messages.
 // scale: None (1/sqrt(E)) or a finite float; causal: 0 none, 1 upper-left,
@@ -84,8 +85,8 @@ py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
 // and matches the first batch dimension, values in [0, S]); num_threads: 0
 // for the default.
 py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::handle& vh,
-                      const py::object& scale, int causal, const py::object& lengths, bool want_lse,
-                      bool gqa, int num_threads) {
+                      const py::object& mask, const py::object& scale, int causal,
+                      const py::object& lengths, bool want_lse, bool gqa, int num_threads) {
   if (!py::isinstance<py::array>(qh) || !py::isinstance<py::array>(kh) || !py::isinstance<py::array>(vh))
     return py::none();
   const auto q = py::reinterpret_borrow<py::array>(qh);
@@ -130,6 +131,20 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
       if (n[i * st] < 0 || n[i * st] > S) return py::none();
   }
 
+  // The mask: bool or q's dtype, broadcasting to (batch..., L, S) without
+  // more dimensions than that.
+  const bool have_mask = !mask.is_none();
+  if (have_mask) {
+    if (!py::isinstance<py::array>(mask)) return py::none();
+    const auto m = py::reinterpret_borrow<py::array>(mask);
+    if (!(has_dtype<bool>(m) || same_dtype(m.dtype(), dt)) || m.ndim() > nd) return py::none();
+    const py::ssize_t off = nd - m.ndim();
+    for (py::ssize_t d = 0; d < m.ndim(); ++d) {
+      const int64_t want = off + d == nd - 2 ? L : off + d == nd - 1 ? S : q.shape(off + d);
+      if ((m.shape(d) != want && m.shape(d) != 1) || m.strides(d) % m.itemsize()) return py::none();
+    }
+  }
+
   std::vector<py::ssize_t> shape(q.shape(), q.shape() + nd);
   shape[nd - 1] = Ev;
   py::array out(dt, shape);
@@ -152,7 +167,16 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
   // (Hk, group) with grouped-query heads (k and v broadcast over group).
   std::vector<int64_t> batch(q.shape(), q.shape() + nd - 2);
   py::array qv = q, kv = k, vv = v, ov = out;
-  py::object lv = lse, nv;
+  py::object lv = lse, nv, mv;
+  if (have_mask) {  // size-1 dimensions prepended up to q's
+    const auto m = py::reinterpret_borrow<py::array>(mask);
+    std::vector<py::ssize_t> sh(nd, 1), st(nd, 0);
+    for (py::ssize_t d = 0; d < m.ndim(); ++d) {
+      sh[nd - m.ndim() + d] = m.shape(d);
+      st[nd - m.ndim() + d] = m.strides(d);
+    }
+    mv = view_of(m, sh, st);
+  }
   if (gqa) {
     const int64_t hk = k.shape(hd);
     batch[hd] = hk;
@@ -171,6 +195,10 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
     vv = split(v, hk, 1);
     ov = split(out, hk, group);
     if (want_lse) lv = split(py::reinterpret_borrow<py::array>(lse), hk, group);
+    if (have_mask) {  // per query head, or one for all heads
+      const auto m = py::reinterpret_borrow<py::array>(mv);
+      mv = m.shape(hd) == 1 ? split(m, 1, 1) : split(m, hk, group);
+    }
   }
   const size_t nb = batch.size();
   BatchLayoutBuilder builder(batch);
@@ -180,6 +208,11 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
   add_operand(builder, batch, ov, "out", 2, &p.out, /*writable=*/true);
   if (want_lse)
     add_operand(builder, batch, py::reinterpret_borrow<py::array>(lv), "lse", 1, &p.lse, /*writable=*/true);
+  if (have_mask) {
+    const auto m = py::reinterpret_borrow<py::array>(mv);
+    p.mask_kind = has_dtype<bool>(m) ? MaskKind::boolean : MaskKind::additive;
+    add_operand(builder, batch, m, "attn_mask", 2, &p.mask);
+  }
   if (have_len) {  // lengths of the first batch dimension, broadcast over the others
     std::vector<py::ssize_t> sh(nb, 1), st(nb, 0);
     const auto len = py::reinterpret_borrow<py::array>(lengths);
@@ -206,7 +239,7 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
 
 void register_sdpa(py::module_& m) {
   m.def("sdpa_plain", &sdpa_plain, py::arg("query"), py::arg("key"), py::arg("value"),
-        py::arg("scale"), py::arg("causal"), py::arg("lengths"), py::arg("want_lse"),
+        py::arg("mask"), py::arg("scale"), py::arg("causal"), py::arg("lengths"), py::arg("want_lse"),
         py::arg("gqa"), py::arg("num_threads"),
         "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),

@@ -190,6 +190,8 @@ def prepare_mask(attn_mask, batch: tuple, L: int, S: int, dtype: np.dtype):
     full = batch + (L, S)
     check_broadcasts_to(m, full, "attn_mask", "the scores' shape")
     if m.dtype == np.bool_ or m.dtype == dtype:
+        if any(st % m.itemsize for st in m.strides):
+            return np.ascontiguousarray(m)  # strides of no whole number of items
         return m  # read in place with its strides, whatever they are
     if m.dtype == _F64 and dtype == _F32:
         # Keep finite biases finite: finfo(float64).min must stay "visible".
@@ -220,7 +222,8 @@ def prepare_lengths(kv_lengths, batch: tuple, S: int):
         lo, hi = int(n.min()), int(n.max())
         if lo < 0 or hi > S:
             raise ValueError(f"kv_lengths must lie in [0, S={S}], got values in [{lo}, {hi}]")
-    return n.astype(np.int64, copy=False)
+    n = n.astype(np.int64, copy=False)
+    return n if not any(st % n.itemsize for st in n.strides) else np.ascontiguousarray(n)
 
 
 def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:

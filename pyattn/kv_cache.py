@@ -70,7 +70,9 @@ class KVCache:
 
     @property
     def lengths(self) -> np.ndarray:
-        return self._lengths
+        # A read-only view: its flag cannot be turned back on (the cache keeps
+        # the longest length, which a write behind its back would make stale).
+        return self._lengths.view()
 
     @property
     def max_length(self) -> int:
@@ -144,7 +146,7 @@ class KVCache:
                     self._scatter(k, v, np.full(B, T, np.int64))
             new = old + T
             self._set_lengths(new, self._max_length + T if B else 0, self._uniform)
-            return new
+            return self.lengths
         add = _args.as_array(counts, "counts")
         if add.dtype.kind not in "iu":
             raise TypeError(f"counts must be an integer array, got dtype {add.dtype}")
@@ -159,7 +161,7 @@ class KVCache:
             self._scatter(k, v, add)
         new = old + add
         self._set_lengths(new)
-        return new
+        return self.lengths
 
     def _scatter(self, k, v, add) -> None:
         """Row t < add[b] of element b goes to position lengths[b] + t (one

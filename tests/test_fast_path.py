@@ -214,3 +214,52 @@ def test_decoding_steps_take_the_fast_path(monkeypatch):
         sdpa(q3, k, k, attn_mask=np.ones(5, bool), **kwargs)
     with pytest.raises(AssertionError, match="general path"):
         sdpa(q3, k, k, window=2)
+
+
+def test_keys_broadcast_over_a_batch_dim_give_the_general_paths_bits(isa):
+    """K/V (and lengths) broadcast along a batch dimension are folded into
+    the query rows on both paths: same tiling, same bits."""
+    rng = np.random.default_rng(70)
+    q = rng.standard_normal((4, 3, 8)).astype(np.float32)
+    k = np.broadcast_to(rng.standard_normal((1, 7, 8)).astype(np.float32), (4, 7, 8))
+    v = np.broadcast_to(rng.standard_normal((1, 7, 6)).astype(np.float32), (4, 7, 6))
+    n = np.broadcast_to(np.array([5]), (4,))
+    for kwargs in ({}, dict(is_causal="lower_right", return_lse=True),
+                   dict(attn_mask=np.ones((3, 7), bool)), dict(kv_lengths=n, return_lse=True)):
+        got = sdpa(q, k, v, **kwargs)
+        assert_matches_reference(got, q, k, v, **kwargs)
+        assert_bitwise(got, general_path(q, k, v, **kwargs))
+
+
+def test_a_result_too_large_is_named():
+    def zeros(*shape):
+        return np.broadcast_to(np.zeros((1,) * len(shape), np.float32), shape)
+
+    v = np.broadcast_to(np.zeros((1, 1, 2**21), np.float32), (2**22, 1, 2**21))
+    with pytest.raises(ValueError, match="more than can be addressed"):
+        sdpa(zeros(2**22, 2**21, 1), zeros(2**22, 1, 1), v)
+
+
+def test_masks_and_lengths_with_strides_of_no_whole_item(isa):
+    """Byte strides that are not a multiple of the item size (a structured
+    or byte-offset view) are accepted: SPEC 5, any strides."""
+    rng = np.random.default_rng(71)
+    q, k, v = qkv(rng, (2,), 3, 7, 8, 4)
+    packed_mask = np.zeros(21, dtype=[("m", np.float32), ("pad", np.uint8, 2)])   # 6-byte items
+    packed_mask["m"] = rng.standard_normal(21)
+    mask = packed_mask["m"].reshape(3, 7)
+    packed_lengths = np.zeros(2, dtype=[("n", np.int64), ("pad", np.int32)])      # 12-byte items
+    packed_lengths["n"] = [7, 4]
+    lengths = packed_lengths["n"]
+    assert mask.strides == (42, 6) and lengths.strides == (12,)
+    for kwargs in (dict(attn_mask=mask), dict(kv_lengths=lengths), dict(attn_mask=mask, kv_lengths=lengths)):
+        assert_matches_reference(sdpa(q, k, v, return_lse=True, **kwargs), q, k, v, return_lse=True, **kwargs)
+
+
+def test_kv_cache_lengths_stay_read_only():
+    cache = pyattn.KVCache(2, 1, 4, 8)
+    lengths = cache.append(np.ones((2, 1, 3, 4), np.float32), np.ones((2, 1, 3, 4), np.float32))
+    for a in (lengths, cache.lengths):
+        with pytest.raises(ValueError):
+            a.flags.writeable = True
+    assert cache.lengths.tolist() == [3, 3] and cache.max_length == 3

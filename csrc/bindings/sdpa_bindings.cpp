@@ -147,6 +147,13 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
 
   std::vector<py::ssize_t> shape(q.shape(), q.shape() + nd);
   shape[nd - 1] = Ev;
+  {  // a result (or lse) too large to address: the general path says so
+    int64_t bytes = item, lse_bytes = item;
+    for (py::ssize_t d = 0; d < nd; ++d)
+      if (__builtin_mul_overflow(bytes, static_cast<int64_t>(shape[d]), &bytes) ||
+          (d < nd - 1 && __builtin_mul_overflow(lse_bytes, static_cast<int64_t>(shape[d]), &lse_bytes)))
+        return py::none();
+  }
   py::array out(dt, shape);
   py::object lse;
   if (want_lse) lse = py::array(dt, std::vector<py::ssize_t>(q.shape(), q.shape() + nd - 1));
@@ -221,7 +228,7 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
     nv = view_of(len, sh, st);
     add_operand(builder, batch, py::reinterpret_borrow<py::array>(nv), "kv_lengths", 0, &p.vis.lengths);
   }
-  if (gqa) {
+  {  // as sdpa() does (grouped-query heads, and any batch dim K/V broadcast over)
     std::vector<const StridedArray*> shared = {&p.k, &p.v};
     if (have_len) shared.push_back(&p.vis.lengths);
     p.fold = builder.fold_shared(shared);

@@ -7,7 +7,8 @@ case that fails is not timed and makes the exit status 1. Times are medians
 over repeats after a warm-up; a case's implementations are timed in
 interleaved rounds (2 with --quick, 3 with --full), so that a burst of load
 on a shared machine falls on all of them alike. The roof is NumPy's float32
-2048^3 matmul measured in the same run at each thread count; NumPy's BLAS threads are set
+2048^3 matmul measured in the same run at each thread count (in as many
+blocks as rounds, spread over the run, one median); NumPy's BLAS threads are set
 with threadpoolctl when it is importable (else they are not controlled and the
 table says so). Note: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment
 can slow OpenBLAS (the roof and the NumPy baseline); the run reports them.
@@ -209,31 +210,40 @@ def run(args, out=sys.stdout):
         (baselines.append(name) if ok else skipped.__setitem__(name, why))
     env = _environment(baselines)
 
-    steps = (len(selected) * len(threads_list) * (1 + _ROUNDS[preset] * (1 + len(baselines)))
-             + (0 if args.no_roof else len(threads_list)))
+    rounds = _ROUNDS[preset]
+    steps = (len(selected) * len(threads_list) * (1 + rounds * (1 + len(baselines)))
+             + (0 if args.no_roof else rounds * len(threads_list)))
     progress = Progress(steps, enabled=not args.no_progress)
     for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if k in os.environ:
             progress.message(f"note: {k}={os.environ[k]} is set; it can slow NumPy's matmul "
                              "(the roof and the NumPy baseline)")
 
-    roof = {}
-    if not args.no_roof:
-        for t in threads_list:
-            progress.step(f"roof: NumPy float32 matmul {_ROOF_N}^3, {t} thread(s)")
-            runner = bl.roof_runner(_ROOF_N, t)
-            with runner:
-                tm = measure(runner, **budget)
-            roof[t] = {"gflops": cs.matmul_flops(_ROOF_N) / tm.median / 1e9, **tm.as_dict()}
-            del runner
-
-    rounds = _ROUNDS[preset]
     per_round = dict(budget, min_time=budget["min_time"] / rounds, max_time=budget["max_time"] / rounds,
                      min_repeats=max(2, math.ceil(budget["min_repeats"] / rounds)),
                      max_repeats=max(2, budget["max_repeats"] // rounds))
+    # The roof is timed in `rounds` blocks spread over the run (before the
+    # first case, then evenly between cases) and merged into one median, as
+    # each case's implementations are: one block at the start would carry
+    # whatever load the machine had then into every "% roof".
+    roof_parts = {t: [] for t in threads_list}
+    roof_at = [] if args.no_roof else [i * len(selected) // rounds for i in range(rounds)]
+
+    def time_roof(r):
+        for t in threads_list:
+            progress.step(f"roof: NumPy float32 matmul {_ROOF_N}^3, {t} thread(s) ({r + 1}/{rounds})")
+            runner = bl.roof_runner(_ROOF_N, t)
+            with runner:
+                tm = measure(runner, **per_round)
+            tm.first_result = None
+            roof_parts[t].append(tm)
+            del runner
+
     results = []
     failed = False
-    for case in selected:
+    for index, case in enumerate(selected):
+        for r in range(roof_at.count(index)):  # (several at index 0 when there are few cases)
+            time_roof(len(roof_parts[threads_list[0]]))
         inputs = cs.make_inputs(case, seed=args.seed)
         for t in threads_list:
             row = {"case": case.name, "group": case.group, "describe": case.describe(), "threads": t,
@@ -285,6 +295,11 @@ def run(args, out=sys.stdout):
             ref_out = None
         del inputs
     progress.finish()
+    roof = {}
+    for t, parts in roof_parts.items():
+        if parts:
+            tm = merge_timings(parts)
+            roof[t] = {"gflops": cs.matmul_flops(_ROOF_N) / tm.median / 1e9, **tm.as_dict()}
 
     for row in results:
         t = row["threads"]

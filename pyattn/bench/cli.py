@@ -5,7 +5,7 @@ Every pyattn result is first checked against the float64 reference
 (``pyattn.reference``) on a slice of the case (SPEC section 7 tolerance); a
 case that fails is not timed and makes the exit status 1. Times are medians
 over repeats after a warm-up; a case's implementations are timed in
-interleaved rounds (2 with --quick, 3 with --full), so that a burst of load
+interleaved rounds (2 with --quick, 6 with --full), so that a burst of load
 on a shared machine falls on all of them alike. The roof is NumPy's float32
 2048^3 matmul measured in the same run at each thread count (in as many
 blocks as rounds, spread over the run, one median); NumPy's BLAS threads are set
@@ -39,14 +39,14 @@ from .timing import format_time, measure, merge_timings
 _BUDGET = {
     "smoke": dict(min_time=0.02, min_repeats=2, max_repeats=20, max_time=0.5),
     "quick": dict(min_time=0.2, min_repeats=3, max_repeats=50, max_time=1.5),
-    "full": dict(min_time=0.5, min_repeats=5, max_repeats=200, max_time=6.0),
+    "full": dict(min_time=1.0, min_repeats=6, max_repeats=300, max_time=8.0),
 }
 # Each case's implementations are timed in this many interleaved rounds
 # (pyattn, baselines, pyattn, ...), each with 1/rounds of the budget: a burst
 # of load from other processes on a shared machine, which lasts seconds, then
 # falls on all of them alike. (Alternating call by call would make each pay
 # for the previous runtime's still-spinning worker threads.)
-_ROUNDS = {"smoke": 1, "quick": 2, "full": 3}
+_ROUNDS = {"smoke": 1, "quick": 2, "full": 6}
 _DEFAULT_THREADS = {"smoke": [1], "quick": [1], "full": [1, 2]}
 _ROOF_N = 2048
 _OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")

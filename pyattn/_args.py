@@ -96,8 +96,11 @@ def check_broadcasts_to(a: np.ndarray, target: tuple, name: str, what: str) -> N
 
 
 def broadcast_batch(named_shapes: dict) -> tuple:
+    shapes = list(named_shapes.values())
+    if all(sh == shapes[0] for sh in shapes):  # the common case, without NumPy's slower general rule
+        return tuple(shapes[0])
     try:
-        return tuple(np.broadcast_shapes(*named_shapes.values()))
+        return tuple(np.broadcast_shapes(*shapes))
     except ValueError:
         desc = ", ".join(f"{n} {tuple(s)}" for n, s in named_shapes.items())
         raise ValueError(f"batch dimensions do not broadcast: {desc}") from None
@@ -251,12 +254,15 @@ def check_out(out, shape: tuple, dtype: np.dtype, inputs: dict) -> np.ndarray:
     return out
 
 
+_INTP_MAX = int(np.iinfo(np.intp).max)
+
+
 def check_size(shape: tuple, itemsize: int, name: str) -> None:
     """Refuse results whose byte size overflows before asking for memory."""
     n = itemsize
     for d in shape:
         n *= int(d)
-    if n > np.iinfo(np.intp).max:
+    if n > _INTP_MAX:
         raise ValueError(f"{name} of shape {shape} would need {n} bytes, more than can be addressed")
 
 

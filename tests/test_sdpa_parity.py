@@ -282,3 +282,38 @@ def test_nan_at_a_key_hidden_by_minus_inf_bias_stays_out(isa, where):
     got, _ = assert_matches_reference(sdpa(q, k, v, attn_mask=bias, return_lse=True), q, k, v,
                                       attn_mask=bias, return_lse=True)
     assert np.isfinite(got["out"]).all()
+
+
+@pytest.fixture
+def weights_in_place():
+    """Probabilities kept in the weights array itself, as for rows too long
+    for the per-thread scratch (a limit of 0 bytes)."""
+    previous = pyattn._core._set_weights_scratch_limit(0)
+    yield
+    pyattn._core._set_weights_scratch_limit(previous)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("kwargs", [
+    dict(),
+    dict(is_causal="lower_right", window=(700, None)),
+    dict(kv_lengths=np.array([1100, 600])),
+    dict(attn_mask="bool"),
+    dict(attn_mask="float", is_causal=True),
+])
+def test_weights_kept_in_place_for_long_rows(isa, dtype, kwargs, request):
+    """Both places for the probabilities give the same bits, and the reference's."""
+    rng = np.random.default_rng(15)
+    B, H, L, S, E = 2, 1, 97, 1100, 40
+    q, k, v = qkv(rng, (B, H), L, S, E, E, dtype)
+    if kwargs.get("attn_mask") == "bool":
+        kwargs = dict(kwargs, attn_mask=rng.random((L, S)) < 0.7)
+    elif kwargs.get("attn_mask") == "float":
+        kwargs = dict(kwargs, attn_mask=random_array(rng, (B, 1, L, S), dtype))
+    kwargs = dict(kwargs, return_weights=True, return_lse=True)
+    in_scratch = sdpa(q, k, v, **kwargs)
+    request.getfixturevalue("weights_in_place")
+    in_place = sdpa(q, k, v, **kwargs)
+    for a, b in zip(in_scratch, in_place):
+        np.testing.assert_array_equal(a, b)
+    assert_matches_reference(in_place, q, k, v, **kwargs)

@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "../dispatch/kernel_table.h"
+#include "../kernels/tiling.h"
 #include "bindings.h"
 #include "pyattn/threads.h"
 
@@ -45,6 +46,9 @@ void register_config(py::module_& m) {
     r["warning"] = d.warning;
     return r;
   });
+  m.def("_set_weights_scratch_limit", &set_weights_scratch_limit,
+        "Testing hook: per-thread bytes a row group's probabilities may take in scratch "
+        "when weights are asked for (0: always in the weights array); returns the previous limit.");
   m.def("set_isa", [](const std::string& name) {
     try {
       return set_isa(name);

@@ -18,9 +18,10 @@
 //        l = l e^(m - m') + sum P,
 //        acc = acc e^(m - m') + P V with an MR x NC register tile.
 //   3. out = acc / l, lse = m + log l; rows that saw no key: out 0, lse -inf.
-//   With weights: P of each block is stored into `weights` as it is made,
-//   with its m'; the finalisation rescales it by e^(m' - m) / l while the
-//   rows are still in cache. No score is computed twice.
+//   With weights: P of each block is stored as it is made, with its m', in
+//   scratch (or, for very long rows, in `weights` itself: tiling.cpp); the
+//   finalisation writes it to `weights` rescaled by e^(m' - m) / l. No score
+//   is computed twice.
 //
 // Numerics: accumulation in the input precision (float32 or float64); 2^x
 // from vec_math-inl.h (<= 2 ulp; natural-unit scores: see the README). Each
@@ -288,6 +289,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   T* mrow = scratch + t.off_m;
   T* lrow = scratch + t.off_l;
   T* wmax = scratch + t.off_wmax;
+  T* wp = t.ld_wp > 0 ? scratch + t.off_wp : nullptr;  // probabilities until the group ends
 
   const int64_t L = p.L, S = p.S, Ev = p.Ev;
   const int64_t rows_total = p.fold * L;  // folded query rows per batch element
@@ -423,7 +425,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
             const T m_use = log2 ? softmax_step<V, true>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad)
                                  : softmax_step<V, false>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad);
             if (want_w) {
-              T* w = wrows + p.weights.row_offset(g0 + gr, L) + j0;
+              T* w = (wp ? wp + gr * t.ld_wp : wrows + p.weights.row_offset(g0 + gr, L)) + j0;
               for (int64_t c = 0; c < tk; ++c) w[c] = s[c];
               for (int64_t c = tk; c < nk; ++c) w[c] = T(0);
               wmax[gr * t.num_k_blocks + kb] = m_use;
@@ -484,6 +486,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
         // difference in log2 units); rescale them to exp(s - m) / l.
         // Everything else is an exact 0.
         T* w = wrows + p.weights.row_offset(i, L);
+        const T* src = wp ? wp + gr * t.ld_wp : w;
         const T m_fin = mrow[gr] == neg_inf<T>() ? T(0) : mrow[gr];
         int64_t done = 0;  // columns [0, done) are final
         for (int64_t kb = 0; kb < t.num_k_blocks; ++kb) {
@@ -493,7 +496,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
           const int64_t j1 = imin((kb + 1) * t.k_block, jhi);
           for (int64_t c = done; c < j0; ++c) w[c] = T(0);
           const T f = (log2 ? std::exp2(wm - m_fin) : std::exp(wm - m_fin)) * inv;
-          for (int64_t c = j0; c < j1; ++c) w[c] *= f;
+          for (int64_t c = j0; c < j1; ++c) w[c] = src[c] * f;
           done = j1;
         }
         for (int64_t c = done; c < S; ++c) w[c] = T(0);

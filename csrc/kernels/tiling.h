@@ -49,6 +49,8 @@ struct Tiling {
   int64_t off_m = 0;         // group_rows           running max
   int64_t off_l = 0;         // group_rows           running sum
   int64_t off_wmax = 0;      // group_rows x num_k_blocks  (only with weights)
+  int64_t off_wp = 0;        // group_rows x ld_wp  probabilities (only with weights)
+  int64_t ld_wp = 0;         // 0: probabilities are kept in the weights array itself
   int64_t scratch_elems = 0; // total per thread
   int64_t ev_pad = 0;
 };
@@ -63,6 +65,11 @@ struct TileShape {
   static constexpr int qk_mr = QK_MR, qk_nr = QK_NR, pv_mr = PV_MR, pv_nc = PV_NC, strip = STRIP;
   static_assert(STRIP % QK_MR == 0 && STRIP % PV_MR == 0, "strip: whole register tiles");
 };
+
+// Testing hook: the largest per-thread scratch for a row group's
+// probabilities when weights are asked for (beyond it they are kept in the
+// weights array itself). Returns the previous limit.
+int64_t set_weights_scratch_limit(int64_t bytes);
 
 // Returns false if the sizes overflow what can be allocated.
 // `rows` = query rows per batch element (fold * L).

@@ -135,6 +135,23 @@ class _Call:
 # is_causal strings as the C++ fast path's codes (0 none, 1 upper-left, 2 lower-right).
 _CAUSAL_STRINGS = {"upper_left": 1, "lower_right": 2}
 
+# A window's (left, right) sides for the fast path, -1 = unbounded.
+_NO_WINDOW = (-1, -1)
+_SIDE_MAX = 2 ** 62  # wider sides are clamped by the general path (parse_window)
+
+
+def _fast_window(window):
+    """(left, right) for a window of plain non-negative ints / None sides;
+    None for anything else (the general path parses it and names errors)."""
+    if type(window) is int:
+        return (window, 0) if 0 <= window < _SIDE_MAX else None
+    if type(window) is tuple and len(window) == 2:
+        left, right = window
+        if ((left is None or (type(left) is int and 0 <= left < _SIDE_MAX))
+                and (right is None or (type(right) is int and 0 <= right < _SIDE_MAX))):
+            return (-1 if left is None else left, -1 if right is None else right)
+    return None
+
 
 def scaled_dot_product_attention(
     query,
@@ -192,7 +209,8 @@ def scaled_dot_product_attention(
     # (identity tests first: this check is part of every small call's cost)
     causal_code = (0 if is_causal is False else 1 if is_causal is True
                    else _CAUSAL_STRINGS.get(is_causal) if type(is_causal) is str else None)
-    if (window is None and out is None and return_weights is False
+    sides = _NO_WINDOW if window is None else _fast_window(window)
+    if (sides is not None and out is None and return_weights is False
             and (attn_mask is None or type(attn_mask) is np.ndarray)
             and causal_code is not None
             and (enable_gqa is False or enable_gqa is True)
@@ -202,8 +220,8 @@ def scaled_dot_product_attention(
             and (num_threads is None or (type(num_threads) is int and 1 <= num_threads <= _args.MAX_THREADS))):
         # Plain/causal/masked calls and KV-cache decoding steps: checked and
         # run entirely in C++ (None if the call needs more, or is wrong).
-        result = _core.sdpa_plain(query, key, value, attn_mask, scale, causal_code, kv_lengths,
-                                  return_lse, enable_gqa, num_threads or 0)
+        result = _core.sdpa_plain(query, key, value, attn_mask, scale, causal_code, sides[0], sides[1],
+                                  kv_lengths, return_lse, enable_gqa, num_threads or 0)
         if result is not None:
             return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})

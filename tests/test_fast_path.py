@@ -1,6 +1,6 @@
-"""The C++ fast path of scaled_dot_product_attention (plain, causal and
-masked calls, KV-cache decoding steps: lower-right causal, 1-D kv_lengths,
-grouped-query heads, lse) against the reference and, bitwise, against the general Python
+"""The C++ fast path of scaled_dot_product_attention (plain, causal,
+windowed and masked calls, KV-cache decoding steps: lower-right causal,
+sliding windows, 1-D kv_lengths, grouped-query heads, lse) against the reference and, bitwise, against the general Python
 path that the same call takes when given ``out=``; calls it does not take
 (or that are wrong) must fall through to the general path and its errors."""
 
@@ -208,12 +208,64 @@ def test_decoding_steps_take_the_fast_path(monkeypatch):
     monkeypatch.setattr(attention, "_Call", refuse)
     assert_bitwise(cache.attend(q, return_lse=True), want)
     q3 = rng.standard_normal((2, 2, 3, 16)).astype(np.float32)
+    cache.attend(q, window=3)
     for kwargs in ({}, dict(is_causal=True), dict(is_causal="lower_right", scale=0.3),
-                   dict(kv_lengths=np.array([5, 2]), return_lse=True, num_threads=1)):
+                   dict(kv_lengths=np.array([5, 2]), return_lse=True, num_threads=1),
+                   dict(window=2), dict(window=(None, 1), is_causal="lower_right")):
         sdpa(q3, k, k, **kwargs)
         sdpa(q3, k, k, attn_mask=np.ones(5, bool), **kwargs)
     with pytest.raises(AssertionError, match="general path"):
-        sdpa(q3, k, k, window=2)
+        sdpa(q3, k, k, return_weights=True)
+    with pytest.raises(AssertionError, match="general path"):
+        sdpa(q3, k, k, window=np.int64(2))
+
+
+WINDOWS = [0, 3, (2, 1), (None, 4), (5, None), (None, None), (0, 0), (2 ** 61, 7)]
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=str)
+@pytest.mark.parametrize("is_causal", CAUSAL, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_windows(isa, window, is_causal, dtype):
+    rng = np.random.default_rng(67)
+    q, k, v = qkv(rng, (2, 4), 9, 23, 16, 8, dtype)
+    for extra in ({}, dict(kv_lengths=np.array([23, 11]), return_lse=True),
+                  dict(attn_mask=rng.random((9, 23)) < 0.8)):
+        kwargs = dict(extra, window=window, is_causal=is_causal)
+        got = sdpa(q, k, v, **kwargs)
+        assert_matches_reference(got, q, k, v, **kwargs)
+        assert_bitwise(got, general_path(q, k, v, **kwargs))
+    kv = k[:, ::2], v[:, ::2]
+    kwargs = dict(window=window, is_causal=is_causal, enable_gqa=True)
+    got = sdpa(q, *kv, **kwargs)
+    assert_matches_reference(got, q, *kv, **kwargs)
+    assert_bitwise(got, general_path(q, *kv, **kwargs))
+
+
+@pytest.mark.parametrize("window, exc, words", [
+    (-1, ValueError, ["window", "left", ">= 0"]),
+    ((1, -2), ValueError, ["window", "right", ">= 0"]),
+    (True, TypeError, ["window"]),
+    ((1, 2, 3), TypeError, ["window"]),
+    ((1.5, 2), TypeError, ["window", "left"]),
+    ("3", TypeError, ["window"]),
+])
+def test_wrong_windows_get_the_general_paths_errors(window, exc, words):
+    q = np.ones((1, 2, 4, 8), np.float32)
+    with pytest.raises(exc) as info:
+        sdpa(q, q, q, window=window)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_other_window_forms_take_the_general_path(isa):
+    """A list, NumPy integers and a side wider than int64 are windows too."""
+    rng = np.random.default_rng(68)
+    q, k, v = qkv(rng, (2,), 6, 11, 8, 8)
+    for window in ([2, 1], np.int64(3), (np.int32(1), None)):
+        assert_matches_reference(sdpa(q, k, v, window=window), q, k, v, window=window)
+    # (the reference cannot take 2**70: a side wider than any distance is unbounded)
+    assert_matches_reference(sdpa(q, k, v, window=(2 ** 70, 0)), q, k, v, window=(None, 0))
 
 
 def test_keys_broadcast_over_a_batch_dim_give_the_general_paths_bits(isa):

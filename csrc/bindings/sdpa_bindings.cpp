@@ -9,6 +9,7 @@
 #include "pyattn/sdpa.h"
 #include "pyattn/threads.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace pyattn::bindings {
@@ -73,20 +74,22 @@ py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
 
 // The common calls with nothing to normalise -- q, k, v of one float dtype
 // and identical batch shapes (grouped-query heads aside), unit-stride rows,
-// no window/weights/out -- checked and run entirely here to keep small calls
-// cheap (a few microseconds; the Python path costs tens): plain, causal and
-// masked attention (a bool or q-dtype mask that broadcasts), and a KV
-// cache's decoding step (lower-right causal, kv_lengths, grouped-query
-// heads, lse). Returns None whenever anything
+// no weights/out -- checked and run entirely here to keep small calls
+// cheap (a few microseconds; the Python path costs tens): plain, causal,
+// windowed and masked attention (a bool or q-dtype mask that broadcasts),
+// and a KV cache's decoding step (lower-right causal, sliding window,
+// kv_lengths, grouped-query heads, lse). Returns None whenever anything
 // differs or is wrong; the caller then takes the general path, which also
 // produces the error messages.
 // scale: None (1/sqrt(E)) or a finite float; causal: 0 none, 1 upper-left,
-// 2 lower-right; lengths: None or an array (used only if it is int64, 1-D
-// and matches the first batch dimension, values in [0, S]); num_threads: 0
-// for the default.
+// 2 lower-right; window_left / window_right: >= 0, or -1 for an unbounded
+// side; lengths: None or an array (used only if it is int64, 1-D and
+// matches the first batch dimension, values in [0, S]); num_threads: 0 for
+// the default.
 py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::handle& vh,
                       const py::object& mask, const py::object& scale, int causal,
-                      const py::object& lengths, bool want_lse, bool gqa, int num_threads) {
+                      int64_t window_left, int64_t window_right, const py::object& lengths,
+                      bool want_lse, bool gqa, int num_threads) {
   if (!py::isinstance<py::array>(qh) || !py::isinstance<py::array>(kh) || !py::isinstance<py::array>(vh))
     return py::none();
   const auto q = py::reinterpret_borrow<py::array>(qh);
@@ -168,6 +171,10 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
                               : (E > 0 ? 1.0 / std::sqrt(static_cast<double>(E)) : 1.0);
   p.vis.causal = causal != 0;
   p.vis.lower_right = causal == 2;
+  // Sides wider than any distance mean unbounded (as _args.parse_window clamps them).
+  const int64_t limit = L + S + 1;
+  p.vis.window_left = window_left < 0 ? -1 : std::min(window_left, limit);
+  p.vis.window_right = window_right < 0 ? -1 : std::min(window_right, limit);
   p.num_threads = num_threads > 0 ? num_threads : default_num_threads();
 
   // Operands over the call's batch: q's batch dims, the head dim split in
@@ -246,7 +253,8 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
 
 void register_sdpa(py::module_& m) {
   m.def("sdpa_plain", &sdpa_plain, py::arg("query"), py::arg("key"), py::arg("value"),
-        py::arg("mask"), py::arg("scale"), py::arg("causal"), py::arg("lengths"), py::arg("want_lse"),
+        py::arg("mask"), py::arg("scale"), py::arg("causal"), py::arg("window_left"),
+        py::arg("window_right"), py::arg("lengths"), py::arg("want_lse"),
         py::arg("gqa"), py::arg("num_threads"),
         "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),

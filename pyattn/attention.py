@@ -210,7 +210,7 @@ def scaled_dot_product_attention(
     causal_code = (0 if is_causal is False else 1 if is_causal is True
                    else _CAUSAL_STRINGS.get(is_causal) if type(is_causal) is str else None)
     sides = _NO_WINDOW if window is None else _fast_window(window)
-    if (sides is not None and out is None and return_weights is False
+    if (sides is not None and return_weights is False and (out is None or type(out) is np.ndarray)
             and (attn_mask is None or type(attn_mask) is np.ndarray)
             and causal_code is not None
             and (enable_gqa is False or enable_gqa is True)
@@ -221,7 +221,7 @@ def scaled_dot_product_attention(
         # Plain/causal/masked calls and KV-cache decoding steps: checked and
         # run entirely in C++ (None if the call needs more, or is wrong).
         result = _core.sdpa_plain(query, key, value, attn_mask, scale, causal_code, sides[0], sides[1],
-                                  kv_lengths, return_lse, enable_gqa, num_threads or 0)
+                                  kv_lengths, out, return_lse, enable_gqa, num_threads or 0)
         if result is not None:
             return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})

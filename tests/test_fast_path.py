@@ -16,12 +16,15 @@ CAUSAL = [False, True, "upper_left", "lower_right"]
 
 
 def general_path(q, k, v, **kwargs):
-    """The same call through the Python path: ``out=`` is not taken by the
-    fast path."""
-    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) if not kwargs.get("enable_gqa") \
-        else q.shape[:-2]
-    out = np.empty(batch + (q.shape[-2], v.shape[-1]), q.dtype)
-    return sdpa(q, k, v, out=out, **kwargs)
+    """The same call through the Python path (the fast path declines it)."""
+    import pyattn.attention as attention
+
+    fast = attention._core.sdpa_plain
+    attention._core.sdpa_plain = lambda *args: None
+    try:
+        return sdpa(q, k, v, **kwargs)
+    finally:
+        attention._core.sdpa_plain = fast
 
 
 def assert_bitwise(a, b):
@@ -209,6 +212,7 @@ def test_decoding_steps_take_the_fast_path(monkeypatch):
     assert_bitwise(cache.attend(q, return_lse=True), want)
     q3 = rng.standard_normal((2, 2, 3, 16)).astype(np.float32)
     cache.attend(q, window=3)
+    cache.attend(q, out=np.empty((2, 4, 1, 16), np.float32))
     for kwargs in ({}, dict(is_causal=True), dict(is_causal="lower_right", scale=0.3),
                    dict(kv_lengths=np.array([5, 2]), return_lse=True, num_threads=1),
                    dict(window=2), dict(window=(None, 1), is_causal="lower_right")):
@@ -315,3 +319,55 @@ def test_kv_cache_lengths_stay_read_only():
         with pytest.raises(ValueError):
             a.flags.writeable = True
     assert cache.lengths.tolist() == [3, 3] and cache.max_length == 3
+
+
+@pytest.mark.parametrize("return_lse", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_out(isa, dtype, return_lse):
+    """``out`` (a view with any strides, unit along its last dim) is filled
+    and returned itself, with the general path's bits."""
+    rng = np.random.default_rng(69)
+    q, k, v = qkv(rng, (2, 3), 5, 19, 8, 6, dtype)
+    kwargs = dict(is_causal="lower_right", window=(4, None), return_lse=return_lse)
+    want = general_path(q, k, v, **kwargs)
+    buf = np.full((3, 2, 7, 9), np.nan, dtype)
+    for out in (np.empty((2, 3, 5, 6), dtype), buf.transpose(1, 0, 2, 3)[:, :, 1:6, 2:8]):
+        before = buf.copy()
+        got = sdpa(q, k, v, out=out, **kwargs)
+        assert (got[0] if return_lse else got) is out
+        assert_bitwise(got, want)
+        if out.base is buf:  # nothing outside the view is written
+            mask = np.ones(buf.shape, bool)
+            mask.transpose(1, 0, 2, 3)[:, :, 1:6, 2:8] = False
+            np.testing.assert_array_equal(buf[mask], before[mask])
+
+
+def test_out_interleaved_with_an_input(isa):
+    """out and q in one buffer, interleaved without sharing an element: the
+    fast path's bound says "may overlap", the general path's exact check
+    lets it run."""
+    rng = np.random.default_rng(70)
+    buf = rng.standard_normal((2, 3, 5, 2, 8)).astype(np.float32)
+    q, out = buf[:, :, :, 0], buf[:, :, :, 1]
+    q_before = q.copy()
+    k, v = (rng.standard_normal((2, 3, 7, 8)).astype(np.float32) for _ in range(2))
+    got = sdpa(q, k, v, out=out)
+    assert got is out
+    np.testing.assert_array_equal(q, q_before)
+    assert_matches_reference(got, q_before, k, v)
+
+
+@pytest.mark.parametrize("which", ["query", "value", "attn_mask", "kv_lengths"])
+def test_out_overlapping_an_input_is_refused(which):
+    rng = np.random.default_rng(71)
+    q, k, v = (rng.standard_normal((2, 3, 4, 4)).astype(np.float32) for _ in range(3))
+    mask = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    raw = np.zeros(2 * 3 * 4 * 4 * 4, np.uint8)  # out's bytes, its first 16 also kv_lengths'
+    lengths = raw[:16].view(np.int64)
+    out = {"query": q, "value": v, "attn_mask": mask,
+           "kv_lengths": raw.view(np.float32).reshape(2, 3, 4, 4)}[which]
+    before = [a.copy() for a in (q, v, mask, lengths)]
+    with pytest.raises(ValueError, match=f"out overlaps the memory of {which}"):
+        sdpa(q, k, v, attn_mask=mask, kv_lengths=lengths, out=out)
+    for a, b in zip((q, v, mask, lengths), before):
+        np.testing.assert_array_equal(a, b)

@@ -66,6 +66,26 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
   scaled_dot_product_attention(p);
 }
 
+// Whether the bytes `a` and `b` span intersect (a cheap bound: arrays that
+// interleave without sharing an element count as overlapping).
+bool may_overlap(const py::array& a, const py::array& b) {
+  auto extent = [](const py::array& x, const char** lo, const char** hi) {
+    const char* base = static_cast<const char*>(x.data());
+    *lo = *hi = base;
+    if (x.size() == 0) return false;
+    for (py::ssize_t d = 0; d < x.ndim(); ++d) {
+      const py::ssize_t span = (x.shape(d) - 1) * x.strides(d);
+      if (span < 0) *lo += span;
+      else *hi += span;
+    }
+    *hi += x.itemsize();
+    return true;
+  };
+  const char *alo, *ahi, *blo, *bhi;
+  if (!extent(a, &alo, &ahi) || !extent(b, &blo, &bhi)) return false;
+  return alo < bhi && blo < ahi;
+}
+
 // A view of `a` with `shape` and byte `strides`, sharing its memory.
 py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
                   const std::vector<py::ssize_t>& strides) {
@@ -74,7 +94,7 @@ py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
 
 // The common calls with nothing to normalise -- q, k, v of one float dtype
 // and identical batch shapes (grouped-query heads aside), unit-stride rows,
-// no weights/out -- checked and run entirely here to keep small calls
+// no weights -- checked and run entirely here to keep small calls
 // cheap (a few microseconds; the Python path costs tens): plain, causal,
 // windowed and masked attention (a bool or q-dtype mask that broadcasts),
 // and a KV cache's decoding step (lower-right causal, sliding window,
@@ -84,12 +104,14 @@ py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
 // scale: None (1/sqrt(E)) or a finite float; causal: 0 none, 1 upper-left,
 // 2 lower-right; window_left / window_right: >= 0, or -1 for an unbounded
 // side; lengths: None or an array (used only if it is int64, 1-D and
-// matches the first batch dimension, values in [0, S]); num_threads: 0 for
-// the default.
+// matches the first batch dimension, values in [0, S]); out: None or an
+// array of the result's exact shape and dtype, writable, unit stride along
+// its last dimension, whose memory lies clear of every input's (else the
+// general path checks it precisely); num_threads: 0 for the default.
 py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::handle& vh,
                       const py::object& mask, const py::object& scale, int causal,
                       int64_t window_left, int64_t window_right, const py::object& lengths,
-                      bool want_lse, bool gqa, int num_threads) {
+                      const py::object& out_arg, bool want_lse, bool gqa, int num_threads) {
   if (!py::isinstance<py::array>(qh) || !py::isinstance<py::array>(kh) || !py::isinstance<py::array>(vh))
     return py::none();
   const auto q = py::reinterpret_borrow<py::array>(qh);
@@ -157,7 +179,19 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
           (d < nd - 1 && __builtin_mul_overflow(lse_bytes, static_cast<int64_t>(shape[d]), &lse_bytes)))
         return py::none();
   }
-  py::array out(dt, shape);
+  py::array out;
+  if (out_arg.is_none()) {
+    out = py::array(dt, shape);
+  } else {
+    if (!py::isinstance<py::array>(out_arg)) return py::none();
+    out = py::reinterpret_borrow<py::array>(out_arg);
+    if (!same_dtype(out.dtype(), dt) || out.ndim() != nd || !out.writeable()) return py::none();
+    for (py::ssize_t d = 0; d < nd; ++d)
+      if (out.shape(d) != shape[d] || out.strides(d) % item) return py::none();
+    if (Ev > 1 && out.strides(nd - 1) != item) return py::none();
+    for (const py::handle& a : {qh, kh, vh, static_cast<py::handle>(mask), static_cast<py::handle>(lengths)})
+      if (!a.is_none() && may_overlap(out, py::reinterpret_borrow<py::array>(a))) return py::none();
+  }
   py::object lse;
   if (want_lse) lse = py::array(dt, std::vector<py::ssize_t>(q.shape(), q.shape() + nd - 1));
   SdpaParams p;
@@ -254,7 +288,7 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
 void register_sdpa(py::module_& m) {
   m.def("sdpa_plain", &sdpa_plain, py::arg("query"), py::arg("key"), py::arg("value"),
         py::arg("mask"), py::arg("scale"), py::arg("causal"), py::arg("window_left"),
-        py::arg("window_right"), py::arg("lengths"), py::arg("want_lse"),
+        py::arg("window_right"), py::arg("lengths"), py::arg("out"), py::arg("want_lse"),
         py::arg("gqa"), py::arg("num_threads"),
         "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),

@@ -12,7 +12,7 @@ def sdpa(query: np.ndarray, key: np.ndarray, value: np.ndarray, out: np.ndarray,
          num_threads: int) -> None: ...
 def sdpa_plain(query: object, key: object, value: object, mask: object, scale: Optional[float],
                causal: int, window_left: int, window_right: int, lengths: object,
-               out: object, want_lse: bool, gqa: bool,
+               out: object, want_weights: bool, want_lse: bool, gqa: bool,
                num_threads: int) -> Optional[np.ndarray | tuple[np.ndarray, np.ndarray]]: ...
 def additive(qp: np.ndarray, kp: np.ndarray, value: np.ndarray, v_a: np.ndarray,
              out: np.ndarray, mask: Optional[np.ndarray], lengths: Optional[np.ndarray],

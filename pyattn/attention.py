@@ -88,6 +88,8 @@ class _Call:
 
         out_shape = batch + (L, Ev)
         _args.check_size(out_shape, dtype.itemsize, "the result")
+        if return_weights:  # (before anything is allocated)
+            _args.check_size(batch + (L, S), cdt.itemsize, "weights")
         if out is None:
             self.result = np.empty(out_shape, dtype)
         else:
@@ -101,7 +103,6 @@ class _Call:
         self.dtype = dtype
         self.weights = self.lse = None
         if return_weights:
-            _args.check_size(batch + (L, S), cdt.itemsize, "weights")
             self.weights = np.empty(batch + (L, S), cdt)
         if return_lse:
             self.lse = np.empty(batch + (L,), cdt)
@@ -210,7 +211,8 @@ def scaled_dot_product_attention(
     causal_code = (0 if is_causal is False else 1 if is_causal is True
                    else _CAUSAL_STRINGS.get(is_causal) if type(is_causal) is str else None)
     sides = _NO_WINDOW if window is None else _fast_window(window)
-    if (sides is not None and return_weights is False and (out is None or type(out) is np.ndarray)
+    if (sides is not None and (out is None or type(out) is np.ndarray)
+            and (return_weights is False or return_weights is True)
             and (attn_mask is None or type(attn_mask) is np.ndarray)
             and causal_code is not None
             and (enable_gqa is False or enable_gqa is True)
@@ -221,7 +223,8 @@ def scaled_dot_product_attention(
         # Plain/causal/masked calls and KV-cache decoding steps: checked and
         # run entirely in C++ (None if the call needs more, or is wrong).
         result = _core.sdpa_plain(query, key, value, attn_mask, scale, causal_code, sides[0], sides[1],
-                                  kv_lengths, out, return_lse, enable_gqa, num_threads or 0)
+                                  kv_lengths, out, return_weights, return_lse, enable_gqa,
+                                  num_threads or 0)
         if result is not None:
             return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})

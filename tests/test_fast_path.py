@@ -1,6 +1,7 @@
 """The C++ fast path of scaled_dot_product_attention (plain, causal,
-windowed and masked calls, KV-cache decoding steps: lower-right causal,
-sliding windows, 1-D kv_lengths, grouped-query heads, lse) against the reference and, bitwise, against the general Python
+windowed and masked calls with or without weights and lse, out=, KV-cache
+decoding steps: lower-right causal, sliding windows, 1-D kv_lengths,
+grouped-query heads) against the reference and, bitwise, against the general Python
 path that the same call takes when given ``out=``; calls it does not take
 (or that are wrong) must fall through to the general path and its errors."""
 
@@ -41,13 +42,15 @@ def assert_bitwise(a, b):
 @pytest.mark.parametrize("is_causal", CAUSAL, ids=str)
 @pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("return_lse", [False, True])
+@pytest.mark.parametrize("return_weights", [False, True])
 @pytest.mark.parametrize("shape", [((2, 3), 1, 37), ((3,), 5, 70), ((1, 2), 13, 13), ((2, 1, 2), 2, 600)],
                          ids=str)
-def test_matches_reference_and_general_path(isa, dtype, is_causal, with_lengths, return_lse, shape):
+def test_matches_reference_and_general_path(isa, dtype, is_causal, with_lengths, return_lse,
+                                            return_weights, shape):
     batch, L, S = shape
     rng = np.random.default_rng(60)
     q, k, v = qkv(rng, batch, L, S, 24, 17, dtype)
-    kwargs = dict(is_causal=is_causal, return_lse=return_lse)
+    kwargs = dict(is_causal=is_causal, return_lse=return_lse, return_weights=return_weights)
     if with_lengths:
         kwargs["kv_lengths"] = rng.integers(0, S + 1, size=batch[0])
     got = sdpa(q, k, v, **kwargs)
@@ -60,6 +63,7 @@ def test_matches_reference_and_general_path(isa, dtype, is_causal, with_lengths,
 @pytest.mark.parametrize("heads", [(8, 2), (6, 6), (3, 1)], ids=str)
 @pytest.mark.parametrize("L", [1, 4, 30])
 def test_grouped_query_heads(isa, is_causal, return_lse, heads, L):
+    """(Weights with grouped-query heads: a 30-row call returns them.)"""
     hq, hk = heads
     rng = np.random.default_rng(61)
     S = 300
@@ -67,7 +71,7 @@ def test_grouped_query_heads(isa, is_causal, return_lse, heads, L):
     k = rng.standard_normal((2, hk, S, 32)).astype(np.float32)
     v = rng.standard_normal((2, hk, S, 16)).astype(np.float32)
     kwargs = dict(is_causal=is_causal, return_lse=return_lse, enable_gqa=True,
-                  kv_lengths=np.array([S, 123]))
+                  kv_lengths=np.array([S, 123]), return_weights=L == 30)
     got = sdpa(q, k, v, **kwargs)
     assert_matches_reference(got, q, k, v, **kwargs)
     assert_bitwise(got, general_path(q, k, v, **kwargs))
@@ -87,7 +91,7 @@ def test_masks(isa, kind, mask_shape, is_causal):
     q, k, v = qkv(rng, (2, 3), 5, 13, 8, 6)
     mask = rng.random(mask_shape[::-1]).T < 0.7 if kind == "bool" else \
         rng.standard_normal(mask_shape[::-1]).astype(np.float32).T
-    kwargs = dict(attn_mask=mask, is_causal=is_causal, return_lse=True)
+    kwargs = dict(attn_mask=mask, is_causal=is_causal, return_lse=True, return_weights=True)
     if len(mask_shape) > 4:
         with pytest.raises(ValueError, match="attn_mask"):
             sdpa(q, k, v, **kwargs)
@@ -104,7 +108,8 @@ def test_masks_with_grouped_query_heads(isa, mask_shape):
     k = rng.standard_normal((2, 2, 40, 16)).astype(np.float32)
     v = rng.standard_normal((2, 2, 40, 16)).astype(np.float32)
     for mask in (rng.random(mask_shape) < 0.6, rng.standard_normal(mask_shape).astype(np.float32)):
-        kwargs = dict(attn_mask=mask, enable_gqa=True, kv_lengths=np.array([40, 17]), return_lse=True)
+        kwargs = dict(attn_mask=mask, enable_gqa=True, kv_lengths=np.array([40, 17]), return_lse=True,
+                      return_weights=True)
         got = sdpa(q, k, v, **kwargs)
         assert_matches_reference(got, q, k, v, **kwargs)
         assert_bitwise(got, general_path(q, k, v, **kwargs))
@@ -218,8 +223,9 @@ def test_decoding_steps_take_the_fast_path(monkeypatch):
                    dict(window=2), dict(window=(None, 1), is_causal="lower_right")):
         sdpa(q3, k, k, **kwargs)
         sdpa(q3, k, k, attn_mask=np.ones(5, bool), **kwargs)
+    sdpa(q3, k, k, return_weights=True, return_lse=True)
     with pytest.raises(AssertionError, match="general path"):
-        sdpa(q3, k, k, return_weights=True)
+        sdpa(q3.astype(np.float16), k.astype(np.float16), k.astype(np.float16))
     with pytest.raises(AssertionError, match="general path"):
         sdpa(q3, k, k, window=np.int64(2))
 
@@ -233,7 +239,7 @@ WINDOWS = [0, 3, (2, 1), (None, 4), (5, None), (None, None), (0, 0), (2 ** 61, 7
 def test_windows(isa, window, is_causal, dtype):
     rng = np.random.default_rng(67)
     q, k, v = qkv(rng, (2, 4), 9, 23, 16, 8, dtype)
-    for extra in ({}, dict(kv_lengths=np.array([23, 11]), return_lse=True),
+    for extra in ({}, dict(kv_lengths=np.array([23, 11]), return_lse=True, return_weights=True),
                   dict(attn_mask=rng.random((9, 23)) < 0.8)):
         kwargs = dict(extra, window=window, is_causal=is_causal)
         got = sdpa(q, k, v, **kwargs)
@@ -294,6 +300,9 @@ def test_a_result_too_large_is_named():
     v = np.broadcast_to(np.zeros((1, 1, 2**21), np.float32), (2**22, 1, 2**21))
     with pytest.raises(ValueError, match="more than can be addressed"):
         sdpa(zeros(2**22, 2**21, 1), zeros(2**22, 1, 1), v)
+    # a small result, weights of 2**62 elements
+    with pytest.raises(ValueError, match="weights .* more than can be addressed"):
+        sdpa(zeros(2**31, 1), zeros(2**31, 1), zeros(2**31, 1), return_weights=True)
 
 
 def test_masks_and_lengths_with_strides_of_no_whole_item(isa):

@@ -93,12 +93,12 @@ py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
 }
 
 // The common calls with nothing to normalise -- q, k, v of one float dtype
-// and identical batch shapes (grouped-query heads aside), unit-stride rows,
-// no weights -- checked and run entirely here to keep small calls
-// cheap (a few microseconds; the Python path costs tens): plain, causal,
-// windowed and masked attention (a bool or q-dtype mask that broadcasts),
-// and a KV cache's decoding step (lower-right causal, sliding window,
-// kv_lengths, grouped-query heads, lse). Returns None whenever anything
+// and identical batch shapes (grouped-query heads aside), unit-stride rows
+// -- checked and run entirely here to keep small calls cheap (a few
+// microseconds; the Python path costs tens): plain, causal, windowed and
+// masked attention (a bool or q-dtype mask that broadcasts) with or without
+// weights and lse, and a KV cache's decoding step (lower-right causal,
+// sliding window, kv_lengths, grouped-query heads). Returns None whenever anything
 // differs or is wrong; the caller then takes the general path, which also
 // produces the error messages.
 // scale: None (1/sqrt(E)) or a finite float; causal: 0 none, 1 upper-left,
@@ -111,7 +111,8 @@ py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
 py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::handle& vh,
                       const py::object& mask, const py::object& scale, int causal,
                       int64_t window_left, int64_t window_right, const py::object& lengths,
-                      const py::object& out_arg, bool want_lse, bool gqa, int num_threads) {
+                      const py::object& out_arg, bool want_weights, bool want_lse, bool gqa,
+                      int num_threads) {
   if (!py::isinstance<py::array>(qh) || !py::isinstance<py::array>(kh) || !py::isinstance<py::array>(vh))
     return py::none();
   const auto q = py::reinterpret_borrow<py::array>(qh);
@@ -172,10 +173,13 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
 
   std::vector<py::ssize_t> shape(q.shape(), q.shape() + nd);
   shape[nd - 1] = Ev;
-  {  // a result (or lse) too large to address: the general path says so
-    int64_t bytes = item, lse_bytes = item;
+  std::vector<py::ssize_t> w_shape(shape);
+  w_shape[nd - 1] = S;
+  {  // a result (or weights, lse) too large to address: the general path says so
+    int64_t bytes = item, w_bytes = item, lse_bytes = item;
     for (py::ssize_t d = 0; d < nd; ++d)
       if (__builtin_mul_overflow(bytes, static_cast<int64_t>(shape[d]), &bytes) ||
+          (want_weights && __builtin_mul_overflow(w_bytes, static_cast<int64_t>(w_shape[d]), &w_bytes)) ||
           (d < nd - 1 && __builtin_mul_overflow(lse_bytes, static_cast<int64_t>(shape[d]), &lse_bytes)))
         return py::none();
   }
@@ -192,7 +196,8 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
     for (const py::handle& a : {qh, kh, vh, static_cast<py::handle>(mask), static_cast<py::handle>(lengths)})
       if (!a.is_none() && may_overlap(out, py::reinterpret_borrow<py::array>(a))) return py::none();
   }
-  py::object lse;
+  py::object lse, weights;
+  if (want_weights) weights = py::array(dt, w_shape);
   if (want_lse) lse = py::array(dt, std::vector<py::ssize_t>(q.shape(), q.shape() + nd - 1));
   SdpaParams p;
   p.dtype = has_dtype<float>(q) ? DType::f32 : DType::f64;
@@ -215,7 +220,7 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
   // (Hk, group) with grouped-query heads (k and v broadcast over group).
   std::vector<int64_t> batch(q.shape(), q.shape() + nd - 2);
   py::array qv = q, kv = k, vv = v, ov = out;
-  py::object lv = lse, nv, mv;
+  py::object lv = lse, wv = weights, nv, mv;
   if (have_mask) {  // size-1 dimensions prepended up to q's
     const auto m = py::reinterpret_borrow<py::array>(mask);
     std::vector<py::ssize_t> sh(nd, 1), st(nd, 0);
@@ -242,6 +247,7 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
     kv = split(k, hk, 1);
     vv = split(v, hk, 1);
     ov = split(out, hk, group);
+    if (want_weights) wv = split(py::reinterpret_borrow<py::array>(weights), hk, group);
     if (want_lse) lv = split(py::reinterpret_borrow<py::array>(lse), hk, group);
     if (have_mask) {  // per query head, or one for all heads
       const auto m = py::reinterpret_borrow<py::array>(mv);
@@ -254,6 +260,8 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
   add_operand(builder, batch, kv, "key", 2, &p.k);
   add_operand(builder, batch, vv, "value", 2, &p.v);
   add_operand(builder, batch, ov, "out", 2, &p.out, /*writable=*/true);
+  if (want_weights)
+    add_operand(builder, batch, py::reinterpret_borrow<py::array>(wv), "weights", 2, &p.weights, /*writable=*/true);
   if (want_lse)
     add_operand(builder, batch, py::reinterpret_borrow<py::array>(lv), "lse", 1, &p.lse, /*writable=*/true);
   if (have_mask) {
@@ -279,6 +287,8 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
     py::gil_scoped_release release;
     scaled_dot_product_attention(p);
   }
+  if (want_weights && want_lse) return py::make_tuple(out, weights, lse);
+  if (want_weights) return py::make_tuple(out, weights);
   if (want_lse) return py::make_tuple(out, lse);
   return std::move(out);
 }
@@ -288,7 +298,8 @@ py::object sdpa_plain(const py::handle& qh, const py::handle& kh, const py::hand
 void register_sdpa(py::module_& m) {
   m.def("sdpa_plain", &sdpa_plain, py::arg("query"), py::arg("key"), py::arg("value"),
         py::arg("mask"), py::arg("scale"), py::arg("causal"), py::arg("window_left"),
-        py::arg("window_right"), py::arg("lengths"), py::arg("out"), py::arg("want_lse"),
+        py::arg("window_right"), py::arg("lengths"), py::arg("out"), py::arg("want_weights"),
+        py::arg("want_lse"),
         py::arg("gqa"), py::arg("num_threads"),
         "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),

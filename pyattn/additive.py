@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args, _core
-from .attention import _Call, _HeadLayout
+from .attention import _CAUSAL_STRINGS, _NO_WINDOW, _Call, _HeadLayout, _fast_window
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _parameter(x, name: str, ndim: int):
@@ -33,6 +35,31 @@ def _project(x: np.ndarray, w, bias, cdt: np.dtype) -> np.ndarray:
     if bias is not None:
         return x + np.asarray(bias, dtype=cdt)
     return x
+
+
+def _fast_projections(q, k, v, v_a, w_query, w_key, bias):
+    """(q W_q + bias, k W_k) exactly as the general path computes them, for
+    ndarrays of one float32/float64 dtype with unit-stride rows and weights of
+    matching shapes; None for anything else (the general path checks it)."""
+    if not (type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray
+            and type(v_a) is np.ndarray):
+        return None
+    dt = q.dtype
+    if dt not in _FAST_DTYPES or k.dtype != dt or v.dtype != dt or q.ndim < 2 or k.ndim < 2:
+        return None
+    for x in (q, k):  # as _args.for_core would leave them
+        if (x.shape[-1] > 1 and x.strides[-1] != x.itemsize) or any(s % x.itemsize for s in x.strides):
+            return None
+    for w, x in ((w_query, q), (w_key, k)):
+        if w is not None and not (type(w) is np.ndarray and w.dtype == dt and w.ndim == 2
+                                  and w.shape[0] == x.shape[-1]):
+            return None
+    A = q.shape[-1] if w_query is None else w_query.shape[1]
+    if (k.shape[-1] if w_key is None else w_key.shape[1]) != A or v_a.dtype != dt or v_a.shape != (A,):
+        return None
+    if bias is not None and not (type(bias) is np.ndarray and bias.dtype == dt and bias.shape == (A,)):
+        return None
+    return _project(q, w_query, bias, dt), _project(k, w_key, None, dt)
 
 
 def additive_attention(
@@ -97,6 +124,26 @@ def additive_attention(
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
     """
+    causal_code = (0 if is_causal is False else 1 if is_causal is True
+                   else _CAUSAL_STRINGS.get(is_causal) if type(is_causal) is str else None)
+    sides = _NO_WINDOW if window is None else _fast_window(window)
+    if (sides is not None and causal_code is not None
+            and (out is None or type(out) is np.ndarray)
+            and (return_weights is False or return_weights is True)
+            and (return_lse is False or return_lse is True)
+            and (attn_mask is None or type(attn_mask) is np.ndarray)
+            and (kv_lengths is None or type(kv_lengths) is np.ndarray)
+            and (num_threads is None or (type(num_threads) is int and 1 <= num_threads <= _args.MAX_THREADS))):
+        # A plain call: projections here, everything else checked and run in
+        # C++ (None if the call needs more, or is wrong).
+        projected = _fast_projections(query, key, value, v_a, w_query, w_key, bias)
+        if projected is not None:
+            result = _core.additive_plain(
+                projected[0], projected[1], value, v_a, attn_mask, causal_code, sides[0], sides[1],
+                kv_lengths, out, return_weights, return_lse, num_threads or 0,
+                (query, key, w_query, w_key, bias))
+            if result is not None:
+                return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
     q, k, v = arrays["query"], arrays["key"], arrays["value"]
     L, Dq = q.shape[-2:]

@@ -2,7 +2,7 @@
 windowed and masked calls with or without weights and lse, out=, KV-cache
 decoding steps: lower-right causal, sliding windows, 1-D kv_lengths,
 grouped-query heads) against the reference and, bitwise, against the general Python
-path that the same call takes when given ``out=``; calls it does not take
+path (forced by making the fast path decline); calls it does not take
 (or that are wrong) must fall through to the general path and its errors."""
 
 import numpy as np
@@ -256,6 +256,8 @@ def test_windows(isa, window, is_causal, dtype):
     (-1, ValueError, ["window", "left", ">= 0"]),
     ((1, -2), ValueError, ["window", "right", ">= 0"]),
     (True, TypeError, ["window"]),
+    ((True, 1), TypeError, ["window", "left"]),
+    ((1, False), TypeError, ["window", "right"]),
     ((1, 2, 3), TypeError, ["window"]),
     ((1.5, 2), TypeError, ["window", "left"]),
     ("3", TypeError, ["window"]),
@@ -380,3 +382,13 @@ def test_out_overlapping_an_input_is_refused(which):
         sdpa(q, k, v, attn_mask=mask, kv_lengths=lengths, out=out)
     for a, b in zip((q, v, mask, lengths), before):
         np.testing.assert_array_equal(a, b)
+
+
+def test_out_overlapping_an_input_through_negative_strides_is_refused():
+    rng = np.random.default_rng(72)
+    q, k, v = (rng.standard_normal((2, 3, 4, 4)).astype(np.float32) for _ in range(3))
+    with pytest.raises(ValueError, match="out overlaps the memory of query"):
+        sdpa(q, k, v, out=q[::-1, :, ::-1, :])
+    mask = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="out overlaps the memory of attn_mask"):
+        sdpa(q, k, v, attn_mask=mask[:, ::-1], out=mask[::-1])

@@ -301,15 +301,18 @@ def weights_in_place():
     dict(attn_mask="bool"),
     dict(attn_mask="float", is_causal=True),
 ])
-def test_weights_kept_in_place_for_long_rows(isa, dtype, kwargs, request):
+@pytest.mark.parametrize("shape", [(2, 1, 97, 1100, 40), (3, 2, 200, 513, 16)], ids=str)
+def test_weights_kept_in_place_for_long_rows(isa, dtype, kwargs, shape, request):
     """Both places for the probabilities give the same bits, and the reference's."""
     rng = np.random.default_rng(15)
-    B, H, L, S, E = 2, 1, 97, 1100, 40
+    B, H, L, S, E = shape
     q, k, v = qkv(rng, (B, H), L, S, E, E, dtype)
     if kwargs.get("attn_mask") == "bool":
         kwargs = dict(kwargs, attn_mask=rng.random((L, S)) < 0.7)
     elif kwargs.get("attn_mask") == "float":
         kwargs = dict(kwargs, attn_mask=random_array(rng, (B, 1, L, S), dtype))
+    if "kv_lengths" in kwargs:
+        kwargs["kv_lengths"] = np.array([S, S // 2, 0][:B])
     kwargs = dict(kwargs, return_weights=True, return_lse=True)
     in_scratch = sdpa(q, k, v, **kwargs)
     request.getfixturevalue("weights_in_place")

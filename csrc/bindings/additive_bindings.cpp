@@ -1,12 +1,14 @@
 // pyattn._core.additive: build AdditiveParams from prepared arrays (the
-// projections qp, kp computed by pyattn/attention.py), release the GIL, call
-// the C++ entry point.
+// projections qp, kp computed by pyattn/additive.py), release the GIL, call
+// the C++ entry point; additive_plain: the same for a plain call, checked here
+// (plain_call.h).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include "array_view.h"
 #include "attention_args.h"
 #include "bindings.h"
+#include "plain_call.h"
 #include "pyattn/additive.h"
 
 namespace pyattn::bindings {
@@ -58,9 +60,45 @@ void additive(const py::array& qp, const py::array& kp, const py::array& v, cons
   additive_attention(p);
 }
 
+// Additive attention over projections qp (..., L, A), kp (..., S, A) of one
+// float dtype with v_a (A,) contiguous in it, with the plain call's options;
+// None if the call is not a plain one. more_inputs: the other arrays the user
+// passed (query, key, w_query, w_key, bias), which out may not overlap.
+py::object additive_plain(const py::handle& qp, const py::handle& kp, const py::handle& v,
+                          const py::handle& v_a, const py::object& mask, int causal,
+                          int64_t window_left, int64_t window_right, const py::object& lengths,
+                          const py::object& out, bool want_weights, bool want_lse, int num_threads,
+                          const py::tuple& more_inputs) {
+  PlainOptions o(mask, causal, window_left, window_right, lengths, out, want_weights, want_lse,
+                 /*gqa=*/false, num_threads);
+  o.more_inputs.push_back(v_a);
+  for (const py::handle& a : more_inputs) o.more_inputs.push_back(a);
+  AdditiveParams p;
+  PlainCall call;
+  if (!prepare_plain_call(p, &p.qp, &p.kp, qp, kp, v, o, &call)) return py::none();
+  if (!py::isinstance<py::array>(v_a)) return py::none();
+  const auto va = py::reinterpret_borrow<py::array>(v_a);
+  if (!same_dtype(va.dtype(), call.out.dtype()) || va.ndim() != 1 || va.shape(0) != call.E ||
+      (call.E > 1 && va.strides(0) != va.itemsize()))
+    return py::none();
+  p.A = call.E;
+  p.v_a = va.data();
+  {
+    py::gil_scoped_release release;
+    additive_attention(p);
+  }
+  return call.result();
+}
+
 }  // namespace
 
 void register_additive(py::module_& m) {
+  m.def("additive_plain", &additive_plain, py::arg("qp"), py::arg("kp"), py::arg("value"),
+        py::arg("v_a"), py::arg("mask"), py::arg("causal"), py::arg("window_left"),
+        py::arg("window_right"), py::arg("lengths"), py::arg("out"), py::arg("want_weights"),
+        py::arg("want_lse"), py::arg("num_threads"), py::arg("more_inputs"),
+        "Fast path for a plain additive call on projections (see pyattn.additive); "
+        "None if it does not apply.");
   m.def("additive", &additive, py::arg("qp"), py::arg("kp"), py::arg("value"), py::arg("v_a"),
         py::arg("out"), py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),
         py::arg("causal"), py::arg("lower_right"), py::arg("window_left"),

@@ -8,9 +8,10 @@
 namespace pyattn {
 namespace {
 
-// Largest per-thread scratch for a row group's probabilities (see below):
-// L = S = 4096 float32 takes 12 MiB (768 rows). A testing hook changes it.
-std::atomic<int64_t> weights_scratch_limit{int64_t(16) << 20};
+// Largest scratch for row groups' probabilities, all threads of a call
+// together (see below): L = S = 2048 float32 takes 6 MiB per thread (768
+// rows), 4096 12 MiB. A testing hook changes it.
+std::atomic<int64_t> weights_scratch_limit{int64_t(32) << 20};
 
 // Adds `n` elements at the end of the layout (64-byte aligned regions);
 // returns false on overflow.
@@ -32,7 +33,7 @@ bool mul_ok(int64_t a, int64_t b, int64_t* r) {
 int64_t set_weights_scratch_limit(int64_t bytes) { return weights_scratch_limit.exchange(bytes); }
 
 bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int64_t E,
-                      int64_t Ev, size_t elem_size, bool want_weights,
+                      int64_t Ev, size_t elem_size, bool want_weights, int threads,
                       Tiling* t) {
   // Score tile height: a multiple of every ISA's register-tile height
   // (4, 6, 12) that keeps the q_block x k_block score tile in L2.
@@ -99,12 +100,14 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   // order, right after the kernel has zeroed each fresh page (L = 2048,
   // 1 thread: 3-7% faster than keeping them in the weights array, which
   // wrote each line, read it back from memory and wrote it again). Kept in
-  // the weights array when a group's rows would take more than the limit.
+  // the weights array when the groups of the threads that run at once would
+  // take more than the limit.
   if (ok && want_weights) {
     const int64_t ld = round_up(std::max<int64_t>(S, 1), kPadElems);
+    const int64_t running = std::clamp<int64_t>(threads, 1, std::max<int64_t>(t->items, 1));
     int64_t bytes = 0;
     if (mul_ok(gr, ld, &n) && mul_ok(n, static_cast<int64_t>(elem_size), &bytes) &&
-        bytes <= weights_scratch_limit.load(std::memory_order_relaxed)) {
+        mul_ok(bytes, running, &bytes) && bytes <= weights_scratch_limit.load(std::memory_order_relaxed)) {
       t->ld_wp = ld;
       ok = take(n, elem_size, &cur, &t->off_wp);
     }

@@ -66,15 +66,17 @@ struct TileShape {
   static_assert(STRIP % QK_MR == 0 && STRIP % PV_MR == 0, "strip: whole register tiles");
 };
 
-// Testing hook: the largest per-thread scratch for a row group's
-// probabilities when weights are asked for (beyond it they are kept in the
-// weights array itself). Returns the previous limit.
+// Testing hook: the largest scratch for row groups' probabilities when
+// weights are asked for, shared by the threads of a call (beyond it they are
+// kept in the weights array itself). Returns the previous limit.
 int64_t set_weights_scratch_limit(int64_t bytes);
 
 // Returns false if the sizes overflow what can be allocated.
-// `rows` = query rows per batch element (fold * L).
+// `rows` = query rows per batch element (fold * L); `threads`: how many
+// threads may run the items (it only bounds the weights' scratch, which
+// never changes a result's bits).
 bool make_sdpa_tiling(int64_t batch_count, int64_t rows, int64_t S, int64_t E,
-                      int64_t Ev, size_t elem_size, bool want_weights,
+                      int64_t Ev, size_t elem_size, bool want_weights, int threads,
                       Tiling* out);
 
 }  // namespace pyattn

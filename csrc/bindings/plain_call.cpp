@@ -1,0 +1,231 @@
+// The fast path's common checks and operands (see plain_call.h).
+#include "plain_call.h"
+
+#include <algorithm>
+
+#include "array_view.h"
+#include "pyattn/threads.h"
+
+namespace pyattn::bindings {
+
+namespace {
+
+// Whether the bytes `a` and `b` span intersect (a cheap bound: arrays that
+// interleave without sharing an element count as overlapping).
+bool may_overlap(const py::array& a, const py::array& b) {
+  auto extent = [](const py::array& x, const char** lo, const char** hi) {
+    const char* base = static_cast<const char*>(x.data());
+    *lo = *hi = base;
+    if (x.size() == 0) return false;
+    for (py::ssize_t d = 0; d < x.ndim(); ++d) {
+      const py::ssize_t span = (x.shape(d) - 1) * x.strides(d);
+      if (span < 0) *lo += span;
+      else *hi += span;
+    }
+    *hi += x.itemsize();
+    return true;
+  };
+  const char *alo, *ahi, *blo, *bhi;
+  if (!extent(a, &alo, &ahi) || !extent(b, &blo, &bhi)) return false;
+  return alo < bhi && blo < ahi;
+}
+
+// A view of `a` with `shape` and byte `strides`, sharing its memory.
+py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
+                  const std::vector<py::ssize_t>& strides) {
+  return py::array(a.dtype(), shape, strides, a.data(), a);
+}
+
+// Whether the product of `dims` times `item` bytes fits in int64.
+bool addressable(const std::vector<py::ssize_t>& dims, int64_t item) {
+  int64_t bytes = item;
+  for (py::ssize_t d : dims)
+    if (__builtin_mul_overflow(bytes, static_cast<int64_t>(d), &bytes)) return false;
+  return true;
+}
+
+}  // namespace
+
+py::object PlainCall::result() const {
+  if (!weights.is_none() && !lse.is_none()) return py::make_tuple(out, weights, lse);
+  if (!weights.is_none()) return py::make_tuple(out, weights);
+  if (!lse.is_none()) return py::make_tuple(out, lse);
+  return out;
+}
+
+bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view,
+                        const py::handle& qh, const py::handle& kh, const py::handle& vh,
+                        const PlainOptions& o, PlainCall* call) {
+  if (!py::isinstance<py::array>(qh) || !py::isinstance<py::array>(kh) || !py::isinstance<py::array>(vh))
+    return false;
+  const auto q = py::reinterpret_borrow<py::array>(qh);
+  const auto k = py::reinterpret_borrow<py::array>(kh);
+  const auto v = py::reinterpret_borrow<py::array>(vh);
+  const py::ssize_t nd = q.ndim();
+  if (nd < 2 || k.ndim() != nd || v.ndim() != nd) return false;
+  const py::dtype dt = q.dtype();
+  if (!(has_dtype<float>(q) || has_dtype<double>(q)) || !same_dtype(k.dtype(), dt) || !same_dtype(v.dtype(), dt))
+    return false;
+  // Grouped-query heads: dim nd - 3 holds Hq query heads, Hk key/value heads.
+  const py::ssize_t hd = nd - 3;
+  int64_t group = 1;
+  if (o.gqa) {
+    if (nd < 3 || k.shape(hd) != v.shape(hd) || k.shape(hd) < 1 || q.shape(hd) % k.shape(hd)) return false;
+    group = q.shape(hd) / k.shape(hd);
+  }
+  for (py::ssize_t d = 0; d < nd - 2; ++d) {
+    const bool heads = o.gqa && d == hd;
+    if (v.shape(d) != k.shape(d) || (!heads && k.shape(d) != q.shape(d))) return false;
+  }
+  const int64_t L = q.shape(nd - 2), E = q.shape(nd - 1), S = k.shape(nd - 2), Ev = v.shape(nd - 1);
+  if (k.shape(nd - 1) != E || v.shape(nd - 2) != S) return false;
+  const int64_t item = q.itemsize();
+  for (const py::array* a : {&q, &k, &v}) {
+    if (a->shape(nd - 1) > 1 && a->strides(nd - 1) != item) return false;
+    for (py::ssize_t d = 0; d < nd; ++d)
+      if (a->strides(d) % item) return false;
+  }
+  // (Optional arrays are held as py::object: a default py::array would be
+  // an empty NumPy array made on every call.)
+  const bool have_len = !o.lengths.is_none();
+  if (have_len) {
+    if (!py::isinstance<py::array>(o.lengths) || nd < 3 || (o.gqa && nd < 4)) return false;
+    const auto len = py::reinterpret_borrow<py::array>(o.lengths);
+    if (!has_dtype<int64_t>(len) || len.ndim() != 1 || len.shape(0) != q.shape(0) ||
+        len.strides(0) % len.itemsize())
+      return false;
+    const auto* n = static_cast<const int64_t*>(len.data());
+    const py::ssize_t st = len.strides(0) / len.itemsize();
+    for (py::ssize_t i = 0; i < len.shape(0); ++i)
+      if (n[i * st] < 0 || n[i * st] > S) return false;
+  }
+  // The mask: bool or q's dtype, broadcasting to (batch..., L, S) without
+  // more dimensions than that.
+  const bool have_mask = !o.mask.is_none();
+  if (have_mask) {
+    if (!py::isinstance<py::array>(o.mask)) return false;
+    const auto m = py::reinterpret_borrow<py::array>(o.mask);
+    if (!(has_dtype<bool>(m) || same_dtype(m.dtype(), dt)) || m.ndim() > nd) return false;
+    const py::ssize_t off = nd - m.ndim();
+    for (py::ssize_t d = 0; d < m.ndim(); ++d) {
+      const int64_t want = off + d == nd - 2 ? L : off + d == nd - 1 ? S : q.shape(off + d);
+      if ((m.shape(d) != want && m.shape(d) != 1) || m.strides(d) % m.itemsize()) return false;
+    }
+  }
+
+  // Results too large to address: the general path says so.
+  std::vector<py::ssize_t> shape(q.shape(), q.shape() + nd);
+  shape[nd - 1] = Ev;
+  std::vector<py::ssize_t> w_shape(shape);
+  w_shape[nd - 1] = S;
+  const std::vector<py::ssize_t> lse_shape(q.shape(), q.shape() + nd - 1);
+  if (!addressable(shape, item) || (o.want_weights && !addressable(w_shape, item)) ||
+      (o.want_lse && !addressable(lse_shape, item)))
+    return false;
+  py::array out;
+  if (o.out.is_none()) {
+    out = py::array(dt, shape);
+  } else {
+    if (!py::isinstance<py::array>(o.out)) return false;
+    out = py::reinterpret_borrow<py::array>(o.out);
+    if (!same_dtype(out.dtype(), dt) || out.ndim() != nd || !out.writeable()) return false;
+    for (py::ssize_t d = 0; d < nd; ++d)
+      if (out.shape(d) != shape[d] || out.strides(d) % item) return false;
+    if (Ev > 1 && out.strides(nd - 1) != item) return false;
+    std::vector<py::handle> inputs = {qh, kh, vh, o.mask, o.lengths};
+    inputs.insert(inputs.end(), o.more_inputs.begin(), o.more_inputs.end());
+    for (const py::handle& a : inputs)
+      if (!a.is_none() && py::isinstance<py::array>(a) &&
+          may_overlap(out, py::reinterpret_borrow<py::array>(a)))
+        return false;
+  }
+  call->E = E;
+  call->out = out;
+  call->weights = o.want_weights ? py::object(py::array(dt, w_shape)) : py::none();
+  call->lse = o.want_lse ? py::object(py::array(dt, lse_shape)) : py::none();
+
+  p.dtype = has_dtype<float>(q) ? DType::f32 : DType::f64;
+  p.L = L;
+  p.S = S;
+  p.Ev = Ev;
+  p.vis.causal = o.causal != 0;
+  p.vis.lower_right = o.causal == 2;
+  // Sides wider than any distance mean unbounded (as _args.parse_window clamps them).
+  const int64_t limit = L + S + 1;
+  p.vis.window_left = o.window_left < 0 ? -1 : std::min(o.window_left, limit);
+  p.vis.window_right = o.window_right < 0 ? -1 : std::min(o.window_right, limit);
+  p.num_threads = o.num_threads > 0 ? o.num_threads : default_num_threads();
+
+  // Operands over the call's batch: q's batch dims, the head dim split in
+  // (Hk, group) with grouped-query heads (k and v broadcast over group).
+  std::vector<int64_t> batch(q.shape(), q.shape() + nd - 2);
+  py::array qv = q, kv = k, vv = v, ov = out;
+  py::object lv = call->lse, wv = call->weights, mv;
+  if (have_mask) {  // size-1 dimensions prepended up to q's
+    const auto m = py::reinterpret_borrow<py::array>(o.mask);
+    std::vector<py::ssize_t> sh(nd, 1), st(nd, 0);
+    for (py::ssize_t d = 0; d < m.ndim(); ++d) {
+      sh[nd - m.ndim() + d] = m.shape(d);
+      st[nd - m.ndim() + d] = m.strides(d);
+    }
+    mv = view_of(m, sh, st);
+  }
+  if (o.gqa) {
+    const int64_t hk = k.shape(hd);
+    batch[hd] = hk;
+    batch.insert(batch.begin() + hd + 1, group);
+    auto split = [&](const py::array& a, int64_t heads, int64_t g) {
+      std::vector<py::ssize_t> sh(a.shape(), a.shape() + a.ndim()), st(a.strides(), a.strides() + a.ndim());
+      const py::ssize_t hs = st[hd];
+      sh[hd] = heads;
+      sh.insert(sh.begin() + hd + 1, g);
+      st[hd] = hs * g;
+      st.insert(st.begin() + hd + 1, hs);
+      return view_of(a, sh, st);
+    };
+    qv = split(q, hk, group);
+    kv = split(k, hk, 1);
+    vv = split(v, hk, 1);
+    ov = split(out, hk, group);
+    if (o.want_weights) wv = split(py::reinterpret_borrow<py::array>(wv), hk, group);
+    if (o.want_lse) lv = split(py::reinterpret_borrow<py::array>(lv), hk, group);
+    if (have_mask) {  // per query head, or one for all heads
+      const auto m = py::reinterpret_borrow<py::array>(mv);
+      mv = m.shape(hd) == 1 ? split(m, 1, 1) : split(m, hk, group);
+    }
+  }
+  const size_t nb = batch.size();
+  BatchLayoutBuilder builder(batch);
+  add_operand(builder, batch, qv, "query", 2, q_view);
+  add_operand(builder, batch, kv, "key", 2, k_view);
+  add_operand(builder, batch, vv, "value", 2, &p.v);
+  add_operand(builder, batch, ov, "out", 2, &p.out, /*writable=*/true);
+  if (o.want_weights)
+    add_operand(builder, batch, py::reinterpret_borrow<py::array>(wv), "weights", 2, &p.weights, /*writable=*/true);
+  if (o.want_lse)
+    add_operand(builder, batch, py::reinterpret_borrow<py::array>(lv), "lse", 1, &p.lse, /*writable=*/true);
+  if (have_mask) {
+    const auto m = py::reinterpret_borrow<py::array>(mv);
+    p.mask_kind = has_dtype<bool>(m) ? MaskKind::boolean : MaskKind::additive;
+    add_operand(builder, batch, m, "attn_mask", 2, &p.mask);
+  }
+  if (have_len) {  // lengths of the first batch dimension, broadcast over the others
+    std::vector<py::ssize_t> sh(nb, 1), st(nb, 0);
+    const auto len = py::reinterpret_borrow<py::array>(o.lengths);
+    sh[0] = len.shape(0);
+    st[0] = len.strides(0);
+    py::array nv = view_of(len, sh, st);
+    add_operand(builder, batch, nv, "kv_lengths", 0, &p.vis.lengths);
+    call->views.push_back(nv);
+  }
+  for (const py::object& x : {py::object(qv), py::object(kv), py::object(vv), py::object(ov), wv, lv, mv})
+    call->views.push_back(x);
+  {  // as the general path does (grouped-query heads, and any batch dim K/V broadcast over)
+    std::vector<const StridedArray*> shared = {k_view, &p.v};
+    if (have_len) shared.push_back(&p.vis.lengths);
+    p.fold = builder.fold_shared(shared);
+  }
+  return builder.finish(&p.batch);
+}
+
+}  // namespace pyattn::bindings

@@ -1,0 +1,57 @@
+// The C++ fast path shared by sdpa_plain and additive_plain: the checks and
+// operands of a common call (q-like, k-like and v arrays of one float dtype
+// and one batch shape, optional mask / window / kv_lengths / out / weights /
+// lse), done without the Python layer's normalisation so that a small call
+// costs a few microseconds. Anything unusual or wrong makes it decline (the
+// op then returns None and the Python path runs, and names any error).
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <utility>
+#include <vector>
+
+#include "pyattn/attention_params.h"
+
+namespace pyattn::bindings {
+
+namespace py = pybind11;
+
+struct PlainOptions {
+  py::object mask;          // None, or a bool / q-dtype array broadcasting to (batch..., L, S)
+  int causal = 0;           // 0 none, 1 upper-left, 2 lower-right
+  int64_t window_left = -1, window_right = -1;  // >= 0, or -1 for an unbounded side
+  py::object lengths;       // None, or int64 (B,) for the first batch dim, values in [0, S]
+  py::object out;           // None, or an ndarray of the result's exact shape and dtype
+  bool want_weights = false, want_lse = false;
+  bool gqa = false;         // grouped-query heads on dim -3 (q has a multiple of k's heads)
+  int num_threads = 0;      // 0: the default
+  std::vector<py::handle> more_inputs;  // other arrays the user passed: out may not overlap them
+
+  PlainOptions(py::object mask_, int causal_, int64_t left, int64_t right, py::object lengths_,
+               py::object out_, bool weights, bool lse, bool gqa_, int threads)
+      : mask(std::move(mask_)), causal(causal_), window_left(left), window_right(right),
+        lengths(std::move(lengths_)), out(std::move(out_)), want_weights(weights), want_lse(lse),
+        gqa(gqa_), num_threads(threads) {}
+};
+
+// What a prepared call keeps alive until the kernel has run, and returns.
+struct PlainCall {
+  int64_t E = 0;            // the last dimension of q and k
+  py::array out;
+  py::object weights, lse;
+  std::vector<py::object> views;  // views the operands point into
+  py::object result() const;      // out, or (out[, weights][, lse])
+};
+
+// Checks q (..., L, E), k (..., S, E), v (..., S, Ev) and the options; on
+// success fills p (dtype, sizes, visibility, threads, out / weights / lse /
+// mask / lengths / v and the op's own q_view / k_view operands, batch
+// layout), allocates the results into `call` and returns true. Returns false
+// if the call is not a plain one (nothing of the user's is touched).
+bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view,
+                        const py::handle& q, const py::handle& k, const py::handle& v,
+                        const PlainOptions& o, PlainCall* call);
+
+}  // namespace pyattn::bindings

@@ -68,3 +68,19 @@ def test_bench_cli_reports_a_wrong_result(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert code == 1
     assert "FAILED" in captured.out and "VALIDATION FAILED" in captured.out
+
+
+def test_measure_keeps_the_warm_up_result_only_when_asked():
+    from pyattn.bench.timing import measure
+
+    calls = []
+
+    def fn():
+        calls.append(len(calls))
+        return len(calls)
+
+    kept = measure(fn, min_time=0.0, min_repeats=3)
+    assert kept.first_result == 1 and len(kept.samples) >= 3
+    calls.clear()
+    dropped = measure(fn, min_time=0.0, min_repeats=3, keep_first=False)
+    assert dropped.first_result is None and len(calls) >= 4

@@ -234,8 +234,7 @@ def run(args, out=sys.stdout):
             progress.step(f"roof: NumPy float32 matmul {_ROOF_N}^3, {t} thread(s) ({r + 1}/{rounds})")
             runner = bl.roof_runner(_ROOF_N, t)
             with runner:
-                tm = measure(runner, **per_round)
-            tm.first_result = None
+                tm = measure(runner, **per_round, keep_first=False)
             roof_parts[t].append(tm)
             del runner
 
@@ -278,10 +277,12 @@ def run(args, out=sys.stdout):
             for r in range(rounds):
                 for name, runner in runners.items():
                     progress.step(f"{case.name} t={t} {name} ({r + 1}/{rounds})")
+                    # Only a baseline's first output is compared; other warm-up
+                    # results are dropped before timing (a weights case's is 200 MB,
+                    # and a sample that allocates beside it pays for fresh memory:
+                    # 0.8-1.0 s instead of 0.2 s in one run).
                     with runner:
-                        tm = measure(runner, **per_round)
-                    if r > 0 or name == "pyattn":  # only a baseline's first output is compared
-                        tm.first_result = None  # (a weights case's output is 200 MB)
+                        tm = measure(runner, **per_round, keep_first=r == 0 and name != "pyattn")
                     parts[name].append(tm)
                     del tm
             for name, runner in runners.items():

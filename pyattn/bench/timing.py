@@ -31,9 +31,10 @@ class Timing:
 
 
 def measure(fn, *, warmup=1, min_time=0.2, min_repeats=3, max_repeats=100, sample_time=2e-3,
-            max_time=None):
+            max_time=None, keep_first=True):
     """Times ``fn()``: ``warmup`` untimed calls (the first one's result is kept
-    in ``first_result``), then at least ``min_repeats`` samples and enough to
+    in ``first_result`` if ``keep_first``; else it is dropped before timing,
+    so that no sample runs beside a large live result), then at least ``min_repeats`` samples and enough to
     spend about ``min_time`` seconds (at most ``max_repeats`` samples, and
     no more than ``max_time`` seconds if given, but never fewer than
     ``min_repeats``). Returns a :class:`Timing` with the median per call."""
@@ -43,7 +44,7 @@ def measure(fn, *, warmup=1, min_time=0.2, min_repeats=3, max_repeats=100, sampl
         t0 = time.perf_counter()
         r = fn()
         est = time.perf_counter() - t0
-        if i == 0:
+        if i == 0 and keep_first:
             first = r
         del r
     est = max(est, 1e-9)

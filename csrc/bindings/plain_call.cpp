@@ -116,11 +116,13 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
   // Results too large to address: the general path says so.
   std::vector<py::ssize_t> shape(q.shape(), q.shape() + nd);
   shape[nd - 1] = Ev;
-  std::vector<py::ssize_t> w_shape(shape);
-  w_shape[nd - 1] = S;
-  const std::vector<py::ssize_t> lse_shape(q.shape(), q.shape() + nd - 1);
-  if (!addressable(shape, item) || (o.want_weights && !addressable(w_shape, item)) ||
-      (o.want_lse && !addressable(lse_shape, item)))
+  std::vector<py::ssize_t> w_shape, lse_shape;
+  if (o.want_weights) {
+    w_shape = shape;
+    w_shape[nd - 1] = S;
+  }
+  if (o.want_lse) lse_shape.assign(q.shape(), q.shape() + nd - 1);
+  if (!addressable(shape, item) || !addressable(w_shape, item) || !addressable(lse_shape, item))
     return false;
   py::array out;
   if (o.out.is_none()) {
@@ -216,10 +218,15 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
     st[0] = len.strides(0);
     py::array nv = view_of(len, sh, st);
     add_operand(builder, batch, nv, "kv_lengths", 0, &p.vis.lengths);
-    call->views.push_back(nv);
+    call->views[7] = std::move(nv);
   }
-  for (const py::object& x : {py::object(qv), py::object(kv), py::object(vv), py::object(ov), wv, lv, mv})
-    call->views.push_back(x);
+  call->views[0] = std::move(qv);
+  call->views[1] = std::move(kv);
+  call->views[2] = std::move(vv);
+  call->views[3] = std::move(ov);
+  call->views[4] = std::move(wv);
+  call->views[5] = std::move(lv);
+  call->views[6] = std::move(mv);
   {  // as the general path does (grouped-query heads, and any batch dim K/V broadcast over)
     std::vector<const StridedArray*> shared = {k_view, &p.v};
     if (have_len) shared.push_back(&p.vis.lengths);

@@ -41,7 +41,7 @@ struct PlainCall {
   int64_t E = 0;            // the last dimension of q and k
   py::array out;
   py::object weights, lse;
-  std::vector<py::object> views;  // views the operands point into
+  py::object views[8];            // views the operands point into
   py::object result() const;      // out, or (out[, weights][, lse])
 };
 

@@ -105,23 +105,27 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* 
   // Decoding streams K from memory once: fetch kAhead keys ahead (the
   // hardware prefetcher alone left the stream latency-bound).
   constexpr int64_t kAhead = 16;
-  const int64_t row_bytes = E * int64_t(sizeof(S));
   int64_t j = 0;
   for (; j + 4 <= nk; j += 4) {
     const S* k0 = k + j * ldk;
-    if (j + kAhead + 4 <= nk)
-      for (int64_t i = 0; i < 4; ++i)
-        prefetch_bytes(reinterpret_cast<const char*>(k0 + (kAhead + i) * ldk), row_bytes);
+    // The 4 rows kAhead ahead are fetched a vector at a time as the first
+    // query row reads these 4 (a burst of whole rows stalls on the fill buffers).
+    const S* pf = j + kAhead + 4 <= nk ? k0 + kAhead * ldk : nullptr;
     for (int64_t r = 0; r < rows; ++r) {
       const T* q = qs + r * E;
       R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
       for (int64_t e = 0; e < ev; e += W) {
+        if (pf)
+          for (int64_t i = 0; i < 4; ++i) __builtin_prefetch(pf + i * ldk + e);
         const R qv = V::load(q + e);
         a0 = V::fma(qv, load_as<V>(k0 + e), a0);
         a1 = V::fma(qv, load_as<V>(k0 + ldk + e), a1);
         a2 = V::fma(qv, load_as<V>(k0 + 2 * ldk + e), a2);
         a3 = V::fma(qv, load_as<V>(k0 + 3 * ldk + e), a3);
       }
+      if (pf && ev < E)
+        for (int64_t i = 0; i < 4; ++i) prefetch_bytes(reinterpret_cast<const char*>(pf + i * ldk + ev), (E - ev) * int64_t(sizeof(S)));
+      pf = nullptr;
       T* s = st + r * ld_s + j;
       V::reduce_sum4(a0, a1, a2, a3, s);
       for (int64_t e = ev; e < E; ++e) {

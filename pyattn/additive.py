@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args, _core
-from .attention import _CAUSAL_STRINGS, _NO_WINDOW, _Call, _HeadLayout, _fast_window
+from .attention import _Call, _HeadLayout, _plain_options
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -124,26 +124,19 @@ def additive_attention(
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
     """
-    causal_code = (0 if is_causal is False else 1 if is_causal is True
-                   else _CAUSAL_STRINGS.get(is_causal) if type(is_causal) is str else None)
-    sides = _NO_WINDOW if window is None else _fast_window(window)
-    if (sides is not None and causal_code is not None
-            and (out is None or type(out) is np.ndarray)
-            and (return_weights is False or return_weights is True)
-            and (return_lse is False or return_lse is True)
-            and (attn_mask is None or type(attn_mask) is np.ndarray)
-            and (kv_lengths is None or type(kv_lengths) is np.ndarray)
-            and (num_threads is None or (type(num_threads) is int and 1 <= num_threads <= _args.MAX_THREADS))):
+    plain = _plain_options(attn_mask, is_causal, window, kv_lengths, return_weights, return_lse, out,
+                           num_threads)
+    projected = None if plain is None else _fast_projections(query, key, value, v_a, w_query, w_key, bias)
+    if projected is not None:
         # A plain call: projections here, everything else checked and run in
         # C++ (None if the call needs more, or is wrong).
-        projected = _fast_projections(query, key, value, v_a, w_query, w_key, bias)
-        if projected is not None:
-            result = _core.additive_plain(
-                projected[0], projected[1], value, v_a, attn_mask, causal_code, sides[0], sides[1],
-                kv_lengths, out, return_weights, return_lse, num_threads or 0,
-                (query, key, w_query, w_key, bias))
-            if result is not None:
-                return result
+        (causal_code, (left, right)) = plain
+        result = _core.additive_plain(
+            projected[0], projected[1], value, v_a, attn_mask, causal_code, left, right,
+            kv_lengths, out, return_weights, return_lse, num_threads or 0,
+            (query, key, w_query, w_key, bias))
+        if result is not None:
+            return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
     q, k, v = arrays["query"], arrays["key"], arrays["value"]
     L, Dq = q.shape[-2:]

@@ -141,6 +141,26 @@ _NO_WINDOW = (-1, -1)
 _SIDE_MAX = 2 ** 62  # wider sides are clamped by the general path (parse_window)
 
 
+def _plain_options(attn_mask, is_causal, window, kv_lengths, return_weights, return_lse, out,
+                   num_threads):
+    """(causal code, (left, right)) when the options common to both ops are
+    in the forms the C++ fast path takes; None otherwise (the general path
+    then normalises them and names any error). Identity tests first: this is
+    part of every small call's cost."""
+    causal_code = (0 if is_causal is False else 1 if is_causal is True
+                   else _CAUSAL_STRINGS.get(is_causal) if type(is_causal) is str else None)
+    sides = _NO_WINDOW if window is None else _fast_window(window)
+    if (sides is not None and causal_code is not None
+            and (out is None or type(out) is np.ndarray)
+            and (return_weights is False or return_weights is True)
+            and (return_lse is False or return_lse is True)
+            and (attn_mask is None or type(attn_mask) is np.ndarray)
+            and (kv_lengths is None or type(kv_lengths) is np.ndarray)
+            and (num_threads is None or (type(num_threads) is int and 1 <= num_threads <= _args.MAX_THREADS))):
+        return causal_code, sides
+    return None
+
+
 def _fast_window(window):
     """(left, right) for a window of plain non-negative ints / None sides;
     None for anything else (the general path parses it and names errors)."""
@@ -207,22 +227,14 @@ def scaled_dot_product_attention(
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
     """
-    # (identity tests first: this check is part of every small call's cost)
-    causal_code = (0 if is_causal is False else 1 if is_causal is True
-                   else _CAUSAL_STRINGS.get(is_causal) if type(is_causal) is str else None)
-    sides = _NO_WINDOW if window is None else _fast_window(window)
-    if (sides is not None and (out is None or type(out) is np.ndarray)
-            and (return_weights is False or return_weights is True)
-            and (attn_mask is None or type(attn_mask) is np.ndarray)
-            and causal_code is not None
-            and (enable_gqa is False or enable_gqa is True)
-            and (return_lse is False or return_lse is True)
-            and (kv_lengths is None or type(kv_lengths) is np.ndarray)
-            and (scale is None or (type(scale) is float and math.isfinite(scale)))
-            and (num_threads is None or (type(num_threads) is int and 1 <= num_threads <= _args.MAX_THREADS))):
-        # Plain/causal/masked calls and KV-cache decoding steps: checked and
-        # run entirely in C++ (None if the call needs more, or is wrong).
-        result = _core.sdpa_plain(query, key, value, attn_mask, scale, causal_code, sides[0], sides[1],
+    plain = _plain_options(attn_mask, is_causal, window, kv_lengths, return_weights, return_lse, out,
+                           num_threads)
+    if (plain is not None and (enable_gqa is False or enable_gqa is True)
+            and (scale is None or (type(scale) is float and math.isfinite(scale)))):
+        # Plain/causal/windowed/masked calls and KV-cache decoding steps:
+        # checked and run entirely in C++ (None if the call needs more, or is wrong).
+        (causal_code, (left, right)) = plain
+        result = _core.sdpa_plain(query, key, value, attn_mask, scale, causal_code, left, right,
                                   kv_lengths, out, return_weights, return_lse, enable_gqa,
                                   num_threads or 0)
         if result is not None:

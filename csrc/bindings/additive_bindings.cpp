@@ -71,8 +71,11 @@ py::object additive_plain(const py::handle& qp, const py::handle& kp, const py::
                           const py::tuple& more_inputs) {
   PlainOptions o(mask, causal, window_left, window_right, lengths, out, want_weights, want_lse,
                  /*gqa=*/false, num_threads);
-  o.more_inputs.push_back(v_a);
-  for (const py::handle& a : more_inputs) o.more_inputs.push_back(a);
+  if (!out.is_none()) {  // (only an out is checked against them)
+    o.more_inputs.reserve(1 + more_inputs.size());
+    o.more_inputs.push_back(v_a);
+    for (const py::handle& a : more_inputs) o.more_inputs.push_back(a);
+  }
   AdditiveParams p;
   PlainCall call;
   if (!prepare_plain_call(p, &p.qp, &p.kp, qp, kp, v, o, &call)) return py::none();

@@ -320,3 +320,34 @@ def test_weights_kept_in_place_for_long_rows(isa, dtype, kwargs, shape, request)
     for a, b in zip(in_scratch, in_place):
         np.testing.assert_array_equal(a, b)
     assert_matches_reference(in_place, q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("kwargs", [
+    dict(),
+    dict(is_causal=True),
+    dict(attn_mask="float", window=(150, 40)),
+    dict(kv_lengths=np.array([0, 333])),
+])
+def test_weights_same_bits_for_every_scratch_limit(isa, dtype, kwargs):
+    """The probabilities in two scratch buffers (a row group's weights written
+    while the thread's next group computes), in one, or in the weights array
+    give the same bits at 1 and 2 threads -- with many row groups per thread,
+    so weights are carried from one group to the next."""
+    rng = np.random.default_rng(16)
+    B, H, L, S, E = 2, 5, 333, 401, 24
+    q, k, v = qkv(rng, (B, H), L, S, E, E, dtype)
+    if kwargs.get("attn_mask") == "float":
+        kwargs = dict(kwargs, attn_mask=random_array(rng, (L, S), dtype))
+    kwargs = dict(kwargs, return_weights=True, return_lse=True)
+    expected = sdpa(q, k, v, num_threads=1, **kwargs)
+    assert_matches_reference(expected, q, k, v, **kwargs)
+    for limit in (0, 1 << 16, 1 << 18, 1 << 19, 1 << 20, 1 << 21, 1 << 22):
+        previous = pyattn._core._set_weights_scratch_limit(limit)
+        try:
+            for threads in (1, 2):
+                got = sdpa(q, k, v, num_threads=threads, **kwargs)
+                for a, b in zip(expected, got):
+                    np.testing.assert_array_equal(a, b, err_msg=f"limit {limit} threads {threads}")
+        finally:
+            pyattn._core._set_weights_scratch_limit(previous)

@@ -9,14 +9,14 @@
 #include "pyattn/additive.h"
 #include "pyattn/sdpa.h"
 #include "../kernels/tiling.h"
+#include "../kernels/work_items.h"
 
 namespace pyattn {
 
-// A kernel processes work items [begin, end) with one thread's scratch.
-using SdpaKernelFn = void (*)(const SdpaParams&, const Tiling&, int64_t begin,
-                              int64_t end, void* scratch);
-using AdditiveKernelFn = void (*)(const AdditiveParams&, const Tiling&, int64_t begin,
-                                  int64_t end, void* scratch);
+// A kernel runs the work items it takes from `work` with one thread's scratch.
+using SdpaKernelFn = void (*)(const SdpaParams&, const Tiling&, WorkItems& work, void* scratch);
+using AdditiveKernelFn = void (*)(const AdditiveParams&, const Tiling&, WorkItems& work,
+                                  void* scratch);
 
 // Testing hook: y[i] = f(x[i]) for i < n with the ISA's vectorised function
 // `fn` (see VecMathFn in vec_math-inl.h); x, y float (f32) or double (f64).

@@ -1,7 +1,8 @@
-// The one place OpenMP appears: runs kernel(begin, end, scratch) over work
-// items [0, items) on up to num_threads threads, each with its own scratch.
-// Items are independent and their arithmetic does not depend on which thread
-// runs them, so the split never changes the result.
+// The one place OpenMP appears: runs kernel(work, scratch) once on each of up
+// to num_threads threads, each with its own scratch; the calls share the work
+// items [0, items) through `work` (work_items.h), taking them one at a time
+// in `order`. Items are independent and their arithmetic does not depend on
+// which thread runs them, so the split never changes the result.
 #pragma once
 
 #include <cstddef>
@@ -10,6 +11,7 @@
 #include <new>
 
 #include "pyattn/threads.h"
+#include "../kernels/work_items.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -41,7 +43,8 @@ inline ScratchCache& thread_scratch_cache() {
 }
 
 template <class Fn>
-void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, Fn&& kernel) {
+void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, ItemOrder order,
+                        Fn&& kernel) {
   if (items <= 0) return;
   int threads = num_threads < 1 ? 1 : num_threads;
   if (static_cast<int64_t>(threads) > items) threads = static_cast<int>(items);
@@ -72,16 +75,18 @@ void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, Fn
     base = owned.get();
   }
   if (threads == 1) {
-    kernel(int64_t{0}, items, static_cast<void*>(base));
+    WorkItems all(items);
+    kernel(all, static_cast<void*>(base));
     return;
   }
 #ifdef _OPENMP
   before_parallel_region();
+  std::atomic<int64_t> taken{0};
 #pragma omp parallel num_threads(threads)
   {
     void* mine = base + stride * static_cast<size_t>(omp_get_thread_num());
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < items; ++it) kernel(it, it + 1, mine);
+    WorkItems shared(items, &taken, order);
+    kernel(shared, mine);
   }
 #endif
 }

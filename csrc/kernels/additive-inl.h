@@ -349,10 +349,10 @@ struct AdditiveScorer {
 };
 
 template <class V, class Shape>
-void additive_kernel(const AdditiveParams& p, const Tiling& t, int64_t item_begin,
-                     int64_t item_end, void* scratch_void) {
+void additive_kernel(const AdditiveParams& p, const Tiling& t, WorkItems& work,
+                     void* scratch_void) {
   using T = typename V::T;
   T* scratch = static_cast<T*>(scratch_void);
   AdditiveScorer<V, Shape> scorer(p, t, scratch);
-  attention_loop<V, Shape>(p, scorer, t, item_begin, item_end, scratch);
+  attention_loop<V, Shape>(p, scorer, t, work, scratch);
 }

@@ -20,8 +20,9 @@
 //   3. out = acc / l, lse = m + log l; rows that saw no key: out 0, lse -inf.
 //   With weights: P of each block is stored as it is made, with its m', in
 //   scratch (or, for very long rows, in `weights` itself: tiling.cpp); the
-//   finalisation writes it to `weights` rescaled by e^(m' - m) / l. No score
-//   is computed twice.
+//   finalisation writes it to `weights` rescaled by e^(m' - m) / l -- with
+//   two scratch buffers a few rows per strip while the thread's next item
+//   computes (PendingWeights). No score is computed twice.
 //
 // Numerics: accumulation in the input precision (float32 or float64); 2^x
 // from vec_math-inl.h (<= 2 ulp; natural-unit scores: see the README). Each
@@ -260,14 +261,63 @@ inline typename V::T softmax_step(typename V::T* s, int64_t ncols, typename V::T
   return m_use;
 }
 
-// Runs work items [item_begin, item_end) of an attention op whose scores come
+// A row group's weights waiting to be written: rows [next, rows) of the
+// group at g0 of the batch element whose weights start at wrows. Row r's
+// probabilities are src + r * ld_src (src null: already in the weights array,
+// rescaled in place); key block kb of it is scaled by fac[r * num_k_blocks +
+// kb], or is 0 where that is -inf; columns from jhi on are 0.
+template <class T>
+struct PendingWeights {
+  T* wrows = nullptr;
+  const T* src = nullptr;
+  int64_t ld_src = 0;
+  const T* fac = nullptr;
+  int64_t g0 = 0, rows = 0, next = 0, jhi = 0;
+};
+
+// Writes up to `count` more rows of `pw`. With two buffers the rows are
+// written while the next item computes, with non-temporal stores where whole
+// aligned vectors fit (ordinary stores would evict that item's data from the
+// caches); else at the item's end, with ordinary stores.
+template <class V, class T = typename V::T>
+inline void write_weight_rows(const AttentionParams& p, const Tiling& t, PendingWeights<T>& pw,
+                              int64_t count) {
+  const bool streaming = t.wp_buffers == 2;
+  constexpr int W = V::W;
+  const int64_t end = imin(pw.rows, pw.next + count);
+  for (; pw.next < end; ++pw.next) {
+    const int64_t r = pw.next;
+    T* w = pw.wrows + p.weights.row_offset(pw.g0 + r, p.L);
+    const T* src = pw.src ? pw.src + r * pw.ld_src : w;
+    const T* f = pw.fac + r * t.num_k_blocks;
+    int64_t done = 0;  // columns [0, done) are final
+    for (int64_t kb = 0; kb < t.num_k_blocks; ++kb) {
+      if (f[kb] == neg_inf<T>()) continue;
+      const int64_t j0 = kb * t.k_block;
+      const int64_t j1 = imin((kb + 1) * t.k_block, pw.jhi);
+      for (int64_t c = done; c < j0; ++c) w[c] = T(0);
+      const typename V::R vf = V::set1(f[kb]);
+      int64_t c = j0;
+      if (streaming) {
+        for (; c < j1 && reinterpret_cast<uintptr_t>(w + c) % (W * sizeof(T)) != 0; ++c) w[c] = src[c] * f[kb];
+        for (; c + W <= j1; c += W) V::store_nt(w + c, V::mul(V::load(src + c), vf));
+      }
+      for (; c < j1; ++c) w[c] = src[c] * f[kb];
+      done = j1;
+    }
+    for (int64_t c = done; c < p.S; ++c) w[c] = T(0);
+  }
+  if (streaming) V::stores_done();
+}
+
+// Runs the work items it takes from `work` of an attention op whose scores come
 // from `Scorer` (see DotScorer in sdpa-inl.h for the interface). SV is the
 // element type values are stored in (T, or bfloat16/float16 for T = float). An item is a
 // row group of one batch element; key blocks are aligned to k_block, packed
 // once per group, and scored tile by tile (q_block rows) against each.
 template <class V, class Shape, class Scorer, class SV = typename V::T>
-void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
-                    int64_t item_begin, int64_t item_end, typename V::T* scratch) {
+void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, WorkItems& work,
+                    typename V::T* scratch) {
   using T = typename V::T;
   constexpr int W = V::W;
   constexpr int PW = Scorer::kPanelWidth;  // score columns come in multiples of this
@@ -288,8 +338,13 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   T* acc = scratch + t.off_acc;
   T* mrow = scratch + t.off_m;
   T* lrow = scratch + t.off_l;
-  T* wmax = scratch + t.off_wmax;
-  T* wp = t.ld_wp > 0 ? scratch + t.off_wp : nullptr;  // probabilities until the group ends
+  // With weights: each block's row max (then the row's scale factors), and
+  // the probabilities until the group ends; two buffers of each when the
+  // previous item's weights are written during the next (`pending`).
+  int buf = 0;
+  T* wmax = nullptr;
+  T* wp = nullptr;
+  PendingWeights<T> pending;
 
   const int64_t L = p.L, S = p.S, Ev = p.Ev;
   const int64_t rows_total = p.fold * L;  // folded query rows per batch element
@@ -309,7 +364,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
   const bool v_cols_whole = Ev % W == 0 && ev_pad == Ev;
   const bool v_stride_whole = p.v.row_stride * int64_t(sizeof(T)) % kVecBytes == 0;
 
-  for (int64_t item = item_begin; item < item_end; ++item) {
+  for (int64_t item = work.next(); item >= 0; item = work.next()) {
     // item = (batch element, row group, key split), split fastest.
     const int64_t b = item / (t.num_groups * t.num_splits);
     const int64_t g0 = (item / t.num_splits % t.num_groups) * t.group_rows;
@@ -352,6 +407,29 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       jhi = imax(jhi, thi[ti]);
     }
 
+    // The previous item's weights (if still pending): so many rows per
+    // (tile, key block) of this item that they are all written by its end.
+    int64_t pace = 0;
+    if (want_w) {
+      wmax = scratch + t.off_wmax + buf * t.group_rows * t.num_k_blocks;
+      wp = t.ld_wp > 0 ? scratch + t.off_wp + buf * t.group_rows * t.ld_wp : nullptr;
+      int64_t tile_blocks = 0;
+      for (int64_t ti = 0; ti < ntiles; ++ti)
+        if (thi[ti] > tlo[ti]) tile_blocks += (thi[ti] - 1) / t.k_block - tlo[ti] / t.k_block + 1;
+      pace = ceil_div(pending.rows - pending.next, imax(tile_blocks, 1));
+    }
+
+    if (want_w && t.wp_buffers == 2 && S > 0) {
+      // Fault in this item's rows of the weights array now, while little of
+      // use is in the caches: the kernel zeroes each new page through the
+      // caches, which mid-item evicted the data the item works on (L = 2048:
+      // 8% slower). The weights array is always this call's own allocation.
+      for (int64_t r = 0; r < grows; ++r) {
+        T* w = wrows + p.weights.row_offset(g0 + r, L);
+        for (int64_t c = 0; c < S; c += 4096 / int64_t(sizeof(T))) w[c] = T(0);
+        w[S - 1] = T(0);
+      }
+    }
     scorer.begin_item(b, g0, grows);
     for (int64_t r = 0; r < grows; ++r) {
       mrow[r] = neg_inf<T>();
@@ -383,6 +461,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       }
       for (int64_t ti = 0; ti < ntiles; ++ti) {
         if (thi[ti] <= j0 || tlo[ti] >= j0 + nk) continue;  // tile sees nothing here
+        if (pending.next < pending.rows) write_weight_rows<V>(p, t, pending, pace);
         const int64_t r0 = ti * t.q_block;
         const int64_t rows = imin(t.q_block, grows - r0);
         // Strips of kStrip rows: the strip's scores stay in L1 from Q K^T
@@ -483,24 +562,25 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t,
       }
       if (want_w) {
         // Blocks this row's tile processed hold exp(s - m_block) (2^ of the
-        // difference in log2 units); rescale them to exp(s - m) / l.
-        // Everything else is an exact 0.
-        T* w = wrows + p.weights.row_offset(i, L);
-        const T* src = wp ? wp + gr * t.ld_wp : w;
+        // difference in log2 units); they are rescaled to exp(s - m) / l,
+        // everything else is an exact 0 (write_weight_rows).
         const T m_fin = mrow[gr] == neg_inf<T>() ? T(0) : mrow[gr];
-        int64_t done = 0;  // columns [0, done) are final
+        T* f = wmax + gr * t.num_k_blocks;
         for (int64_t kb = 0; kb < t.num_k_blocks; ++kb) {
-          const T wm = wmax[gr * t.num_k_blocks + kb];
-          if (empty || wm == neg_inf<T>()) continue;
-          const int64_t j0 = kb * t.k_block;
-          const int64_t j1 = imin((kb + 1) * t.k_block, jhi);
-          for (int64_t c = done; c < j0; ++c) w[c] = T(0);
-          const T f = (log2 ? std::exp2(wm - m_fin) : std::exp(wm - m_fin)) * inv;
-          for (int64_t c = j0; c < j1; ++c) w[c] = src[c] * f;
-          done = j1;
+          const T wm = f[kb];
+          f[kb] = empty || wm == neg_inf<T>() ? neg_inf<T>()
+                                              : (log2 ? std::exp2(wm - m_fin) : std::exp(wm - m_fin)) * inv;
         }
-        for (int64_t c = done; c < S; ++c) w[c] = T(0);
       }
     }
+    if (want_w) {
+      write_weight_rows<V>(p, t, pending, pending.rows);  // what is left of the previous item's
+      pending = PendingWeights<T>{wrows, wp, t.ld_wp, wmax, g0, grows, 0, jhi};
+      if (t.wp_buffers == 2)
+        buf ^= 1;  // written during the next item
+      else
+        write_weight_rows<V>(p, t, pending, grows);  // its buffer is needed for the next item
+    }
   }
+  write_weight_rows<V>(p, t, pending, pending.rows);
 }

@@ -213,10 +213,9 @@ struct DotScorer {
 
 // S: the storage type of q, k, v (T, or bfloat16/float16 for T = float).
 template <class V, class Shape, class S = typename V::T>
-void sdpa_kernel(const SdpaParams& p, const Tiling& t, int64_t item_begin,
-                 int64_t item_end, void* scratch_void) {
+void sdpa_kernel(const SdpaParams& p, const Tiling& t, WorkItems& work, void* scratch_void) {
   using T = typename V::T;
   T* scratch = static_cast<T*>(scratch_void);
   DotScorer<V, Shape, S> scorer(p, t, scratch);
-  attention_loop<V, Shape, DotScorer<V, Shape, S>, S>(p, scorer, t, item_begin, item_end, scratch);
+  attention_loop<V, Shape, DotScorer<V, Shape, S>, S>(p, scorer, t, work, scratch);
 }

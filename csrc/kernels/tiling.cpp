@@ -91,27 +91,45 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   ok = ok && mul_ok(gr, t->ev_pad, &n) && take(n, elem_size, &cur, &t->off_acc);
   ok = ok && take(gr, elem_size, &cur, &t->off_m);
   ok = ok && take(gr, elem_size, &cur, &t->off_l);
-  n = 0;
-  ok = ok && (!want_weights || mul_ok(gr, t->num_k_blocks, &n));
-  ok = ok && take(n, elem_size, &cur, &t->off_wmax);
   // With weights, each block's probabilities wait in scratch (the same
   // memory for every group, so its lines stay in cache) until the group's
   // final max and sum are known; the weights array is then written once, in
   // order, right after the kernel has zeroed each fresh page (L = 2048,
   // 1 thread: 3-7% faster than keeping them in the weights array, which
-  // wrote each line, read it back from memory and wrote it again). Kept in
-  // the weights array when the groups of the threads that run at once would
-  // take more than the limit.
+  // wrote each line, read it back from memory and wrote it again).
+  // Two buffers for results of up to 32 MiB: a group's weights are written
+  // (non-temporal stores) a few rows at a time while the thread's next group
+  // computes, overlapping its arithmetic instead of stalling the core at the
+  // group's end (L = 512, 12 heads: 7% faster). glibc serves results that
+  // small from memory it has mapped before; a larger result is fresh memory
+  // (mmap) every call, whose zeroing by the kernel leaves the lines in cache
+  // for the ordinary stores of a burst at the group's end to hit (L = 2048:
+  // deferred 1-2% slower than the burst). One buffer if two would take more
+  // than the scratch limit for the threads that run at once; the
+  // probabilities are kept in the weights array if one would.
+  t->ld_wp = 0;
+  t->wp_buffers = 1;
   if (ok && want_weights) {
     const int64_t ld = round_up(std::max<int64_t>(S, 1), kPadElems);
     const int64_t running = std::clamp<int64_t>(threads, 1, std::max<int64_t>(t->items, 1));
-    int64_t bytes = 0;
-    if (mul_ok(gr, ld, &n) && mul_ok(n, static_cast<int64_t>(elem_size), &bytes) &&
-        mul_ok(bytes, running, &bytes) && bytes <= weights_scratch_limit.load(std::memory_order_relaxed)) {
-      t->ld_wp = ld;
-      ok = take(n, elem_size, &cur, &t->off_wp);
+    const int64_t limit = weights_scratch_limit.load(std::memory_order_relaxed);
+    int64_t result = 0, bytes = 0;
+    const bool small = mul_ok(batch_count, L, &result) && mul_ok(result, S, &result) &&
+                       mul_ok(result, static_cast<int64_t>(elem_size), &result) &&
+                       result <= (int64_t(32) << 20);
+    for (int64_t bufs = small ? 2 : 1; bufs >= 1 && t->ld_wp == 0; --bufs) {
+      if (mul_ok(gr, ld, &n) && mul_ok(n, static_cast<int64_t>(elem_size), &bytes) &&
+          mul_ok(bytes, running * bufs, &bytes) && bytes <= limit) {
+        t->ld_wp = ld;
+        t->wp_buffers = bufs;
+      }
     }
   }
+  n = 0;
+  ok = ok && (!want_weights || (mul_ok(gr, t->num_k_blocks, &n) && mul_ok(n, t->wp_buffers, &n)));
+  ok = ok && take(n, elem_size, &cur, &t->off_wmax);
+  if (ok && t->ld_wp > 0)
+    ok = mul_ok(gr, t->ld_wp, &n) && mul_ok(n, t->wp_buffers, &n) && take(n, elem_size, &cur, &t->off_wp);
   t->scratch_elems = cur;
   return ok;
 }

@@ -48,9 +48,10 @@ struct Tiling {
   int64_t off_acc = 0;       // group_rows x Ev_pad  output accumulator
   int64_t off_m = 0;         // group_rows           running max
   int64_t off_l = 0;         // group_rows           running sum
-  int64_t off_wmax = 0;      // group_rows x num_k_blocks  (only with weights)
-  int64_t off_wp = 0;        // group_rows x ld_wp  probabilities (only with weights)
+  int64_t off_wmax = 0;      // wp_buffers x group_rows x num_k_blocks  (only with weights)
+  int64_t off_wp = 0;        // wp_buffers x group_rows x ld_wp  probabilities (only with weights)
   int64_t ld_wp = 0;         // 0: probabilities are kept in the weights array itself
+  int64_t wp_buffers = 1;    // 2: a group's weights are written while the next one computes
   int64_t scratch_elems = 0; // total per thread
   int64_t ev_pad = 0;
 };

@@ -52,6 +52,10 @@ struct Avx2F32 {
     return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes));
   }
   static void store(T* p, R x) { _mm256_storeu_ps(p, x); }
+  // Non-temporal store (p aligned to a whole vector): the line goes to
+  // memory without being read into the caches; stores_done() orders them.
+  static void store_nt(T* p, R x) { _mm256_stream_ps(p, x); }
+  static void stores_done() { _mm_sfence(); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
@@ -134,6 +138,8 @@ struct Avx2F64 {
     return _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lanes));
   }
   static void store(T* p, R x) { _mm256_storeu_pd(p, x); }
+  static void store_nt(T* p, R x) { _mm256_stream_pd(p, x); }
+  static void stores_done() { _mm_sfence(); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
   static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm256_mul_pd(a, b); }

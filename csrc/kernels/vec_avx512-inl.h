@@ -48,6 +48,10 @@ struct Avx512F32 {
   static R load(const T* p) { return _mm512_loadu_ps(p); }
   static R load_tail(const T* p, int n) { return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p); }
   static void store(T* p, R x) { _mm512_storeu_ps(p, x); }
+  // Non-temporal store (p aligned to a whole vector): the line goes to
+  // memory without being read into the caches; stores_done() orders them.
+  static void store_nt(T* p, R x) { _mm512_stream_ps(p, x); }
+  static void stores_done() { _mm_sfence(); }
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
@@ -136,6 +140,8 @@ struct Avx512F64 {
   static R load(const T* p) { return _mm512_loadu_pd(p); }
   static R load_tail(const T* p, int n) { return _mm512_maskz_loadu_pd(__mmask8((1u << n) - 1), p); }
   static void store(T* p, R x) { _mm512_storeu_pd(p, x); }
+  static void store_nt(T* p, R x) { _mm512_stream_pd(p, x); }
+  static void stores_done() { _mm_sfence(); }
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
   static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm512_mul_pd(a, b); }

@@ -18,6 +18,9 @@ struct ScalarVec {
   // The first n < W elements, zeros above (never called here: W = 1).
   static R load_tail(const T* p, int n) { return n > 0 ? *p : T(0); }
   static void store(T* p, R x) { *p = x; }
+  // (Portable: an ordinary store; see vec_avx2-inl.h.)
+  static void store_nt(T* p, R x) { *p = x; }
+  static void stores_done() {}
   static R add(R a, R b) { return a + b; }
   static R sub(R a, R b) { return a - b; }
   static R mul(R a, R b) { return a * b; }

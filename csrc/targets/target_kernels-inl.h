@@ -8,24 +8,24 @@
 #include "../kernels/sdpa-inl.h"
 #include "../kernels/additive-inl.h"
 
-void sdpa_f32(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
-  sdpa_kernel<VecF32, SdpaShape>(p, t, b, e, s);
+void sdpa_f32(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
+  sdpa_kernel<VecF32, SdpaShape>(p, t, w, s);
 }
-void sdpa_f64(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
-  sdpa_kernel<VecF64, SdpaShape>(p, t, b, e, s);
+void sdpa_f64(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
+  sdpa_kernel<VecF64, SdpaShape>(p, t, w, s);
 }
 // bfloat16 / float16 q, k, v: float32 kernels that convert as they read.
-void sdpa_bf16(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
-  sdpa_kernel<VecF32, SdpaShape, Bf16>(p, t, b, e, s);
+void sdpa_bf16(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
+  sdpa_kernel<VecF32, SdpaShape, Bf16>(p, t, w, s);
 }
-void sdpa_f16(const SdpaParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
-  sdpa_kernel<VecF32, SdpaShape, F16>(p, t, b, e, s);
+void sdpa_f16(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
+  sdpa_kernel<VecF32, SdpaShape, F16>(p, t, w, s);
 }
-void additive_f32(const AdditiveParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
-  additive_kernel<VecF32, AdditiveShape>(p, t, b, e, s);
+void additive_f32(const AdditiveParams& p, const Tiling& t, WorkItems& w, void* s) {
+  additive_kernel<VecF32, AdditiveShape>(p, t, w, s);
 }
-void additive_f64(const AdditiveParams& p, const Tiling& t, int64_t b, int64_t e, void* s) {
-  additive_kernel<VecF64, AdditiveShape>(p, t, b, e, s);
+void additive_f64(const AdditiveParams& p, const Tiling& t, WorkItems& w, void* s) {
+  additive_kernel<VecF64, AdditiveShape>(p, t, w, s);
 }
 
 // Testing hook (pyattn._core._vec_math): the vectorised elementary functions

@@ -17,6 +17,7 @@
 #include "pyattn/sdpa.h"
 #include "../dispatch/kernel_table.h"
 #include "../kernels/tiling.h"
+#include "../kernels/work_items.h"
 
 // Compile what follows for one ISA (a comma-separated GCC/clang target list),
 // up to PYATTN_TARGET_END.

@@ -62,8 +62,9 @@ void merge_splits(const AttentionParams& p, const Tiling& t, bool log2) {
 }
 
 // Runs `kernel(p, tiling, work, scratch)` (an ISA's kernel for p's op) on
-// each thread, which takes work items from `work` until none is left. `width` is what the op's scorer needs per query
-// row and per key in the tiling's q/k scratch regions (E for dot products);
+// each thread, which takes work items from `work` until none is left.
+// `width` is what the op's scorer needs per query row and per key in the
+// tiling's q/k scratch regions (E for dot products);
 // `log2_scores`: the op's kernels keep scores (and split states) in log2 units.
 template <class Params, class KernelFn>
 void run_attention(const Params& p, int64_t width, bool log2_scores, KernelFn kernel) {
@@ -85,10 +86,12 @@ void run_attention(const Params& p, int64_t width, bool log2_scores, KernelFn ke
   // Causal rows see more keys the later they are: a team takes each batch
   // element's row groups longest first (with L = 2048 in 3 groups, 12 heads,
   // the last item in plain order is ~4% of the call, and could leave the
-  // other thread idle).
+  // other thread idle). Not with folded rows (GQA: the rows of a group
+  // cycle through L once per query head) or key splits (ItemOrder reverses
+  // whole items of one split each).
   ItemOrder order;
   order.groups = t.num_groups;
-  order.longest_first = p.vis.causal && t.num_splits == 1 && t.num_groups > 1;
+  order.longest_first = p.vis.causal && p.fold == 1 && t.num_splits == 1 && t.num_groups > 1;
   parallel_for_items(t.items, p.num_threads, static_cast<size_t>(t.scratch_elems) * elem, order,
                      [&](WorkItems& work, void* scratch) { kernel(p, t, work, scratch); });
   if (t.num_splits > 1) {

@@ -21,8 +21,8 @@
 //   With weights: P of each block is stored as it is made, with its m', in
 //   scratch (or, for very long rows, in `weights` itself: tiling.cpp); the
 //   finalisation writes it to `weights` rescaled by e^(m' - m) / l -- with
-//   two scratch buffers a few rows per strip while the thread's next item
-//   computes (PendingWeights). No score is computed twice.
+//   two scratch buffers a few rows per (tile, key block) while the thread's
+//   next item computes (PendingWeights). No score is computed twice.
 //
 // Numerics: accumulation in the input precision (float32 or float64); 2^x
 // from vec_math-inl.h (<= 2 ulp; natural-unit scores: see the README). Each
@@ -423,7 +423,8 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
       // Fault in this item's rows of the weights array now, while little of
       // use is in the caches: the kernel zeroes each new page through the
       // caches, which mid-item evicted the data the item works on (L = 2048:
-      // 8% slower). The weights array is always this call's own allocation.
+      // 8% slower). Writing zeros is safe: every column of these rows is
+      // written again when they are finalised.
       for (int64_t r = 0; r < grows; ++r) {
         T* w = wrows + p.weights.row_offset(g0 + r, L);
         for (int64_t c = 0; c < S; c += 4096 / int64_t(sizeof(T))) w[c] = T(0);

@@ -91,13 +91,13 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   ok = ok && mul_ok(gr, t->ev_pad, &n) && take(n, elem_size, &cur, &t->off_acc);
   ok = ok && take(gr, elem_size, &cur, &t->off_m);
   ok = ok && take(gr, elem_size, &cur, &t->off_l);
-  // With weights, each block's probabilities wait in scratch (the same
-  // memory for every group, so its lines stay in cache) until the group's
-  // final max and sum are known; the weights array is then written once, in
-  // order, right after the kernel has zeroed each fresh page (L = 2048,
-  // 1 thread: 3-7% faster than keeping them in the weights array, which
-  // wrote each line, read it back from memory and wrote it again).
-  // Two buffers for results of up to 32 MiB: a group's weights are written
+  // With weights, each block's probabilities wait in scratch until the
+  // group's final max and sum are known; the weights array is then written
+  // once, in order (L = 2048, 1 thread: 3-7% faster than keeping them in the
+  // weights array, which wrote each line, read it back from memory and wrote
+  // it again). With one buffer (the same memory for every group, so its lines
+  // stay in cache) the group's weights are written at its end, right after
+  // the kernel has zeroed each fresh page. Two buffers for results of up to 32 MiB: a group's weights are written
   // (non-temporal stores) a few rows at a time while the thread's next group
   // computes, overlapping its arithmetic instead of stalling the core at the
   // group's end (L = 512, 12 heads: 7% faster). glibc serves results that

@@ -12,7 +12,8 @@
 namespace pyattn {
 
 // The order a team takes items in, as a permutation of [0, items). Items are
-// (batch element, row group, key split) with the split fastest (tiling.h).
+// (batch element, row group, key split) with the split fastest (tiling.h);
+// `longest_first` assumes one split (items = batch elements x groups).
 // `longest_first`: each batch element's row groups from the last to the
 // first (causal rows see more keys the later they are, so the call ends with
 // short items instead of a long one that leaves the other threads idle; one

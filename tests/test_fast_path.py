@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pyattn
-from helpers import assert_matches_reference, qkv
+from helpers import LOW_PRECISION, assert_matches_reference, qkv
 
 sdpa = pyattn.scaled_dot_product_attention
 
@@ -224,8 +224,10 @@ def test_decoding_steps_take_the_fast_path(monkeypatch):
         sdpa(q3, k, k, **kwargs)
         sdpa(q3, k, k, attn_mask=np.ones(5, bool), **kwargs)
     sdpa(q3, k, k, return_weights=True, return_lse=True)
+    h3, hk = q3.astype(np.float16), k.astype(np.float16)
+    sdpa(h3, hk, hk, is_causal="lower_right", return_lse=True)
     with pytest.raises(AssertionError, match="general path"):
-        sdpa(q3.astype(np.float16), k.astype(np.float16), k.astype(np.float16))
+        sdpa(h3, hk, hk, out=np.empty((2, 2, 3, 16), np.float16))
     with pytest.raises(AssertionError, match="general path"):
         sdpa(q3, k, k, window=np.int64(2))
 
@@ -392,3 +394,54 @@ def test_out_overlapping_an_input_through_negative_strides_is_refused():
     mask = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
     with pytest.raises(ValueError, match="out overlaps the memory of attn_mask"):
         sdpa(q, k, v, attn_mask=mask[:, ::-1], out=mask[::-1])
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("kwargs", [
+    dict(),
+    dict(is_causal="lower_right", kv_lengths=np.array([9, 0]), return_lse=True),
+    dict(attn_mask="bool", return_weights=True),
+    dict(attn_mask="float32", window=(3, 2), return_weights=True, return_lse=True),
+    dict(enable_gqa=True, is_causal=True, return_weights=True),
+], ids=str)
+def test_half_inputs(isa, dtype, kwargs):
+    """float16 / bfloat16 q, k, v: computed in float32 in C++, out and weights
+    returned in the input dtype and lse in float32, bitwise as the general path."""
+    rng = np.random.default_rng(66)
+    q = rng.standard_normal((2, 4, 7, 24)).astype(dtype)
+    k, v = (rng.standard_normal((2, 2 if kwargs.get("enable_gqa") else 4, 9, 24)).astype(dtype)
+            for _ in range(2))
+    if kwargs.get("attn_mask") == "bool":
+        kwargs = dict(kwargs, attn_mask=rng.random((7, 9)) < 0.7)
+    elif kwargs.get("attn_mask") == "float32":
+        kwargs = dict(kwargs, attn_mask=rng.standard_normal((4, 1, 9)).astype(np.float32))
+    fast = pyattn.attention._core.sdpa_plain
+    taken = []
+    pyattn.attention._core.sdpa_plain = lambda *args: taken.append(fast(*args)) or taken[-1]
+    try:
+        got = sdpa(q, k, v, **kwargs)
+    finally:
+        pyattn.attention._core.sdpa_plain = fast
+    assert taken and taken[0] is not None, "the fast path declined the call"
+    res = got if isinstance(got, tuple) else (got,)
+    assert res[0].dtype == dtype
+    if kwargs.get("return_weights"):
+        assert res[1].dtype == dtype
+    if kwargs.get("return_lse"):
+        assert res[-1].dtype == np.float32
+    assert_matches_reference(got, q, k, v, **kwargs)
+    assert_bitwise(got, general_path(q, k, v, **kwargs))
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_half_inputs_the_fast_path_declines(dtype):
+    """out= and masks of the input dtype take the general path (same results)."""
+    rng = np.random.default_rng(67)
+    q, k, v = (rng.standard_normal((3, 5, 16)).astype(dtype) for _ in range(3))
+    mask = rng.standard_normal((5, 5)).astype(dtype)
+    assert pyattn._core.sdpa_plain(q, k, v, mask, None, 0, -1, -1, None, None, False, False, False, 0) is None
+    out = np.empty((3, 5, 16), dtype)
+    assert pyattn._core.sdpa_plain(q, k, v, None, None, 0, -1, -1, None, out, False, False, False, 0) is None
+    assert sdpa(q, k, v, out=out) is out
+    assert_bitwise(out, general_path(q, k, v))
+    assert_bitwise(sdpa(q, k, v, attn_mask=mask), general_path(q, k, v, attn_mask=mask))

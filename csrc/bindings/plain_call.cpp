@@ -44,13 +44,38 @@ bool addressable(const std::vector<py::ssize_t>& dims, int64_t item) {
   return true;
 }
 
+// DType::bf16 / DType::f16 if `dt` is bfloat16 (ml_dtypes, when installed)
+// or float16, else DType::f32. The dtype objects are looked up once (and
+// never freed: they must outlive the interpreter's teardown order).
+DType half_storage(const py::dtype& dt) {
+  if (dt.itemsize() != 2) return DType::f32;
+  static const py::dtype* f16 = new py::dtype("float16");
+  static const py::object* bf16 = [] {
+    try {
+      return new py::object(py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")));
+    } catch (py::error_already_set&) {
+      return new py::object(py::none());
+    }
+  }();
+  if (same_dtype(dt, *f16)) return DType::f16;
+  if (!bf16->is_none() && same_dtype(dt, py::reinterpret_borrow<py::dtype>(*bf16))) return DType::bf16;
+  return DType::f32;
+}
+
 }  // namespace
 
 py::object PlainCall::result() const {
-  if (!weights.is_none() && !lse.is_none()) return py::make_tuple(out, weights, lse);
-  if (!weights.is_none()) return py::make_tuple(out, weights);
-  if (!lse.is_none()) return py::make_tuple(out, lse);
-  return out;
+  // bfloat16 / float16 inputs: out and weights back in their dtype (as the
+  // general path does, NumPy's rounding); lse stays float32.
+  py::object o = out, w = weights;
+  if (!result_dtype.is_none()) {
+    o = out.attr("astype")(result_dtype);
+    if (!w.is_none()) w = w.attr("astype")(result_dtype);
+  }
+  if (!w.is_none() && !lse.is_none()) return py::make_tuple(o, w, lse);
+  if (!w.is_none()) return py::make_tuple(o, w);
+  if (!lse.is_none()) return py::make_tuple(o, lse);
+  return o;
 }
 
 bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view,
@@ -64,8 +89,16 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
   const py::ssize_t nd = q.ndim();
   if (nd < 2 || k.ndim() != nd || v.ndim() != nd) return false;
   const py::dtype dt = q.dtype();
-  if (!(has_dtype<float>(q) || has_dtype<double>(q)) || !same_dtype(k.dtype(), dt) || !same_dtype(v.dtype(), dt))
+  const bool f64 = has_dtype<double>(q);
+  const DType storage = f64 ? DType::f64 : has_dtype<float>(q) ? DType::f32
+                        : o.half_inputs ? half_storage(dt) : DType::f32;
+  const bool half = storage == DType::bf16 || storage == DType::f16;
+  if (!(f64 || half || has_dtype<float>(q)) || !same_dtype(k.dtype(), dt) || !same_dtype(v.dtype(), dt))
     return false;
+  if (half && !o.out.is_none()) return false;  // (the general path converts into it)
+  // The dtype the kernels compute in, and the results are allocated in.
+  const py::dtype cdt = half ? py::dtype::of<float>() : dt;
+  const int64_t ritem = cdt.itemsize();
   // Grouped-query heads: dim nd - 3 holds Hq query heads, Hk key/value heads.
   const py::ssize_t hd = nd - 3;
   int64_t group = 1;
@@ -105,7 +138,7 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
   if (have_mask) {
     if (!py::isinstance<py::array>(o.mask)) return false;
     const auto m = py::reinterpret_borrow<py::array>(o.mask);
-    if (!(has_dtype<bool>(m) || same_dtype(m.dtype(), dt)) || m.ndim() > nd) return false;
+    if (!(has_dtype<bool>(m) || same_dtype(m.dtype(), cdt)) || m.ndim() > nd) return false;
     const py::ssize_t off = nd - m.ndim();
     for (py::ssize_t d = 0; d < m.ndim(); ++d) {
       const int64_t want = off + d == nd - 2 ? L : off + d == nd - 1 ? S : q.shape(off + d);
@@ -122,11 +155,11 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
     w_shape[nd - 1] = S;
   }
   if (o.want_lse) lse_shape.assign(q.shape(), q.shape() + nd - 1);
-  if (!addressable(shape, item) || !addressable(w_shape, item) || !addressable(lse_shape, item))
+  if (!addressable(shape, ritem) || !addressable(w_shape, ritem) || !addressable(lse_shape, ritem))
     return false;
   py::array out;
   if (o.out.is_none()) {
-    out = py::array(dt, shape);
+    out = py::array(cdt, shape);
   } else {
     if (!py::isinstance<py::array>(o.out)) return false;
     out = py::reinterpret_borrow<py::array>(o.out);
@@ -142,11 +175,13 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
         return false;
   }
   call->E = E;
+  call->storage = storage;
+  call->result_dtype = half ? py::object(dt) : py::none();
   call->out = out;
-  call->weights = o.want_weights ? py::object(py::array(dt, w_shape)) : py::none();
-  call->lse = o.want_lse ? py::object(py::array(dt, lse_shape)) : py::none();
+  call->weights = o.want_weights ? py::object(py::array(cdt, w_shape)) : py::none();
+  call->lse = o.want_lse ? py::object(py::array(cdt, lse_shape)) : py::none();
 
-  p.dtype = has_dtype<float>(q) ? DType::f32 : DType::f64;
+  p.dtype = f64 ? DType::f64 : DType::f32;
   p.L = L;
   p.S = S;
   p.Ev = Ev;

@@ -26,6 +26,7 @@ struct PlainOptions {
   py::object out;           // None, or an ndarray of the result's exact shape and dtype
   bool want_weights = false, want_lse = false;
   bool gqa = false;         // grouped-query heads on dim -3 (q has a multiple of k's heads)
+  bool half_inputs = false; // q, k, v may be float16 / bfloat16 (computed in float32; no out=)
   int num_threads = 0;      // 0: the default
   std::vector<py::handle> more_inputs;  // other arrays the user passed: out may not overlap them
 
@@ -39,10 +40,12 @@ struct PlainOptions {
 // What a prepared call keeps alive until the kernel has run, and returns.
 struct PlainCall {
   int64_t E = 0;            // the last dimension of q and k
+  DType storage = DType::f32;     // element type of q, k, v (bf16 / f16: results in float32)
+  py::object result_dtype;        // None, or the dtype out and weights are returned in
   py::array out;
   py::object weights, lse;
   py::object views[8];            // views the operands point into
-  py::object result() const;      // out, or (out[, weights][, lse])
+  py::object result() const;      // out, or (out[, weights][, lse]), in result_dtype
 };
 
 // Checks q (..., L, E), k (..., S, E), v (..., S, Ev) and the options; on

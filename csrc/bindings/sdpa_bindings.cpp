@@ -76,12 +76,13 @@ py::object sdpa_plain(const py::handle& q, const py::handle& k, const py::handle
                       int64_t window_left, int64_t window_right, const py::object& lengths,
                       const py::object& out, bool want_weights, bool want_lse, bool gqa,
                       int num_threads) {
-  const PlainOptions o(mask, causal, window_left, window_right, lengths, out, want_weights, want_lse,
-                       gqa, num_threads);
+  PlainOptions o(mask, causal, window_left, window_right, lengths, out, want_weights, want_lse,
+                 gqa, num_threads);
+  o.half_inputs = true;  // the SDPA kernels read bfloat16 / float16 q, k, v in place
   SdpaParams p;
   PlainCall call;
   if (!prepare_plain_call(p, &p.q, &p.k, q, k, v, o, &call)) return py::none();
-  p.storage = p.dtype;
+  p.storage = call.storage;
   p.E = call.E;
   p.scale = !scale.is_none() ? scale.cast<double>()
                               : (call.E > 0 ? 1.0 / std::sqrt(static_cast<double>(call.E)) : 1.0);

@@ -364,7 +364,8 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
   const bool v_cols_whole = Ev % W == 0 && ev_pad == Ev;
   const bool v_stride_whole = p.v.row_stride * int64_t(sizeof(T)) % kVecBytes == 0;
 
-  for (int64_t item = work.next(); item >= 0; item = work.next()) {
+  WorkItems items = work;  // a local copy: its counter stays in a register
+  for (int64_t item = items.next(); item >= 0; item = items.next()) {
     // item = (batch element, row group, key split), split fastest.
     const int64_t b = item / (t.num_groups * t.num_splits);
     const int64_t g0 = (item / t.num_splits % t.num_groups) * t.group_rows;

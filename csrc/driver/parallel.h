@@ -1,8 +1,9 @@
 // The one place OpenMP appears: runs kernel(work, scratch) once on each of up
 // to num_threads threads, each with its own scratch; the calls share the work
 // items [0, items) through `work` (work_items.h), taking them one at a time
-// in `order` (one thread runs them in plain order). Items are independent and their arithmetic does not depend on
-// which thread runs them, so the split never changes the result.
+// in `order` (one thread runs them in plain order). Items are independent
+// and their arithmetic does not depend on which thread runs them, so the
+// split never changes the result.
 #pragma once
 
 #include <cstddef>

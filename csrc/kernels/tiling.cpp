@@ -97,10 +97,11 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   // weights array, which wrote each line, read it back from memory and wrote
   // it again). With one buffer (the same memory for every group, so its lines
   // stay in cache) the group's weights are written at its end, right after
-  // the kernel has zeroed each fresh page. Two buffers for results of up to 32 MiB: a group's weights are written
-  // (non-temporal stores) a few rows at a time while the thread's next group
-  // computes, overlapping its arithmetic instead of stalling the core at the
-  // group's end (L = 512, 12 heads: 7% faster). glibc serves results that
+  // the kernel has zeroed each fresh page. Two buffers for results of up to
+  // 32 MiB: a group's weights are written (non-temporal stores) a few rows
+  // at a time while the thread's next group computes, overlapping its
+  // arithmetic instead of stalling the core at the group's end (L = 512,
+  // 12 heads: 7% faster). glibc serves results that
   // small from memory it has mapped before; a larger result is fresh memory
   // (mmap) every call, whose zeroing by the kernel leaves the lines in cache
   // for the ordinary stores of a burst at the group's end to hit (L = 2048:

@@ -12,13 +12,13 @@
 namespace pyattn {
 
 // The order a team takes items in, as a permutation of [0, items). Items are
-// (batch element, row group, key split) with the split fastest (tiling.h);
-// `longest_first` assumes one split (items = batch elements x groups).
-// `longest_first`: each batch element's row groups from the last to the
-// first (causal rows see more keys the later they are, so the call ends with
-// short items instead of a long one that leaves the other threads idle; one
-// batch element's groups stay together, so its keys and values are still in
-// cache for the next). Never changes a result: items are independent.
+// (batch element, row group, key split) with the split fastest (tiling.h).
+// `longest_first` (for one split per item: items = batch elements x groups):
+// each batch element's row groups from the last to the first (causal rows
+// see more keys the later they are, so the call ends with short items
+// instead of a long one that leaves the other threads idle; one batch
+// element's groups stay together, so its keys and values are still in cache
+// for the next). Never changes a result: items are independent.
 struct ItemOrder {
   int64_t groups = 1;
   bool longest_first = false;

@@ -102,8 +102,10 @@ class _Call:
         self.target = result if self.direct else np.empty(out_shape, cdt)
         self.dtype = dtype
         self.weights = self.lse = None
-        if return_weights:
-            self.weights = np.empty(batch + (L, S), cdt)
+        if return_weights:  # (large ones in memory a freed weights result leaves behind)
+            self.weights = _core.new_weights_array(cdt, batch + (L, S))
+        else:
+            _core.release_kept_weights()
         if return_lse:
             self.lse = np.empty(batch + (L,), cdt)
 

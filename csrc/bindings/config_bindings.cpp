@@ -1,4 +1,5 @@
-// Threads, dispatch and build information for pyattn.get_config().
+// Threads, dispatch and build information for pyattn.get_config(); the kept
+// weights memory (weights_memory.h) for the Python path and tests.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -7,6 +8,7 @@
 #include "../kernels/tiling.h"
 #include "bindings.h"
 #include "pyattn/threads.h"
+#include "weights_memory.h"
 
 namespace pyattn::bindings {
 
@@ -49,6 +51,15 @@ void register_config(py::module_& m) {
   m.def("_set_weights_scratch_limit", &set_weights_scratch_limit,
         "Testing hook: per-thread bytes a row group's probabilities may take in scratch "
         "when weights are asked for (0: always in the weights array); returns the previous limit.");
+  m.def("new_weights_array",
+        [](const py::dtype& dtype, const std::vector<py::ssize_t>& shape) {
+          return new_weights_array(dtype, shape).array;
+        },
+        py::arg("dtype"), py::arg("shape"),
+        "An uninitialised C-contiguous array for a weights result (the kept buffer when it fits; "
+        "see csrc/bindings/weights_memory.h). The caller checked the size.");
+  m.def("release_kept_weights", &release_kept_weights, "Frees the kept weights buffer, if any.");
+  m.def("_kept_weights_bytes", &kept_weights_bytes, "Testing hook: bytes of the kept weights buffer.");
   m.def("set_isa", [](const std::string& name) {
     try {
       return set_isa(name);

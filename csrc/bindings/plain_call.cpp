@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "array_view.h"
+#include "weights_memory.h"
 #include "pyattn/threads.h"
 
 namespace pyattn::bindings {
@@ -178,7 +179,14 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
   call->storage = storage;
   call->result_dtype = half ? py::object(dt) : py::none();
   call->out = out;
-  call->weights = o.want_weights ? py::object(py::array(cdt, w_shape)) : py::none();
+  if (o.want_weights) {
+    WeightsArray w = new_weights_array(cdt, w_shape);
+    call->weights = std::move(w.array);
+    p.weights_resident = w.resident;
+  } else {
+    call->weights = py::none();
+    release_kept_weights();
+  }
   call->lse = o.want_lse ? py::object(py::array(cdt, lse_shape)) : py::none();
 
   p.dtype = f64 ? DType::f64 : DType::f32;

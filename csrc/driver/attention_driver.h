@@ -75,7 +75,7 @@ void run_attention(const Params& p, int64_t width, bool log2_scores, KernelFn ke
   const size_t elem = p.dtype == DType::f64 ? sizeof(double) : sizeof(float);
   Tiling t;
   if (!make_sdpa_tiling(p.batch.count, p.fold * p.L, p.S, width, p.Ev, elem,
-                        p.weights.data != nullptr, p.num_threads, &t))
+                        p.weights.data != nullptr, p.weights_resident, p.num_threads, &t))
     throw std::bad_alloc();
   ScratchPtr split_state;
   if (t.num_splits > 1) {

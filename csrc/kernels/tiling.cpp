@@ -33,8 +33,8 @@ bool mul_ok(int64_t a, int64_t b, int64_t* r) {
 int64_t set_weights_scratch_limit(int64_t bytes) { return weights_scratch_limit.exchange(bytes); }
 
 bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int64_t E,
-                      int64_t Ev, size_t elem_size, bool want_weights, int threads,
-                      Tiling* t) {
+                      int64_t Ev, size_t elem_size, bool want_weights, bool weights_resident,
+                      int threads, Tiling* t) {
   // Score tile height: a multiple of every ISA's register-tile height
   // (4, 6, 12) that keeps the q_block x k_block score tile in L2.
   t->q_block = std::max<int64_t>(1, std::min<int64_t>(L, 96));
@@ -102,12 +102,14 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   // at a time while the thread's next group computes, overlapping its
   // arithmetic instead of stalling the core at the group's end (L = 512,
   // 12 heads: 7% faster). glibc serves results that
-  // small from memory it has mapped before; a larger result is fresh memory
-  // (mmap) every call, whose zeroing by the kernel leaves the lines in cache
-  // for the ordinary stores of a burst at the group's end to hit (L = 2048:
-  // deferred 1-2% slower than the burst). One buffer if two would take more
-  // than the scratch limit for the threads that run at once; the
-  // probabilities are kept in the weights array if one would.
+  // small from memory it has mapped before, and the bindings reuse a larger
+  // one when they can (`weights_resident`, bindings/weights_memory.h; L =
+  // 2048: deferred 10% faster). Other results are fresh memory (mmap), whose
+  // zeroing by the kernel leaves the lines in cache for the ordinary stores
+  // of a burst at the group's end to hit (L = 2048: deferred 1-2% slower than
+  // the burst). One buffer if two would take more than the scratch limit for
+  // the threads that run at once; the probabilities are kept in the weights
+  // array if one would.
   t->ld_wp = 0;
   t->wp_buffers = 1;
   if (ok && want_weights) {
@@ -118,7 +120,7 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
     const bool small = mul_ok(batch_count, L, &result) && mul_ok(result, S, &result) &&
                        mul_ok(result, static_cast<int64_t>(elem_size), &result) &&
                        result <= (int64_t(32) << 20);
-    for (int64_t bufs = small ? 2 : 1; bufs >= 1 && t->ld_wp == 0; --bufs) {
+    for (int64_t bufs = small || weights_resident ? 2 : 1; bufs >= 1 && t->ld_wp == 0; --bufs) {
       if (mul_ok(gr, ld, &n) && mul_ok(n, static_cast<int64_t>(elem_size), &bytes) &&
           mul_ok(bytes, running * bufs, &bytes) && bytes <= limit) {
         t->ld_wp = ld;

@@ -74,10 +74,12 @@ int64_t set_weights_scratch_limit(int64_t bytes);
 
 // Returns false if the sizes overflow what can be allocated.
 // `rows` = query rows per batch element (fold * L); `threads`: how many
-// threads may run the items (it only bounds the weights' scratch, which
-// never changes a result's bits).
+// threads may run the items and `weights_resident`: whether the weights
+// array's pages are mapped already (both only choose how the weights are
+// buffered, which never changes a result's bits).
 bool make_sdpa_tiling(int64_t batch_count, int64_t rows, int64_t S, int64_t E,
-                      int64_t Ev, size_t elem_size, bool want_weights, int threads,
+                      int64_t Ev, size_t elem_size, bool want_weights, bool weights_resident,
+                      int threads,
                       Tiling* out);
 
 }  // namespace pyattn

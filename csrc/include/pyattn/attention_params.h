@@ -44,6 +44,8 @@ struct AttentionParams {
   Visibility vis;
 
   StridedArray weights;         // (batch, L, S) in dtype, col_stride 1; null = not wanted
+  bool weights_resident = false;  // weights memory written before (a reused buffer), so
+                                  // no page faults: its writes may be deferred at any size
   StridedArray lse;             // (batch, L) in dtype; null = not wanted
 
   int num_threads = 1;          // resolved by the caller, >= 1

@@ -1,0 +1,127 @@
+"""The kept weights buffer (csrc/bindings/weights_memory.h): a freed weights
+result of at least 16 MiB is reused by the next call's weights, which must
+then be written completely (a reused buffer holds the previous call's values,
+not zeros); it is freed by the next call that takes no weights, and memory a
+live view still points into is never reused."""
+
+import numpy as np
+import pytest
+
+import pyattn
+import pyattn.additive as additive
+import pyattn.attention as attention
+from helpers import assert_matches_reference, qkv
+
+sdpa = pyattn.scaled_dot_product_attention
+kept_bytes = pyattn._core._kept_weights_bytes
+
+# (2, 2, 1024, 1024) float32 weights: 16 MiB, the smallest size that is kept.
+BATCH, L, S, E = (2, 2), 1024, 1024, 16
+WEIGHTS_BYTES = 2 * 2 * L * S * 4
+
+
+@pytest.fixture(params=["fast", "general"])
+def path(request, monkeypatch):
+    """Runs each test through the C++ fast path, or the Python path (the fast
+    paths made to decline every call)."""
+    if request.param == "general":
+        monkeypatch.setattr(attention._core, "sdpa_plain", lambda *args: None)
+        monkeypatch.setattr(additive._core, "additive_plain", lambda *args: None)
+    pyattn._core.release_kept_weights()
+    yield request.param
+    pyattn._core.release_kept_weights()
+
+
+def poisoned_weights_call(q, k, v):
+    """A weights call whose result is filled with NaN and freed: the buffer
+    then kept is full of NaN. Returns its address."""
+    _, w = sdpa(q, k, v, return_weights=True)
+    assert w.nbytes == WEIGHTS_BYTES and w.flags.c_contiguous and w.flags.writeable
+    address = w.ctypes.data
+    w.fill(np.nan)
+    del w
+    assert kept_bytes() == WEIGHTS_BYTES
+    return address
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(),
+    dict(is_causal=True, return_lse=True),
+    # Rows with no visible key (length 0, a row masked out): weights of zeros.
+    dict(kv_lengths=np.array([0, 700]), is_causal="lower_right"),
+    dict(attn_mask="bool", window=(100, 3)),
+], ids=["plain", "causal+lse", "lengths0", "bool-mask+window"])
+def test_reused_weights_buffer_is_fully_rewritten(path, kwargs):
+    rng = np.random.default_rng(7)
+    q, k, v = qkv(rng, BATCH, L, S, E)
+    kwargs = dict(kwargs)
+    if kwargs.get("attn_mask") == "bool":
+        mask = rng.random((L, S)) < 0.7
+        mask[5] = False  # a row that sees no key
+        kwargs["attn_mask"] = mask
+    address = poisoned_weights_call(q, k, v)
+    result = sdpa(q, k, v, return_weights=True, **kwargs)
+    assert result[1].ctypes.data == address  # the kept buffer was taken
+    assert kept_bytes() == 0
+    assert_matches_reference(result, q, k, v, return_weights=True, **kwargs)
+
+
+def test_reused_weights_buffer_for_float16_inputs(path):
+    # float16 weights are computed in float32, then converted: the float32
+    # buffer is freed (kept) at once, and taken by the next call.
+    rng = np.random.default_rng(8)
+    q, k, v = (a.astype(np.float16) for a in qkv(rng, BATCH, L, S, E))
+    sdpa(q, k, v, return_weights=True)
+    assert kept_bytes() == WEIGHTS_BYTES
+    result = sdpa(q, k, v, return_weights=True, is_causal=True)
+    assert result[1].dtype == np.float16
+    assert_matches_reference(result, q, k, v, return_weights=True, is_causal=True)
+
+
+def test_reused_weights_buffer_additive(path):
+    rng = np.random.default_rng(9)
+    q, k, v = qkv(rng, BATCH, L, S, E)
+    address = poisoned_weights_call(q, k, v)
+    v_a = rng.standard_normal(E).astype(np.float32)
+    out, w = pyattn.additive_attention(q, k, v, v_a, kv_lengths=np.array([3, 0]), return_weights=True)
+    assert w.ctypes.data == address
+    want_out, want_w = pyattn.reference.additive_attention(
+        q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), v_a.astype(np.float64),
+        kv_lengths=np.array([3, 0]), return_weights=True)
+    np.testing.assert_allclose(w, want_w, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(out, want_out, rtol=2e-5, atol=2e-6)
+
+
+def test_kept_buffer_is_freed_by_a_call_that_does_not_take_it(path):
+    rng = np.random.default_rng(10)
+    q, k, v = qkv(rng, BATCH, L, S, E)
+    poisoned_weights_call(q, k, v)
+    sdpa(q[..., :8, :], k, v)  # no weights
+    assert kept_bytes() == 0
+
+    poisoned_weights_call(q, k, v)
+    _, w = sdpa(q[..., :8, :], k, v, return_weights=True)  # weights too small to keep
+    assert kept_bytes() == 0
+    assert not np.isnan(w).any()
+
+    # A larger result than the kept buffer gets new memory; the kept one is freed.
+    poisoned_weights_call(q, k, v)
+    k2, v2 = np.concatenate([k, k], axis=-2), np.concatenate([v, v], axis=-2)
+    _, w = sdpa(q, k2, v2, return_weights=True)
+    assert kept_bytes() == 0
+    del w
+    assert kept_bytes() == 2 * WEIGHTS_BYTES
+
+
+def test_views_keep_weights_memory_alive(path):
+    rng = np.random.default_rng(11)
+    q, k, v = qkv(rng, BATCH, L, S, E)
+    _, w = sdpa(q, k, v, return_weights=True)
+    row = w[1, 0, 17]  # a view into the weights
+    saved = row.copy()
+    del w
+    assert kept_bytes() == 0  # still in use: not kept
+    _, w2 = sdpa(q, k, v, return_weights=True, is_causal=True)
+    assert not np.shares_memory(w2, row)
+    np.testing.assert_array_equal(row, saved)
+    del w2, row

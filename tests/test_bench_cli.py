@@ -40,6 +40,36 @@ def test_bench_cli_smoke(tmp_path):
     assert all(r["impls"]["pyattn"]["median_s"] > 0 for r in rows)
 
 
+def test_bench_cli_side_by_side_ratios(tmp_path, capsys):
+    """Masked and weights rows time the call without them in the same
+    rounds; a multi-thread scaling row times 1 thread."""
+    from pyattn.bench import cli
+
+    out_json = tmp_path / "bench.json"
+    code = cli.main(["--smoke", "--threads", "1,2", "--case", "smoke-mask-*", "--case", "smoke-weights-*",
+                     "--case", "smoke-prefill-*", "--baselines", "none", "--no-roof", "--no-progress",
+                     "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    rows = {(r["case"], r["threads"]): r for r in json.loads(out_json.read_text())["results"]}
+    assert set(rows) == {(c, t) for c in ("smoke-mask-bool-128", "smoke-weights-128", "smoke-prefill-128")
+                         for t in (1, 2)}
+    for t in (1, 2):
+        for case in ("smoke-mask-bool-128", "smoke-weights-128"):
+            side = rows[case, t]["side_by_side"]
+            assert set(side) == {"plain"} and side["plain"]["threads"] == t
+            pyattn_s = rows[case, t]["impls"]["pyattn"]["median_s"]
+            assert side["plain"]["ratio"] == pytest.approx(pyattn_s / side["plain"]["median_s"])
+    assert rows["smoke-prefill-128", 1]["side_by_side"] == {}
+    scaling = rows["smoke-prefill-128", 2]["side_by_side"]["1 thread"]
+    assert scaling["threads"] == 1
+    assert scaling["ratio"] == pytest.approx(
+        scaling["median_s"] / rows["smoke-prefill-128", 2]["impls"]["pyattn"]["median_s"])
+    assert "x the time without the mask" in captured.out
+    assert "x the time without the weights" in captured.out
+    assert "x faster than 1 thread" in captured.out
+
+
 def test_bench_cli_list_and_bad_args(tmp_path):
     proc = _run_bench(tmp_path, "--list")
     assert proc.returncode == 0, proc.stderr

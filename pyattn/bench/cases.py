@@ -51,6 +51,8 @@ class Case:
     ``Hkv`` is the number of key/value heads (``None``: same as ``H``; fewer
     means grouped-query attention, ``enable_gqa=True``). ``mask`` is ``None``,
     ``"bool"`` or ``"float"`` (an ``(L, S)`` mask broadcast over the heads).
+    ``scaling``: its multi-thread rows also time pyattn at 1 thread, in the
+    same rounds (the thread speed-up as a ratio measured side by side).
     """
 
     name: str
@@ -66,6 +68,7 @@ class Case:
     causal: bool = False
     mask: str | None = None
     weights: bool = False
+    scaling: bool = False
     presets: tuple = ("full",)
 
     @property
@@ -100,6 +103,15 @@ class Case:
     @property
     def available(self):
         return self.dtype != "bfloat16" or BFLOAT16 is not None
+
+    def without_extras(self):
+        """The same call without its mask and weights, or ``None`` if it has
+        neither: timed beside it, so that what they cost is a ratio measured
+        in one run."""
+        if not (self.mask or self.weights):
+            return None
+        return dataclasses.replace(self, name=f"{self.name} (plain)", mask=None, weights=False,
+                                   presets=())
 
     def describe(self):
         """Shape and options in one short string."""
@@ -136,7 +148,7 @@ _ALL = ("smoke", "quick", "full")
 CASES = (
     Case("prefill-512", "prefill", L=512, S=512),
     Case("prefill-1024", "prefill", L=1024, S=1024, presets=_Q),
-    Case("prefill-2048", "prefill", L=2048, S=2048),
+    Case("prefill-2048", "prefill", L=2048, S=2048, scaling=True),
     Case("prefill-4096", "prefill", L=4096, S=4096),
     Case("causal-2048", "causal", L=2048, S=2048, causal=True, presets=_Q),
     Case("mask-bool-2048", "masked", L=2048, S=2048, mask="bool"),
@@ -147,8 +159,10 @@ CASES = (
     Case("decode-bf16-16k", "decode", H=32, L=1, S=16384, E=128, dtype="bfloat16"),
     Case("tiny", "tiny", B=1, H=1, L=1, S=16, E=64, presets=_ALL),
     # Only for the smoke preset (the test suite): small and fast.
-    Case("smoke-prefill-128", "prefill", H=2, L=128, S=128, presets=("smoke",)),
+    Case("smoke-prefill-128", "prefill", H=2, L=128, S=128, scaling=True, presets=("smoke",)),
     Case("smoke-causal-128", "causal", H=2, L=128, S=128, causal=True, presets=("smoke",)),
+    Case("smoke-mask-bool-128", "masked", H=2, L=128, S=128, mask="bool", presets=("smoke",)),
+    Case("smoke-weights-128", "weights", H=2, L=128, S=128, weights=True, presets=("smoke",)),
 )
 
 CASES_BY_NAME = {c.name: c for c in CASES}

@@ -14,7 +14,10 @@ table says so). Note: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment
 can slow OpenBLAS (the roof and the NumPy baseline); the run reports them.
 
 The "x" columns are speed-ups of pyattn: baseline time / pyattn time
-(> 1: pyattn is faster).
+(> 1: pyattn is faster). Ratios between pyattn calls that a comparison
+needs side by side are timed in the same rounds too, and printed below the
+table: a masked or weights case against the same call without its mask or
+weights, and a multi-thread prefill-2048 row against 1 thread.
 """
 
 from __future__ import annotations
@@ -74,6 +77,26 @@ def _impl_list(text):
     if bad:
         raise argparse.ArgumentTypeError(f"unknown baseline(s) {bad}; choose from {', '.join(bl.BASELINES)} or none")
     return names
+
+
+def _side_runs(case, threads):
+    """pyattn calls timed in the same rounds as ``case`` at ``threads``:
+    ``(key, label, case, threads)`` for what its mask or weights cost and
+    for its speed-up over 1 thread (see :func:`_side_ratio`)."""
+    runs = []
+    plain = case.without_extras()
+    if plain is not None:
+        what = "mask" if case.mask else "weights"
+        runs.append(("plain", f"x the time without the {what}", plain, threads))
+    if case.scaling and threads > 1:
+        runs.append(("1 thread", "x faster than 1 thread", case, 1))
+    return runs
+
+
+def _side_ratio(key, pyattn_s, side_s):
+    """The ratio printed for a side run: time with / time without the
+    extras, or 1-thread time / this row's time."""
+    return pyattn_s / side_s if key == "plain" else side_s / pyattn_s
 
 
 def build_parser():
@@ -194,7 +217,8 @@ def _load_average():
         return None
 
 
-def run(args, out=sys.stdout):
+def run(args, out=None):
+    out = sys.stdout if out is None else out  # (looked up per call: tests swap it)
     preset = args.preset
     threads_list = args.threads or _DEFAULT_THREADS[preset]
     budget = _BUDGET[preset]
@@ -211,8 +235,9 @@ def run(args, out=sys.stdout):
     env = _environment(baselines)
 
     rounds = _ROUNDS[preset]
+    side_count = sum(len(_side_runs(c, t)) for c in selected for t in threads_list)
     steps = (len(selected) * len(threads_list) * (1 + rounds * (1 + len(baselines)))
-             + (0 if args.no_roof else rounds * len(threads_list)))
+             + rounds * side_count + (0 if args.no_roof else rounds * len(threads_list)))
     progress = Progress(steps, enabled=not args.no_progress)
     for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if k in os.environ:
@@ -246,7 +271,8 @@ def run(args, out=sys.stdout):
         inputs = cs.make_inputs(case, seed=args.seed)
         for t in threads_list:
             row = {"case": case.name, "group": case.group, "describe": case.describe(), "threads": t,
-                   "flops": case.flops, "impls": {}, "notes": {}}
+                   "flops": case.flops, "impls": {}, "notes": {}, "side_by_side": {}}
+            side = _side_runs(case, t)
             results.append(row)
             progress.step(f"{case.name} t={t} pyattn (validation)")
             runner = bl.make_runner("pyattn", case, inputs, t)
@@ -262,11 +288,13 @@ def run(args, out=sys.stdout):
             if not check.ok:
                 failed = True
                 progress.message(f"VALIDATION FAILED {case.name} t={t}: {check}")
-                progress.done += rounds * (1 + len(baselines))
+                progress.done += rounds * (1 + len(baselines) + len(side))
                 continue
             ref_out = runner.output(first)
             del first
             runners = {"pyattn": runner}
+            for key, _, side_case, side_t in side:
+                runners[f"pyattn ({key})"] = bl.make_runner("pyattn", side_case, inputs, side_t)
             for name in baselines:
                 try:
                     runners[name] = bl.make_runner(name, case, inputs, t)
@@ -282,11 +310,15 @@ def run(args, out=sys.stdout):
                     # and a sample that allocates beside it pays for fresh memory:
                     # 0.8-1.0 s instead of 0.2 s in one run).
                     with runner:
-                        tm = measure(runner, **per_round, keep_first=r == 0 and name != "pyattn")
+                        tm = measure(runner, **per_round, keep_first=r == 0 and name in baselines)
                     parts[name].append(tm)
                     del tm
-            for name, runner in runners.items():
-                tm = merge_timings(parts[name])
+            for key, label, side_case, side_t in side:
+                tm = merge_timings(parts.pop(f"pyattn ({key})"))
+                row["side_by_side"][key] = {"label": label, "threads": side_t, **_entry(tm, side_case)}
+            for name, tm_parts in parts.items():
+                runner = runners[name]
+                tm = merge_timings(tm_parts)
                 row["impls"][name] = _entry(tm, case)
                 if name != "pyattn":
                     notes = [runner.note, _agreement(ref_out, runner.output(tm.first_result), case)]
@@ -313,6 +345,8 @@ def run(args, out=sys.stdout):
             b = row["impls"].get(name)
             if b is not None:
                 p[f"x_{name}"] = b["median_s"] / p["median_s"]
+        for key, s in row.get("side_by_side", {}).items():
+            s["ratio"] = _side_ratio(key, p["median_s"], s["median_s"])
 
     report = {"meta": {**env, "preset": preset, "threads": threads_list, "skipped_baselines": skipped,
                        "roof_n": _ROOF_N},
@@ -379,7 +413,8 @@ def table_rows(report):
     return rows
 
 
-def print_report(report, out=sys.stdout):
+def print_report(report, out=None):
+    out = sys.stdout if out is None else out  # (looked up per call: tests swap it)
     meta = report["meta"]
     cfg = meta["pyattn_config"]
     v = meta["versions"]
@@ -411,6 +446,16 @@ def print_report(report, out=sys.stdout):
         print(fmt(r), file=out)
     print("x <baseline> = baseline time / pyattn time (> 1: pyattn is faster); "
           "tiny cases: time per call.", file=out)
+    sides = [(r, key, s) for r in report["results"] for key, s in r.get("side_by_side", {}).items()
+             if "ratio" in s]
+    if sides:
+        print("side by side (timed in the same rounds as the row's pyattn call):", file=out)
+        width = max(len(r["case"]) for r, _, _ in sides)
+        for r, key, s in sides:
+            pair = (f"{format_time(r['impls']['pyattn']['median_s'])} / {format_time(s['median_s'])}"
+                    if key == "plain" else
+                    f"{format_time(s['median_s'])} / {format_time(r['impls']['pyattn']['median_s'])}")
+            print(f"  {r['case']:<{width}}  thr {r['threads']}: {s['ratio']:.2f}{s['label']} ({pair})", file=out)
     notes = {}
     for r in report["results"]:
         for name, note in r["notes"].items():
@@ -458,7 +503,8 @@ def plot(report, path):
     plt.close(fig)
 
 
-def list_cases(out=sys.stdout):
+def list_cases(out=None):
+    out = sys.stdout if out is None else out  # (looked up per call: tests swap it)
     print(f"{'case':<20} {'group':<11} {'presets':<18} GFLOP  shape", file=out)
     for c in cs.CASES:
         flag = "" if c.available else "  (unavailable: needs ml_dtypes)"

@@ -125,3 +125,19 @@ def test_views_keep_weights_memory_alive(path):
     assert not np.shares_memory(w2, row)
     np.testing.assert_array_equal(row, saved)
     del w2, row
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reused_buffer_gives_the_same_bits(path, threads):
+    # A reused buffer lets the kernel defer the weights writes (tiling.cpp):
+    # the results must be the same bits as with fresh memory.
+    rng = np.random.default_rng(12)
+    q, k, v = qkv(rng, BATCH, L, S, E)
+    kw = dict(return_weights=True, return_lse=True, is_causal=True, num_threads=threads)
+    fresh = sdpa(q, k, v, **kw)
+    fresh = tuple(a.copy() for a in fresh)  # (frees the weights: kept)
+    assert kept_bytes() == WEIGHTS_BYTES
+    reused = sdpa(q, k, v, **kw)
+    assert kept_bytes() == 0
+    for a, b in zip(fresh, reused):
+        np.testing.assert_array_equal(a, b)

@@ -103,7 +103,7 @@ class _Call:
         self.dtype = dtype
         self.weights = self.lse = None
         if return_weights:  # (large ones in memory a freed weights result leaves behind)
-            self.weights = _core.new_weights_array(cdt, batch + (L, S))
+            self.weights = _core._new_weights_array(cdt, batch + (L, S), cdt == dtype)
         else:
             _core.release_kept_weights()
         if return_lse:

@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from . import _args
+from . import _args, _core
 from .attention import scaled_dot_product_attention
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -371,7 +371,11 @@ class MultiHeadAttention:
         if need_weights:
             weights = result[1]
             if average_attn_weights:
-                weights = weights.mean(axis=1)
+                del result
+                weights = weights.mean(axis=1)  # (the per-head weights die here)
+                # They were only a step on the way: not kept for the next call
+                # (see csrc/bindings/weights_memory.h).
+                _core.release_kept_weights()
             if not batched:
                 weights = weights[0]
 

@@ -1,8 +1,9 @@
 """The kept weights buffer (csrc/bindings/weights_memory.h): a freed weights
 result of at least 16 MiB is reused by the next call's weights, which must
 then be written completely (a reused buffer holds the previous call's values,
-not zeros); it is freed by the next call that takes no weights, and memory a
-live view still points into is never reused."""
+not zeros); it is freed by the next call that takes no weights, memory a
+live view still points into is never reused, and weights pyattn only uses
+on the way are not kept."""
 
 import numpy as np
 import pytest
@@ -66,16 +67,42 @@ def test_reused_weights_buffer_is_fully_rewritten(path, kwargs):
     assert_matches_reference(result, q, k, v, return_weights=True, **kwargs)
 
 
-def test_reused_weights_buffer_for_float16_inputs(path):
-    # float16 weights are computed in float32, then converted: the float32
-    # buffer is freed (kept) at once, and taken by the next call.
+def test_float16_inputs_keep_nothing_and_reuse_a_freed_buffer(path):
+    # float16 weights are computed in float32, then converted: that float32
+    # array is not kept, but a float32 buffer the user freed is reused.
     rng = np.random.default_rng(8)
-    q, k, v = (a.astype(np.float16) for a in qkv(rng, BATCH, L, S, E))
-    sdpa(q, k, v, return_weights=True)
-    assert kept_bytes() == WEIGHTS_BYTES
+    q, k, v = qkv(rng, BATCH, L, S, E)
+    poisoned_weights_call(q, k, v)
+    q, k, v = (a.astype(np.float16) for a in (q, k, v))
     result = sdpa(q, k, v, return_weights=True, is_causal=True)
+    assert kept_bytes() == 0  # the reused buffer was converted and freed, not kept
     assert result[1].dtype == np.float16
     assert_matches_reference(result, q, k, v, return_weights=True, is_causal=True)
+    del result
+    sdpa(q, k, v, return_weights=True)
+    assert kept_bytes() == 0
+
+
+def test_multihead_averaged_weights_keep_nothing(path):
+    rng = np.random.default_rng(13)
+    mha = pyattn.MultiHeadAttention(64, 8, batch_first=True, rng=rng)
+    x = rng.standard_normal((2, 1024, 64), dtype=np.float32)  # per-head weights: 64 MiB
+    y, w = mha(x, x, x)
+    assert w.shape == (2, 1024, 1024)
+    assert kept_bytes() == 0
+    _, w_heads = mha(x, x, x, average_attn_weights=False)
+    np.testing.assert_allclose(w, w_heads.mean(axis=1), rtol=1e-6, atol=1e-9)
+    del w_heads
+    assert kept_bytes() == 2 * 8 * 1024 * 1024 * 4  # the user's per-head array: kept
+
+
+def test_new_weights_array_checks_its_arguments():
+    with pytest.raises(TypeError, match="float32 or float64"):
+        pyattn._core._new_weights_array(np.dtype(object), (4, 1 << 22), True)
+    with pytest.raises(ValueError, match="bad shape"):
+        pyattn._core._new_weights_array(np.dtype(np.float32), (-1, 4), True)
+    with pytest.raises(ValueError, match="bad shape"):
+        pyattn._core._new_weights_array(np.dtype(np.float32), (1 << 40, 1 << 40), True)
 
 
 def test_reused_weights_buffer_additive(path):
@@ -129,14 +156,14 @@ def test_views_keep_weights_memory_alive(path):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_reused_buffer_gives_the_same_bits(path, threads):
-    # A reused buffer lets the kernel defer the weights writes (tiling.cpp):
-    # the results must be the same bits as with fresh memory.
+    # A reused buffer lets the kernel defer the writes of weights over 32 MiB
+    # (tiling.cpp: 40 MiB here): the same bits as with fresh memory.
     rng = np.random.default_rng(12)
-    q, k, v = qkv(rng, BATCH, L, S, E)
+    q, k, v = qkv(rng, (2, 5), L, S, E)
     kw = dict(return_weights=True, return_lse=True, is_causal=True, num_threads=threads)
     fresh = sdpa(q, k, v, **kw)
     fresh = tuple(a.copy() for a in fresh)  # (frees the weights: kept)
-    assert kept_bytes() == WEIGHTS_BYTES
+    assert kept_bytes() == 2 * 5 * L * S * 4
     reused = sdpa(q, k, v, **kw)
     assert kept_bytes() == 0
     for a, b in zip(fresh, reused):

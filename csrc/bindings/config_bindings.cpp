@@ -6,6 +6,7 @@
 
 #include "../dispatch/kernel_table.h"
 #include "../kernels/tiling.h"
+#include "array_view.h"
 #include "bindings.h"
 #include "pyattn/threads.h"
 #include "weights_memory.h"
@@ -51,13 +52,19 @@ void register_config(py::module_& m) {
   m.def("_set_weights_scratch_limit", &set_weights_scratch_limit,
         "Testing hook: per-thread bytes a row group's probabilities may take in scratch "
         "when weights are asked for (0: always in the weights array); returns the previous limit.");
-  m.def("new_weights_array",
-        [](const py::dtype& dtype, const std::vector<py::ssize_t>& shape) {
-          return new_weights_array(dtype, shape).array;
+  m.def("_new_weights_array",
+        [](const py::dtype& dtype, const std::vector<py::ssize_t>& shape, bool keep_when_freed) {
+          if (!(same_dtype(dtype, py::dtype::of<float>()) || same_dtype(dtype, py::dtype::of<double>())))
+            throw py::type_error("_new_weights_array: dtype must be float32 or float64");
+          int64_t bytes = dtype.itemsize();
+          for (py::ssize_t d : shape)
+            if (d < 0 || __builtin_mul_overflow(bytes, static_cast<int64_t>(d), &bytes))
+              throw py::value_error("_new_weights_array: bad shape");
+          return new_weights_array(dtype, shape, keep_when_freed).array;
         },
-        py::arg("dtype"), py::arg("shape"),
+        py::arg("dtype"), py::arg("shape"), py::arg("keep_when_freed"),
         "An uninitialised C-contiguous array for a weights result (the kept buffer when it fits; "
-        "see csrc/bindings/weights_memory.h). The caller checked the size.");
+        "see csrc/bindings/weights_memory.h).");
   m.def("release_kept_weights", &release_kept_weights, "Frees the kept weights buffer, if any.");
   m.def("_kept_weights_bytes", &kept_weights_bytes, "Testing hook: bytes of the kept weights buffer.");
   m.def("set_isa", [](const std::string& name) {

@@ -180,7 +180,7 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
   call->result_dtype = half ? py::object(dt) : py::none();
   call->out = out;
   if (o.want_weights) {
-    WeightsArray w = new_weights_array(cdt, w_shape);
+    WeightsArray w = new_weights_array(cdt, w_shape, /*keep_when_freed=*/!half);  // (half: converted)
     call->weights = std::move(w.array);
     p.weights_resident = w.resident;
   } else {

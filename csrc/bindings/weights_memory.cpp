@@ -56,13 +56,15 @@ void free_block(Block* b) {
 // consistent without it too.
 std::atomic<Block*> kept{nullptr};  // never freed at exit: the OS takes it back
 
-// The capsule destructor of an array made here: keep its block, freeing the
-// one kept before.
+// Capsule destructors of the arrays made here: keep the block (freeing the
+// one kept before), or free it.
 void keep(void* ptr) { free_block(kept.exchange(static_cast<Block*>(ptr))); }
+void release(void* ptr) { free_block(static_cast<Block*>(ptr)); }
 
 }  // namespace
 
-WeightsArray new_weights_array(const py::dtype& dtype, const std::vector<py::ssize_t>& shape) {
+WeightsArray new_weights_array(const py::dtype& dtype, const std::vector<py::ssize_t>& shape,
+                               bool keep_when_freed) {
   int64_t bytes = dtype.itemsize();
   for (py::ssize_t d : shape) bytes *= d;  // the caller checked that this fits in int64
   if (bytes < kMinKeptBytes) {
@@ -75,7 +77,8 @@ WeightsArray new_weights_array(const py::dtype& dtype, const std::vector<py::ssi
     free_block(b);
     b = new Block{allocate(bytes), bytes};
   }
-  py::capsule owner(b, &keep);  // (if making the array fails, the capsule keeps the block)
+  // (If making the array fails, the capsule frees or keeps the block.)
+  py::capsule owner(b, keep_when_freed ? &keep : &release);
   return {py::array(dtype, shape, b->data, owner), fits};
 }
 

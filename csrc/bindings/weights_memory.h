@@ -8,9 +8,11 @@
 // the weights (return_weights took 1.7x the plain call's time instead of
 // 1.4x with memory that was mapped before).
 //
-// Retention is bounded: one buffer (the last freed weights array of at least
-// kMinKeptBytes), kept only until the next attention call; a call that takes
-// no weights, or weights of a size the buffer does not fit, frees it.
+// Retention is bounded: one buffer (the last weights array of at least
+// kMinKeptBytes that the user freed), kept only until the next attention call
+// that runs; a call that takes no weights, or weights of a size the buffer
+// does not fit, frees it. Weights pyattn only uses on the way (float32
+// weights converted to float16 / bfloat16) are not kept.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -32,11 +34,13 @@ struct WeightsArray {
   bool resident = false;  // its pages were written before: no page faults, no zeroing
 };
 
-// A C-contiguous, writable, uninitialised array of `dtype` and `shape`: the
-// kept buffer when it fits (at least the bytes needed, at most 1.5x), else
-// new memory (released to the system when the array dies, unless kept).
-// Frees a kept buffer it does not use.
-WeightsArray new_weights_array(const py::dtype& dtype, const std::vector<py::ssize_t>& shape);
+// A C-contiguous, writable, uninitialised array of `dtype` (float32 or
+// float64) and `shape` (whose byte size the caller checked fits in int64):
+// the kept buffer when it fits (at least the bytes needed, at most 1.5x),
+// else new memory, kept when the array dies if `keep_when_freed`, else
+// released to the system. Frees a kept buffer it does not use.
+WeightsArray new_weights_array(const py::dtype& dtype, const std::vector<py::ssize_t>& shape,
+                               bool keep_when_freed);
 
 // Frees the kept buffer, if any: called by attention calls that take no weights.
 void release_kept_weights();

@@ -271,14 +271,21 @@ def test_unpickled_arrays_are_accepted(isa):
 
 
 @pytest.mark.parametrize("where", ["key", "value"])
-def test_nan_at_a_key_hidden_by_minus_inf_bias_stays_out(isa, where):
+@pytest.mark.parametrize("L, S, hidden", [
+    (4, 7, [5, 6]),
+    # Rows enough for whole register tiles, whose stores add the bias
+    # (sdpa-inl.h): hidden keys in whole key panels and in the last, partial one.
+    (40, 70, [3, 33, 64, 69]),
+], ids=["small", "tiles"])
+def test_nan_at_a_key_hidden_by_minus_inf_bias_stays_out(isa, where, L, S, hidden):
     """A -inf float bias hides its key like False in a bool mask: NaN there
     reaches no row (a finite bias, however negative, would not hide it)."""
     rng = np.random.default_rng(24)
-    q, k, v = qkv(rng, (2,), 4, 7, 8, 3)
-    bias = np.where(np.arange(7) < 5, 0.0, -np.inf).astype(np.float32)
+    q, k, v = qkv(rng, (2,), L, S, 8, 3)
+    bias = np.zeros(S, np.float32)
+    bias[hidden] = -np.inf
     target = dict(key=k, value=v)[where]
-    target[..., 5:, :] = np.nan
+    target[..., hidden, :] = np.nan
     got, _ = assert_matches_reference(sdpa(q, k, v, attn_mask=bias, return_lse=True), q, k, v,
                                       attn_mask=bias, return_lse=True)
     assert np.isfinite(got["out"]).all()

@@ -230,6 +230,7 @@ struct AdditiveScorer {
   static constexpr int MR = Shape::qk_mr;
   static constexpr int kPanelWidth = Shape::qk_nr * V::W;
   static constexpr bool kLog2Scores = false;
+  static constexpr bool kAddsBias = false;  // (the loop adds a float mask)
   // Largest |qp|, |kp| of the factorised path: e^{4 limit} and e^{-4 limit}
   // stay normal in T (float: e^{+-80}; double: e^{+-680}).
   static constexpr T kFactorLimit = sizeof(T) == 4 ? T(20) : T(170);

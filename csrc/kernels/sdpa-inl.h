@@ -12,12 +12,25 @@
 // Numerics: dot products accumulate in the input precision in order e = 0..E-1.
 // Speed: see benchmarks/ (GFLOP/s against the machine's matmul roof).
 
-// C[MR x NR*W] = A[MR x E] * Bpanel[E x NR*W]
-template <class V, int MR, int NR>
+// C[MR x NR*W] = A[MR x E] * Bpanel[E x NR*W], plus (kBias) the float mask:
+// row m's biases from bias[m] + boff, added as apply_mask_row does (a -inf
+// bias gives -inf even for a NaN score). Adding them as the tile is stored
+// spares the scores a pass of their own, and their loads (prefetched at the
+// start) wait on nothing.
+template <class V, int MR, int NR, bool kBias = false>
 inline void qk_tile(const typename V::T* a, int64_t lda, const typename V::T* b,
-                    int64_t E, typename V::T* c, int64_t ldc) {
+                    int64_t E, typename V::T* c, int64_t ldc,
+                    const typename V::T* const* bias = nullptr, int64_t boff = 0) {
   using R = typename V::R;
+  using T = typename V::T;
   constexpr int W = V::W;
+  if constexpr (kBias) {
+    static_assert(NR * W * sizeof(T) <= 128, "two cache lines of biases per row");
+    for (int m = 0; m < MR; ++m) {  // (the next panel's instead: 2-5% slower)
+      __builtin_prefetch(bias[m] + boff);
+      __builtin_prefetch(bias[m] + boff + NR * W - 1);
+    }
+  }
   R acc[MR][NR];
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NR; ++n) acc[m][n] = V::zero();
@@ -29,18 +42,28 @@ inline void qk_tile(const typename V::T* a, int64_t lda, const typename V::T* b,
       for (int n = 0; n < NR; ++n) acc[m][n] = V::fma(av, bv[n], acc[m][n]);
     }
   }
-  for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) V::store(c + m * ldc + n * W, acc[m][n]);
+  if constexpr (kBias) {
+    const R vlow = V::set1(std::numeric_limits<T>::lowest()), vninf = V::set1(neg_inf<T>());
+    for (int m = 0; m < MR; ++m)
+      for (int n = 0; n < NR; ++n) {
+        const R bv = V::load(bias[m] + boff + n * W);
+        V::store(c + m * ldc + n * W, V::select_less(bv, vlow, vninf, V::add(acc[m][n], bv)));
+      }
+  } else {
+    for (int m = 0; m < MR; ++m)
+      for (int n = 0; n < NR; ++n) V::store(c + m * ldc + n * W, acc[m][n]);
+  }
 }
 
 // Row tails: the tile with a compile-time row count 1..MR.
-template <class V, int MR, int NR>
+template <class V, int MR, int NR, bool kBias = false>
 inline void qk_rows(int mr, const typename V::T* a, int64_t lda,
-                    const typename V::T* b, int64_t E, typename V::T* c, int64_t ldc) {
+                    const typename V::T* b, int64_t E, typename V::T* c, int64_t ldc,
+                    const typename V::T* const* bias = nullptr, int64_t boff = 0) {
   if constexpr (MR > 1) {
-    if (mr < MR) return qk_rows<V, MR - 1, NR>(mr, a, lda, b, E, c, ldc);
+    if (mr < MR) return qk_rows<V, MR - 1, NR, kBias>(mr, a, lda, b, E, c, ldc, bias, boff);
   }
-  qk_tile<V, MR, NR>(a, lda, b, E, c, ldc);
+  qk_tile<V, MR, NR, kBias>(a, lda, b, E, c, ldc, bias, boff);
 }
 
 // Packs keys [j0, j0 + nk) into panels of PW columns (zero beyond nk),
@@ -155,13 +178,18 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* 
 //   pack_keys(j0, nk)           prepare keys [j0, j0 + nk) (once per key block);
 //   scores(r0, rows, nk, st, ld_s)  scores of group rows [r0, r0 + rows)
 //                               against the packed keys into st (row stride
-//                               ld_s), round_up(nk, kPanelWidth) columns.
+//                               ld_s), round_up(nk, kPanelWidth) columns;
+//   kAddsBias: it also has scores_biased(r0, rows, nk, st, ld_s, bias_rows),
+//                               the same plus a float mask (row r's biases
+//                               for these keys at bias_rows[r]); false if it
+//                               did not add them (the loop then does).
 // S: the storage type of q and k (T, or bfloat16/float16 for T = float).
 template <class V, class Shape, class S = typename V::T>
 struct DotScorer {
   using T = typename V::T;
   static constexpr int kPanelWidth = Shape::qk_nr * V::W;
   static constexpr bool kLog2Scores = true;  // log2 e in the query scale (if scores_in_log2)
+  static constexpr bool kAddsBias = true;
 
   const SdpaParams& p;
   T* qs;            // group rows x E, scaled queries
@@ -208,6 +236,28 @@ struct DotScorer {
         qk_rows<V, Shape::qk_mr, Shape::qk_nr>(mr, qs + (r0 + m0) * E, E, kp + c0 * E, E,
                                                st + m0 * ld_s + c0, ld_s);
     }
+  }
+
+  bool scores_biased(int64_t r0, int64_t rows, int64_t nk, T* st, int64_t ld_s,
+                     const T* const* bias_rows) const {
+    if (direct) return false;
+    const int64_t E = p.E;
+    const int64_t full = nk / kPanelWidth * kPanelWidth;  // panels whose biases all exist
+    for (int64_t m0 = 0; m0 < rows; m0 += Shape::qk_mr) {
+      const int mr = static_cast<int>(imin(Shape::qk_mr, rows - m0));
+      for (int64_t c0 = 0; c0 < full; c0 += kPanelWidth)
+        qk_rows<V, Shape::qk_mr, Shape::qk_nr, true>(mr, qs + (r0 + m0) * E, E, kp + c0 * E, E,
+                                                     st + m0 * ld_s + c0, ld_s, bias_rows + m0, c0);
+      if (full < nk) {  // the last, partial panel: biases added after
+        qk_rows<V, Shape::qk_mr, Shape::qk_nr>(mr, qs + (r0 + m0) * E, E, kp + full * E, E,
+                                               st + m0 * ld_s + full, ld_s);
+        for (int m = 0; m < mr; ++m) {
+          const char* brow = reinterpret_cast<const char*>(bias_rows[m0 + m] + full);
+          apply_mask_row<V>(MaskKind::additive, brow, 1, nk - full, st + (m0 + m) * ld_s + full, brow);
+        }
+      }
+    }
+    return true;
   }
 };
 

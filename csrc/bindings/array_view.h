@@ -16,6 +16,14 @@ namespace pyattn::bindings {
 
 namespace py = pybind11;
 
+// Whether the product of `dims` (none negative) times `item` bytes fits in int64.
+inline bool addressable(const std::vector<py::ssize_t>& dims, int64_t item) {
+  int64_t bytes = item;
+  for (py::ssize_t d : dims)
+    if (d < 0 || __builtin_mul_overflow(bytes, static_cast<int64_t>(d), &bytes)) return false;
+  return true;
+}
+
 // Element strides of `a`, checking each byte stride is a whole number of items.
 inline std::vector<int64_t> element_strides(const py::array& a, const char* name) {
   const int64_t item = a.itemsize();

@@ -56,10 +56,7 @@ void register_config(py::module_& m) {
         [](const py::dtype& dtype, const std::vector<py::ssize_t>& shape, bool keep_when_freed) {
           if (!(same_dtype(dtype, py::dtype::of<float>()) || same_dtype(dtype, py::dtype::of<double>())))
             throw py::type_error("_new_weights_array: dtype must be float32 or float64");
-          int64_t bytes = dtype.itemsize();
-          for (py::ssize_t d : shape)
-            if (d < 0 || __builtin_mul_overflow(bytes, static_cast<int64_t>(d), &bytes))
-              throw py::value_error("_new_weights_array: bad shape");
+          if (!addressable(shape, dtype.itemsize())) throw py::value_error("_new_weights_array: bad shape");
           return new_weights_array(dtype, shape, keep_when_freed).array;
         },
         py::arg("dtype"), py::arg("shape"), py::arg("keep_when_freed"),

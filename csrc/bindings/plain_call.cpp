@@ -4,8 +4,8 @@
 #include <algorithm>
 
 #include "array_view.h"
-#include "weights_memory.h"
 #include "pyattn/threads.h"
+#include "weights_memory.h"
 
 namespace pyattn::bindings {
 
@@ -35,14 +35,6 @@ bool may_overlap(const py::array& a, const py::array& b) {
 py::array view_of(const py::array& a, const std::vector<py::ssize_t>& shape,
                   const std::vector<py::ssize_t>& strides) {
   return py::array(a.dtype(), shape, strides, a.data(), a);
-}
-
-// Whether the product of `dims` times `item` bytes fits in int64.
-bool addressable(const std::vector<py::ssize_t>& dims, int64_t item) {
-  int64_t bytes = item;
-  for (py::ssize_t d : dims)
-    if (__builtin_mul_overflow(bytes, static_cast<int64_t>(d), &bytes)) return false;
-  return true;
 }
 
 // DType::bf16 / DType::f16 if `dt` is bfloat16 (ml_dtypes, when installed)

@@ -70,6 +70,57 @@ def test_bench_cli_side_by_side_ratios(tmp_path, capsys):
     assert "x faster than 1 thread" in captured.out
 
 
+def test_bench_cli_memory_bound_and_additive_columns(tmp_path):
+    """A decoding case is shown in GB/s against the read roof measured in the
+    same run; an additive case runs from the shared table; the header names
+    the CPU, the roofs and how the baselines' threads are set."""
+    out_json = tmp_path / "bench.json"
+    proc = _run_bench(tmp_path, "--smoke", "--threads", "1", "--case", "smoke-decode-*",
+                      "--case", "smoke-additive-*", "--baselines", "numpy", "--json", str(out_json))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    header = next(line.split("  ") for line in proc.stdout.splitlines() if line.startswith("case "))
+    header = [h.strip() for h in header if h.strip()]
+    assert header[:7] == ["case", "thr", "pyattn", "GFLOP/s", "% matmul", "GB/s", "% read bw"], header
+    assert "read roof (streaming read of" in proc.stdout and "matmul roof" in proc.stdout
+    assert "CPU:" in proc.stdout and "threadpoolctl" in proc.stdout
+    report = json.loads(out_json.read_text())
+    assert report["read_roof"]["1"]["gb_per_s"] > 0
+    rows = {r["case"]: r for r in report["results"]}
+    dec = rows["smoke-decode-4k"]
+    assert dec["memory_bound"] and dec["validation"]["ok"]
+    p = dec["impls"]["pyattn"]
+    assert p["gb_per_s"] == pytest.approx(dec["bytes"] / p["median_s"] / 1e9)
+    assert p["pct_read"] == pytest.approx(100 * p["gb_per_s"] / report["read_roof"]["1"]["gb_per_s"])
+    assert "pct_roof" not in p
+    add = rows["smoke-additive-64"]
+    assert not add["memory_bound"] and add["validation"]["ok"] and "pct_roof" in add["impls"]["pyattn"]
+    assert "x_numpy" in add["impls"]["pyattn"]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("smoke-decode-4k"))
+    cells = line.split()  # (the time takes two: "184 µs")
+    assert cells[5] == "-" and cells[7].endswith("%")  # % matmul empty, % read bw set
+
+
+def test_case_bytes_and_memory_bound_groups():
+    from pyattn.bench import cases
+
+    c = cases.CASES_BY_NAME["gqa-decode-8k"]
+    assert c.memory_bound and not cases.CASES_BY_NAME["prefill-2048"].memory_bound
+    # q and out of 32 heads, K and V of 8 kv heads, float32
+    assert c.bytes == 4 * (32 * 1 * 128 * 2 + 8 * 8192 * 128 * 2)
+
+
+def test_plot_hint_names_a_checkout_install(monkeypatch, capsys):
+    import importlib.util
+
+    from pyattn.bench import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    with pytest.raises(SystemExit):
+        cli.main(["--smoke", "--plot", "x.png"])
+    assert 'pip install ".[bench]"' in capsys.readouterr().err
+
+
 def test_bench_cli_list_and_bad_args(tmp_path):
     proc = _run_bench(tmp_path, "--list")
     assert proc.returncode == 0, proc.stderr

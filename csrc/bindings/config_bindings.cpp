@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "../dispatch/kernel_table.h"
+#include "../driver/read_bandwidth.h"
 #include "../kernels/tiling.h"
 #include "array_view.h"
 #include "bindings.h"
@@ -86,6 +87,16 @@ void register_config(py::module_& m) {
     active_kernels().vec_math[f32 ? 0 : 1](fn, x.data(), y.mutable_data(), x.shape(0));
     return y;
   }, "Testing hook: the active ISA's vectorised exp, exp2 or tanh over a 1-D array.");
+  m.def("_stream_read", [](const py::array& a, int num_threads) {
+    if (num_threads < 1) throw py::value_error("num_threads must be >= 1");
+    if (!(a.flags() & py::array::c_style)) throw py::value_error("buffer must be a C-contiguous array");
+    const int64_t bytes = static_cast<int64_t>(a.nbytes());
+    const void* data = a.data();
+    py::gil_scoped_release release;
+    return stream_read(data, bytes, num_threads);
+  }, py::arg("buffer"), py::arg("num_threads"),
+     "Benchmark hook: reads a contiguous buffer once with num_threads threads (the read-bandwidth "
+     "roof of pyattn-bench); returns the XOR of its 8-byte words.");
   m.def("build_info", [] {
     py::dict r;
     r["compiler"] = compiler();

@@ -4,7 +4,9 @@
 zero-argument callable doing one attention call, used as a context manager
 that holds the thread settings of that implementation while it is timed:
 
-* ``pyattn``: ``num_threads=threads`` on every call.
+* ``pyattn``: ``num_threads=threads`` on every call (``additive`` cases:
+  ``additive_attention``; ``kvcache`` cases: ``KVCache.attend`` of the
+  case's filled cache).
 * ``numpy``: the NumPy reference recipe in float32, ``s = q @ k^T * scale;
   s -= s.max(-1); p = exp(s); p /= p.sum(-1); p @ v`` (in place where that
   is the same arithmetic); NumPy's BLAS is limited to ``threads`` with
@@ -17,8 +19,18 @@ that holds the thread settings of that implementation while it is timed:
 * ``onnxruntime``: a one-node ONNX graph with ``com.microsoft.MultiHeadAttention``
   (inputs ``(B, L, H*E)``, attribute ``num_heads``; ``unidirectional=1`` for
   causal; masks as ``attention_bias``, a bool mask turned into a 0/-inf float
-  bias outside the timing), ``intra_op_num_threads=threads``. The transposes
-  to its layout are done once, outside the timing. No GQA, weights or bfloat16.
+  bias outside the timing), ``intra_op_num_threads=threads`` with intra-op
+  spinning off (``session.intra_op.allow_spinning = 0``: its idle workers
+  would otherwise spin on the cores after each call and slow whatever is
+  timed next). The transposes to its layout are done once, outside the
+  timing. No GQA, weights or bfloat16.
+
+Additive cases have a NumPy and a torch baseline: the broadcast recipe
+everyone writes first, ``tanh(qp[:, :, None, :] + kp[:, None, :, :]) @ v_a``,
+softmax, ``@ v`` (NumPy in row chunks when the (L, S, A) tensor would exceed
+1 GiB; torch skips cases that would need more than 4 GiB). KV-cache cases
+have no baseline (no baseline stores a quantised cache): their float32-cache
+row is timed beside them instead.
 
 An implementation that cannot run a case raises :class:`Unsupported`; one that
 is not installed is reported by :func:`available`.
@@ -62,7 +74,11 @@ def available(impl):
 def blas_thread_control():
     """A description of how NumPy's BLAS threads are controlled."""
     if importlib.util.find_spec("threadpoolctl"):
-        return "threadpoolctl"
+        from threadpoolctl import threadpool_info
+
+        libs = sorted({i.get("internal_api", "?") for i in threadpool_info() if i.get("user_api") == "blas"})
+        found = ", ".join(libs) if libs else "no BLAS library found"
+        return f"set to each row's thread count with threadpoolctl ({found})"
     return ("not controlled (threadpoolctl is not installed): NumPy's BLAS uses its default "
             "thread count (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)")
 
@@ -123,6 +139,16 @@ def make_runner(impl, case, inputs, threads):
 def _pyattn(case, inputs, threads):
     import pyattn
 
+    if case.op == "additive":
+        from .cases import additive_kwargs
+
+        kw = additive_kwargs(case, inputs)
+        q, k, v, v_a = inputs.q, inputs.k, inputs.v, inputs.extra["v_a"]
+        fn = pyattn.additive_attention
+        return Runner("pyattn", lambda: fn(q, k, v, v_a, num_threads=threads, **kw))
+    if case.op == "kvcache":
+        attend, q = inputs.extra["caches"][case.kv_dtype].attend, inputs.q
+        return Runner("pyattn", lambda: attend(q, num_threads=threads))
     kw = case.sdpa_kwargs(inputs)
     q, k, v = inputs.q, inputs.k, inputs.v
     sdpa = pyattn.scaled_dot_product_attention
@@ -130,6 +156,13 @@ def _pyattn(case, inputs, threads):
 
 
 def _numpy(case, inputs, threads):
+    if case.op == "kvcache":
+        raise Unsupported("no NumPy KV cache (see the float32-cache row)")
+    if case.op == "additive":
+        kw = {n: inputs.extra[n] for n in ("w_query", "w_key", "bias") if n in inputs.extra}
+        q, k, v, v_a = inputs.q, inputs.k, inputs.v, inputs.extra["v_a"]
+        return Runner("numpy", lambda: additive_numpy_recipe(q, k, v, v_a, causal=case.causal, **kw),
+                      enter=lambda: blas_threads(threads))
     scale = np.float32(1.0 / math.sqrt(case.E))
     q, k, v = inputs.q, inputs.k, inputs.v
     convert = q.dtype != np.float32  # bfloat16: the float32 conversion is timed
@@ -188,6 +221,9 @@ def _torch(case, inputs, threads):
     import torch
     import torch.nn.functional as F
 
+    if case.op == "kvcache":
+        raise Unsupported("no torch KV cache of this storage (see the float32-cache row)")
+
     q, k, v = (_torch_tensor(a) for a in (inputs.q, inputs.k, inputs.v))
     mask = None if inputs.mask is None else torch.from_numpy(inputs.mask)
     scale = 1.0 / math.sqrt(case.E)
@@ -201,6 +237,15 @@ def _torch(case, inputs, threads):
                 yield
         finally:
             torch.set_num_threads(prev)
+
+    if case.op == "additive":
+        need = case.B * case.L * case.S * case.a * 4
+        if need > 4 << 30:
+            raise Unsupported(f"the broadcast recipe would need {need / 2**30:.0f} GiB")
+        t = {n: torch.from_numpy(inputs.extra[n]) for n in ("w_query", "w_key", "bias") if n in inputs.extra}
+        v_a = torch.from_numpy(inputs.extra["v_a"])
+        return Runner("torch", lambda: additive_torch_recipe(torch, q, k, v, v_a, causal=case.causal, **t),
+                      enter=torch_threads, to_output=_torch_to_numpy)
 
     if case.weights:
         if case.gqa or case.causal or case.mask:
@@ -221,6 +266,8 @@ def _torch(case, inputs, threads):
 
 
 def _ort(case, inputs, threads):
+    if case.op != "sdpa":
+        raise Unsupported("MultiHeadAttention covers scaled-dot-product attention only")
     if case.gqa:
         raise Unsupported("MultiHeadAttention has no grouped-query attention")
     if case.weights:
@@ -258,12 +305,64 @@ def _ort(case, inputs, threads):
     if threads is not None:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     run = sess.run
 
     return Runner("onnxruntime", lambda: run(None, feeds)[0],
                   to_output=lambda r: r.reshape(B, case.L, H, case.ev).transpose(0, 2, 1, 3))
+
+
+def additive_numpy_recipe(q, k, v, v_a, w_query=None, w_key=None, bias=None, causal=False,
+                          max_chunk_bytes=1 << 30, chunk_bytes=256 << 20):
+    """The NumPy broadcast recipe of additive attention: the (rows, S, A)
+    tanh tensor, whole if it takes at most 1 GiB, else in row chunks of
+    ~256 MiB."""
+    qp = q if w_query is None else q @ w_query
+    if bias is not None:
+        qp = qp + bias
+    kp = k if w_key is None else k @ w_key
+    B, L, A = qp.shape
+    S = kp.shape[1]
+    per_row = S * A * qp.itemsize
+    rows = L if L * per_row <= max_chunk_bytes else max(1, chunk_bytes // per_row)
+    scores = np.empty((B, L, S), qp.dtype)
+    for b in range(B):
+        for i0 in range(0, L, rows):
+            t = qp[b, i0:i0 + rows, None, :] + kp[b, None, :, :]
+            np.tanh(t, out=t)
+            scores[b, i0:i0 + rows] = t @ v_a
+    if causal:
+        scores[:, np.triu(np.ones((L, S), bool), 1)] = -np.inf
+    scores -= scores.max(-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(-1, keepdims=True)
+    return scores @ v
+
+
+def additive_torch_recipe(torch, q, k, v, v_a, w_query=None, w_key=None, bias=None, causal=False):
+    """The same recipe in torch: one (B, L, S, A) tensor."""
+    qp = q if w_query is None else q @ w_query
+    if bias is not None:
+        qp = qp + bias
+    kp = k if w_key is None else k @ w_key
+    scores = torch.tanh(qp[:, :, None, :] + kp[:, None, :, :]) @ v_a
+    if causal:
+        L, S = scores.shape[-2:]
+        scores = scores.masked_fill(torch.ones(L, S, dtype=torch.bool).triu(1), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def read_roof_runner(nbytes, threads):
+    """A streaming read of an ``nbytes`` buffer by ``threads`` threads
+    (``pyattn._core._stream_read``: 1 MiB chunks taken in turn, 4 KiB
+    fetched ahead): the machine's practical read bandwidth at that thread
+    count, the roof of the memory-bound cases."""
+    from pyattn import _core
+
+    buf = np.ones(nbytes // 4, np.float32)  # (touched: no page faults while timed)
+    return Runner("read-roof", lambda: _core._stream_read(buf, threads))
 
 
 def roof_runner(n, threads):

@@ -3,7 +3,10 @@ pytest-benchmark files in ``benchmarks/``; the one ``flops()`` helper; input
 generation; and validation of a pyattn result against the float64 reference.
 
 Every case is float32 with B=1, H=12, E=64 unless it says otherwise. A case
-belongs to one or more presets: ``smoke`` (seconds, for the test suite),
+runs one op: ``sdpa`` (scaled_dot_product_attention), ``additive``
+(additive_attention; ``E`` is the query feature size Dq) or ``kvcache``
+(a decoding step ``KVCache.attend`` over a cache of ``S`` positions stored
+as ``kv_dtype``). A case belongs to one or more presets: ``smoke`` (seconds, for the test suite),
 ``quick`` (the CLI default, under a minute) and ``full`` (every case of the
 issue's table).
 """
@@ -26,7 +29,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 PRESETS = ("smoke", "quick", "full")
 
 # Group names, in the order tables and plots list them.
-GROUPS = ("prefill", "causal", "masked", "weights", "decode", "gqa-decode", "tiny")
+GROUPS = ("prefill", "causal", "masked", "weights", "decode", "gqa-decode", "kv-decode", "additive", "tiny")
+# Memory-bound groups: a call reads every key and value once and does ~1 flop
+# per byte, so its speed is shown as bytes per second against the machine's
+# read bandwidth rather than as flops against the matmul roof.
+MEMORY_BOUND_GROUPS = ("decode", "gqa-decode", "kv-decode")
 
 
 def flops(B, H, L, S, E, Ev=None, causal=False):
@@ -37,6 +44,18 @@ def flops(B, H, L, S, E, Ev=None, causal=False):
     Ev = E if Ev is None else Ev
     n = 2.0 * B * H * L * S * (E + Ev)
     return n / 2 if causal else n
+
+
+def additive_flops(B, L, S, A, Ev, Dq=0, Dk=0, causal=False, projections=False):
+    """Floating-point operations of one additive-attention call, counting
+    each tanh argument's add and the ``v_a`` product (2 per (i, j, a); the
+    tanh itself is not counted) plus 2*B*L*S*Ev for P V, halved when
+    causal; with projections, 2*B*(L*Dq + S*Dk)*A for them."""
+    n = 2.0 * B * L * S * (A + Ev)
+    n = n / 2 if causal else n
+    if projections:
+        n += 2.0 * B * (L * Dq + S * Dk) * A
+    return n
 
 
 def matmul_flops(n):
@@ -53,10 +72,15 @@ class Case:
     ``"bool"`` or ``"float"`` (an ``(L, S)`` mask broadcast over the heads).
     ``scaling``: its multi-thread rows also time pyattn at 1 thread, in the
     same rounds (the thread speed-up as a ratio measured side by side).
+    ``op``: ``"sdpa"``, ``"additive"`` (query (B, L, E), key (B, S, Dk),
+    value (B, S, Ev), v_a (A,); ``projections``: with w_query, w_key and a
+    bias, else Keras' form with ``A = E = Dk``) or ``"kvcache"`` (a
+    ``KVCache(kv_dtype=...)`` holding S positions; one ``attend`` of L rows).
     """
 
     name: str
     group: str
+    op: str = "sdpa"
     B: int = 1
     H: int = 12
     L: int = 1
@@ -70,6 +94,18 @@ class Case:
     weights: bool = False
     scaling: bool = False
     presets: tuple = ("full",)
+    A: int | None = None
+    Dk: int | None = None
+    projections: bool = False
+    kv_dtype: str | None = None
+
+    @property
+    def a(self):
+        return self.E if self.A is None else self.A
+
+    @property
+    def dk(self):
+        return self.E if self.Dk is None else self.Dk
 
     @property
     def ev(self):
@@ -85,7 +121,29 @@ class Case:
 
     @property
     def flops(self):
+        if self.op == "additive":
+            return additive_flops(self.B, self.L, self.S, self.a, self.ev, self.E, self.dk, self.causal,
+                                  self.projections)
         return flops(self.B, self.H, self.L, self.S, self.E, self.ev, self.causal)
+
+    @property
+    def memory_bound(self):
+        return self.group in MEMORY_BOUND_GROUPS
+
+    @property
+    def bytes(self):
+        """Bytes one call reads and writes: q, the keys and values (each kv
+        head's once; int8 caches with their float32 scale per position) and
+        the output. The working set of a memory-bound case."""
+        item = self.np_dtype.itemsize
+        kv_item, per_position = item, 0
+        if self.kv_dtype == "int8":
+            kv_item, per_position = 1, 4
+        elif self.kv_dtype is not None:
+            kv_item = 2
+        qo = self.B * self.H * self.L * (self.E + self.ev) * item
+        kv = self.B * self.hkv * self.S * ((self.E + self.ev) * kv_item + 2 * per_position)
+        return qo + kv
 
     @property
     def per_call(self):
@@ -102,7 +160,7 @@ class Case:
 
     @property
     def available(self):
-        return self.dtype != "bfloat16" or BFLOAT16 is not None
+        return BFLOAT16 is not None or "bfloat16" not in (self.dtype, self.kv_dtype)
 
     def without_extras(self):
         """The same call without its mask and weights, or ``None`` if it has
@@ -113,13 +171,27 @@ class Case:
         return dataclasses.replace(self, name=f"{self.name} (plain)", mask=None, weights=False,
                                    presets=())
 
+    def with_float_cache(self):
+        """A quantised/half KV cache case as the same decoding step over a
+        cache stored in the compute dtype (``None`` for other cases): timed
+        beside it, so the storage's speed-up is a ratio measured in one run."""
+        if self.op != "kvcache" or self.kv_dtype is None:
+            return None
+        return dataclasses.replace(self, name=f"{self.name} ({self.dtype} cache)", kv_dtype=None, presets=())
+
     def describe(self):
         """Shape and options in one short string."""
+        if self.op == "additive":
+            proj = f"Dq={self.E} Dk={self.dk} " if self.projections else ""
+            return (f"additive B={self.B} L={self.L} S={self.S} {proj}A={self.a} Ev={self.ev} {self.dtype}"
+                    + (" causal" if self.causal else ""))
         heads = f"H={self.H}" + (f"/{self.hkv}kv" if self.gqa else "")
         parts = [f"B={self.B}", heads, f"L={self.L}", f"S={self.S}", f"E={self.E}"]
         if self.Ev is not None:
             parts.append(f"Ev={self.Ev}")
         parts.append(self.dtype)
+        if self.op == "kvcache":
+            parts.append(f"KVCache kv_dtype={self.kv_dtype}")
         if self.causal:
             parts.append("causal")
         if self.mask:
@@ -157,12 +229,31 @@ CASES = (
     Case("decode-16k", "decode", H=32, L=1, S=16384, E=128, presets=_Q),
     Case("gqa-decode-8k", "gqa-decode", H=32, Hkv=8, L=1, S=8192, E=128, presets=_Q),
     Case("decode-bf16-16k", "decode", H=32, L=1, S=16384, E=128, dtype="bfloat16"),
+    # Decoding steps over a KVCache whose keys/values are stored as kv_dtype
+    # (computed in float32), each beside the same step over a float32 cache.
+    Case("kv-int8-decode-16k", "kv-decode", op="kvcache", H=32, L=1, S=16384, E=128, kv_dtype="int8",
+         presets=_Q),
+    Case("kv-bf16-decode-16k", "kv-decode", op="kvcache", H=32, L=1, S=16384, E=128, kv_dtype="bfloat16"),
+    Case("kv-int8-gqa-decode-16k", "kv-decode", op="kvcache", H=32, Hkv=8, L=1, S=16384, E=128,
+         kv_dtype="int8"),
+    # Additive (Bahdanau) attention; E is the query feature size Dq.
+    Case("additive-keras-1k", "additive", op="additive", B=1, H=1, L=1024, S=1024, E=128, presets=_Q),
+    Case("additive-seq2seq", "additive", op="additive", B=8, H=1, L=64, S=512, E=256, Dk=512, A=128,
+         Ev=512, projections=True),
+    Case("additive-causal-2k", "additive", op="additive", B=1, H=1, L=2048, S=2048, E=64, causal=True),
+    Case("additive-decode-4k", "additive", op="additive", B=16, H=1, L=1, S=4096, E=128),
+    Case("additive-small", "additive", op="additive", B=32, H=1, L=32, S=32, E=32),
     Case("tiny", "tiny", B=1, H=1, L=1, S=16, E=64, presets=_ALL),
     # Only for the smoke preset (the test suite): small and fast.
     Case("smoke-prefill-128", "prefill", H=2, L=128, S=128, scaling=True, presets=("smoke",)),
     Case("smoke-causal-128", "causal", H=2, L=128, S=128, causal=True, presets=("smoke",)),
     Case("smoke-mask-bool-128", "masked", H=2, L=128, S=128, mask="bool", presets=("smoke",)),
     Case("smoke-weights-128", "weights", H=2, L=128, S=128, weights=True, presets=("smoke",)),
+    Case("smoke-decode-4k", "decode", H=2, L=1, S=4096, E=64, presets=("smoke",)),
+    Case("smoke-kv-int8-4k", "kv-decode", op="kvcache", H=4, Hkv=2, L=1, S=4096, E=64, kv_dtype="int8",
+         presets=("smoke",)),
+    Case("smoke-additive-64", "additive", op="additive", B=2, H=1, L=64, S=64, E=32, A=16, Dk=24,
+         projections=True, presets=("smoke",)),
 )
 
 CASES_BY_NAME = {c.name: c for c in CASES}
@@ -187,12 +278,17 @@ def select(preset=None, patterns=None):
 @dataclasses.dataclass
 class Inputs:
     """Arrays of one case: q (B, H, L, E), k (B, Hkv, S, E), v (B, Hkv, S, Ev)
-    of the case dtype; ``mask`` (L, S) bool or float32, or None."""
+    of the case dtype (additive: q (B, L, E), k (B, S, Dk), v (B, S, Ev));
+    ``mask`` (L, S) bool or float32, or None; ``extra``: additive's v_a and
+    projections; a kvcache case's filled caches by kv_dtype (``"caches"``:
+    the case's, and a float one for the row timed beside it), with k and v
+    None."""
 
     q: np.ndarray
     k: np.ndarray
     v: np.ndarray
     mask: np.ndarray | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
 
 
 def make_inputs(case, seed=0):
@@ -206,9 +302,16 @@ def make_inputs(case, seed=0):
         a = rng.standard_normal(shape, dtype=np.float32)
         return a if dt == np.float32 else a.astype(dt)
 
+    if case.op == "additive":
+        return _additive_inputs(case, rng, randn)
     q = randn((case.B, case.H, case.L, case.E))
     k = randn((case.B, case.hkv, case.S, case.E))
     v = randn((case.B, case.hkv, case.S, case.ev))
+    if case.op == "kvcache":  # (k and v live on in the caches only)
+        caches = {case.kv_dtype: filled_cache(case, k, v)}
+        if case.kv_dtype is not None:  # for the side-by-side row (with_float_cache)
+            caches[None] = filled_cache(case.with_float_cache(), k, v)
+        return Inputs(q, None, None, extra={"caches": caches})
     mask = None
     if case.mask == "bool":
         mask = rng.random((case.L, case.S), dtype=np.float32) < 0.9
@@ -221,13 +324,34 @@ def make_inputs(case, seed=0):
     return Inputs(q, k, v, mask)
 
 
-def run_pyattn(case, inputs, threads=None):
-    """One pyattn call for ``case`` (``out`` or ``(out, weights)``)."""
+def _additive_inputs(case, rng, randn):
+    q = randn((case.B, case.L, case.E))
+    k = randn((case.B, case.S, case.dk))
+    v = randn((case.B, case.S, case.ev))
+    extra = {"v_a": (rng.standard_normal(case.a, dtype=np.float32) / math.sqrt(case.a)).astype(q.dtype)}
+    if case.projections:
+        extra["w_query"] = (rng.standard_normal((case.E, case.a), dtype=np.float32) / math.sqrt(case.E)).astype(q.dtype)
+        extra["w_key"] = (rng.standard_normal((case.dk, case.a), dtype=np.float32) / math.sqrt(case.dk)).astype(q.dtype)
+        extra["bias"] = (0.1 * rng.standard_normal(case.a, dtype=np.float32)).astype(q.dtype)
+    return Inputs(q, k, v, extra=extra)
+
+
+def filled_cache(case, k, v):
+    """A ``pyattn.KVCache`` of ``case``'s kv_dtype holding k and v (all S positions)."""
     import pyattn
 
-    return pyattn.scaled_dot_product_attention(
-        inputs.q, inputs.k, inputs.v, num_threads=threads, **case.sdpa_kwargs(inputs)
-    )
+    cache = pyattn.KVCache(case.B, case.hkv, case.E, case.S, value_dim=case.ev, dtype=k.dtype,
+                           kv_dtype=case.kv_dtype)
+    cache.append(k, v)
+    return cache
+
+
+def additive_kwargs(case, inputs):
+    """Keyword arguments of additive_attention for this case (v_a excluded)."""
+    kw = {n: inputs.extra[n] for n in ("w_query", "w_key", "bias") if n in inputs.extra}
+    if case.causal:
+        kw["is_causal"] = True
+    return kw
 
 
 # --------------------------------------------------------------------------
@@ -284,19 +408,26 @@ def validate(case, inputs, result, budget=1 << 22):
 
     out, weights = (result if case.weights else (result, None))
     rtol, atol = tolerance(out.dtype)
+    if case.op == "additive":
+        return _validate_additive(case, inputs, out, rtol, atol, budget)
     heads, rows = validation_slice(case, budget)
     group = case.H // case.hkv
     worst, max_err = 0.0, 0.0
+    if case.op == "kvcache":  # the cache's stored keys/values, dequantised (exactly)
+        keys, values = inputs.extra["caches"][case.kv_dtype].dequantize()
+    else:
+        keys, values = inputs.k, inputs.v
     for h in heads:
         kvh = h // group
         q = inputs.q[0, h, rows].astype(np.float64)
-        k = inputs.k[0, kvh].astype(np.float64)
-        v = inputs.v[0, kvh].astype(np.float64)
+        k = keys[0, kvh].astype(np.float64)
+        v = values[0, kvh].astype(np.float64)
         mask = None
         if inputs.mask is not None:
             mask = inputs.mask[rows]
-        if case.causal:
-            tri = np.arange(case.S)[None, :] <= rows[:, None]
+        if case.causal or case.op == "kvcache":  # (a cache: lower-right causal)
+            shift = case.S - case.L if case.op == "kvcache" else 0
+            tri = np.arange(case.S)[None, :] <= rows[:, None] + shift
             mask = tri if mask is None else (mask & tri if mask.dtype == bool else np.where(tri, mask, -np.inf))
         ref = reference.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(case.E) if case.E else None,
@@ -316,3 +447,28 @@ def validate(case, inputs, result, budget=1 << 22):
                 worst = max(worst, float(np.nanmax(err / bound)))
     checked = f"batch 0, heads {heads}, {len(rows)}/{case.L} rows"
     return Validation(ok=worst <= 1.0, max_abs_err=max_err, worst_ratio=worst, checked=checked)
+
+
+def _validate_additive(case, inputs, out, rtol, atol, budget):
+    """Additive attention of batch element 0 (a subset of its rows for big
+    cases) against the float64 reference."""
+    from pyattn import reference
+
+    n_rows = max(8, budget // max(1, case.S * case.a // 8))
+    rows = (np.arange(case.L) if n_rows >= case.L
+            else np.unique(np.linspace(0, case.L - 1, n_rows).round().astype(np.intp)))
+    f64 = {n: a.astype(np.float64) for n, a in inputs.extra.items() if n != "v_a"}
+    mask = None
+    if case.causal:
+        mask = np.arange(case.S)[None, :] <= rows[:, None]
+    ref = reference.additive_attention(
+        inputs.q[0, rows].astype(np.float64), inputs.k[0].astype(np.float64), inputs.v[0].astype(np.float64),
+        inputs.extra["v_a"].astype(np.float64), attn_mask=mask, **f64)
+    got = np.asarray(out[0, rows], dtype=np.float64)
+    err = np.abs(got - ref)
+    worst = float(np.nanmax(err / (atol + rtol * np.abs(ref)))) if err.size else 0.0
+    if not np.all(np.isfinite(got)):
+        worst = math.inf
+    max_err = float(np.nanmax(err)) if err.size else 0.0
+    return Validation(ok=worst <= 1.0, max_abs_err=max_err, worst_ratio=worst,
+                      checked=f"batch 0, {len(rows)}/{case.L} rows")

@@ -6,18 +6,27 @@ Every pyattn result is first checked against the float64 reference
 case that fails is not timed and makes the exit status 1. Times are medians
 over repeats after a warm-up; a case's implementations are timed in
 interleaved rounds (2 with --quick, 6 with --full), so that a burst of load
-on a shared machine falls on all of them alike. The roof is NumPy's float32
-2048^3 matmul measured in the same run at each thread count (in as many
-blocks as rounds, spread over the run, one median); NumPy's BLAS threads are set
-with threadpoolctl when it is importable (else they are not controlled and the
-table says so). Note: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment
-can slow OpenBLAS (the roof and the NumPy baseline); the run reports them.
+on a shared machine falls on all of them alike.
+
+Two roofs are measured in the same run at each thread count, in as many
+blocks as rounds spread over the run (one median each): NumPy's float32
+2048^3 matmul (compute-bound cases: "% matmul" = pyattn's GFLOP/s over it)
+and a streaming read of a 512 MiB buffer (``pyattn._core._stream_read``;
+memory-bound cases -- decoding -- show "GB/s", the bytes of q, K, V and the
+output one call reads and writes per second, and "% read bw" = that over
+the read roof). NumPy's BLAS threads are set to each row's thread count with
+threadpoolctl when it is importable (else they are not controlled and the
+table says so); ONNX Runtime runs with intra-op spinning off. Note:
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment can slow OpenBLAS
+(the roof and the NumPy baseline); the run reports them.
 
 The "x" columns are speed-ups of pyattn: baseline time / pyattn time
 (> 1: pyattn is faster). Ratios between pyattn calls that a comparison
 needs side by side are timed in the same rounds too, and printed below the
 table: a masked or weights case against the same call without its mask or
-weights, and a multi-thread prefill-2048 row against 1 thread.
+weights, a multi-thread prefill-2048 row against 1 thread, and a decoding
+step over a quantised (int8) or bfloat16 KV cache against the same step over
+a float32 cache.
 """
 
 from __future__ import annotations
@@ -52,8 +61,12 @@ _BUDGET = {
 _ROUNDS = {"smoke": 1, "quick": 2, "full": 6}
 _DEFAULT_THREADS = {"smoke": [1], "quick": [1], "full": [1, 2]}
 _ROOF_N = 2048
+# Bytes of the read-bandwidth roof's buffer: >= 4x any last-level cache share
+# a core is likely to have (the smoke preset only checks that it runs).
+_READ_BYTES = {"smoke": 32 << 20, "quick": 512 << 20, "full": 512 << 20}
 _OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-_COLUMNS = ("case", "thr", "pyattn", "GFLOP/s", "% roof", "x numpy", "x torch", "x onnxrt")
+_COLUMNS = ("case", "thr", "pyattn", "GFLOP/s", "% matmul", "GB/s", "% read bw", "x numpy", "x torch",
+            "x onnxrt")
 _SHORT = {"numpy": "x numpy", "torch": "x torch", "onnxruntime": "x onnxrt"}
 
 
@@ -90,12 +103,16 @@ def _side_runs(case, threads):
         runs.append(("plain", f"x the time without the {what}", plain, threads))
     if case.scaling and threads > 1:
         runs.append(("1 thread", "x faster than 1 thread", case, 1))
+    float_cache = case.with_float_cache()
+    if float_cache is not None:
+        runs.append(("float cache", f"x faster than the same step over a {case.dtype} cache", float_cache,
+                     threads))
     return runs
 
 
 def _side_ratio(key, pyattn_s, side_s):
     """The ratio printed for a side run: time with / time without the
-    extras, or 1-thread time / this row's time."""
+    extras, or the other call's time / this row's time."""
     return pyattn_s / side_s if key == "plain" else side_s / pyattn_s
 
 
@@ -106,8 +123,11 @@ def build_parser():
                     "recipe, torch SDPA and ONNX Runtime MultiHeadAttention (when installed). "
                     "Every pyattn result is validated against the float64 reference first.",
         epilog="Columns 'x numpy/torch/onnxrt' are baseline time / pyattn time (> 1: pyattn faster); "
-               "'% roof' compares pyattn's GFLOP/s with NumPy's float32 2048^3 matmul at the same "
-               "thread count. 'n/a': the baseline cannot run the case; '-': not installed or not selected.",
+               "'% matmul' compares pyattn's GFLOP/s with NumPy's float32 2048^3 matmul at the same "
+               "thread count (compute-bound cases); 'GB/s' is the bytes of q, K, V and out per call "
+               "over the time and '% read bw' that over a streaming read of a 512 MiB buffer at the "
+               "same thread count (memory-bound cases: decoding). 'n/a': the baseline cannot run the "
+               "case; '-': not installed, not selected or not applicable.",
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", dest="preset", action="store_const", const="quick",
@@ -125,8 +145,10 @@ def build_parser():
                    help="baselines to time: comma-separated from numpy,torch,onnxruntime, or none "
                         "(default: all that are installed)")
     p.add_argument("--json", metavar="PATH", help="write all results (with every sample) as JSON")
-    p.add_argument("--plot", metavar="PATH.png", help="save a GFLOP/s bar chart (needs matplotlib)")
-    p.add_argument("--no-roof", action="store_true", help="skip the matmul roof measurement")
+    p.add_argument("--plot", metavar="PATH.png",
+                   help="save bar charts: GFLOP/s of compute-bound cases, GB/s of memory-bound ones "
+                        "(needs matplotlib)")
+    p.add_argument("--no-roof", action="store_true", help="skip the roof measurements (matmul and read)")
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default 0)")
     p.add_argument("--list", action="store_true", help="list the case table and exit")
@@ -207,7 +229,20 @@ def _environment(baselines):
         "blas_threads": bl.blas_thread_control(),
         "baselines": baselines,
         "load_average": _load_average(),
+        "cpu_name": _cpu_name(),
     }
+
+
+def _cpu_name():
+    """The CPU model (Linux: /proc/cpuinfo), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def _load_average():
@@ -236,8 +271,10 @@ def run(args, out=None):
 
     rounds = _ROUNDS[preset]
     side_count = sum(len(_side_runs(c, t)) for c in selected for t in threads_list)
+    read_roof = not args.no_roof and any(c.memory_bound for c in selected)
+    roofs = (0 if args.no_roof else 1) + int(read_roof)
     steps = (len(selected) * len(threads_list) * (1 + rounds * (1 + len(baselines)))
-             + rounds * side_count + (0 if args.no_roof else rounds * len(threads_list)))
+             + rounds * side_count + rounds * len(threads_list) * roofs)
     progress = Progress(steps, enabled=not args.no_progress)
     for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if k in os.environ:
@@ -252,7 +289,9 @@ def run(args, out=None):
     # each case's implementations are: one block at the start would carry
     # whatever load the machine had then into every "% roof".
     roof_parts = {t: [] for t in threads_list}
+    read_parts = {t: [] for t in threads_list}
     roof_at = [] if args.no_roof else [i * len(selected) // rounds for i in range(rounds)]
+    read_bytes = _READ_BYTES[preset]
 
     def time_roof(r):
         for t in threads_list:
@@ -262,6 +301,13 @@ def run(args, out=None):
                 tm = measure(runner, **per_round, keep_first=False)
             roof_parts[t].append(tm)
             del runner
+            if read_roof:
+                progress.step(f"roof: streaming read of {read_bytes >> 20} MiB, {t} thread(s) ({r + 1}/{rounds})")
+                runner = bl.read_roof_runner(read_bytes, t)
+                with runner:
+                    tm = measure(runner, **per_round, keep_first=False)
+                read_parts[t].append(tm)
+                del runner
 
     results = []
     failed = False
@@ -271,7 +317,8 @@ def run(args, out=None):
         inputs = cs.make_inputs(case, seed=args.seed)
         for t in threads_list:
             row = {"case": case.name, "group": case.group, "describe": case.describe(), "threads": t,
-                   "flops": case.flops, "impls": {}, "notes": {}, "side_by_side": {}}
+                   "flops": case.flops, "bytes": case.bytes if case.memory_bound else None,
+                   "memory_bound": case.memory_bound, "impls": {}, "notes": {}, "side_by_side": {}}
             side = _side_runs(case, t)
             results.append(row)
             progress.step(f"{case.name} t={t} pyattn (validation)")
@@ -333,13 +380,22 @@ def run(args, out=None):
         if parts:
             tm = merge_timings(parts)
             roof[t] = {"gflops": cs.matmul_flops(_ROOF_N) / tm.median / 1e9, **tm.as_dict()}
+    read = {}
+    for t, parts in read_parts.items():
+        if parts:
+            tm = merge_timings(parts)
+            read[t] = {"gb_per_s": read_bytes / tm.median / 1e9, "bytes": read_bytes, **tm.as_dict()}
 
     for row in results:
         t = row["threads"]
         p = row["impls"].get("pyattn")
         if p is None:
             continue
-        if t in roof:
+        if row["memory_bound"]:
+            p["gb_per_s"] = row["bytes"] / p["median_s"] / 1e9
+            if t in read:
+                p["pct_read"] = 100.0 * p["gb_per_s"] / read[t]["gb_per_s"]
+        elif t in roof:
             p["pct_roof"] = 100.0 * p["gflops"] / roof[t]["gflops"]
         for name in baselines:
             b = row["impls"].get(name)
@@ -350,7 +406,8 @@ def run(args, out=None):
 
     report = {"meta": {**env, "preset": preset, "threads": threads_list, "skipped_baselines": skipped,
                        "roof_n": _ROOF_N},
-              "roof": {str(t): v for t, v in roof.items()}, "results": results}
+              "roof": {str(t): v for t, v in roof.items()},
+              "read_roof": {str(t): v for t, v in read.items()}, "results": results}
     print_report(report, out)
     if args.json:
         with open(args.json, "w") as f:
@@ -402,6 +459,8 @@ def table_rows(report):
         cells.append(format_time(p["median_s"]))
         cells.append(f"{p['gflops']:.1f}")
         cells.append(f"{p['pct_roof']:.0f}%" if "pct_roof" in p and r["group"] != "tiny" else "-")
+        cells.append(f"{p['gb_per_s']:.1f}" if "gb_per_s" in p else "-")
+        cells.append(f"{p['pct_read']:.0f}%" if "pct_read" in p else "-")
         for name in bl.BASELINES:
             if name not in baselines:
                 cells.append("-")
@@ -421,14 +480,24 @@ def print_report(report, out=None):
     print(f"pyattn {cfg['version']} isa={cfg['isa']} openmp={cfg['openmp']} | numpy {v['numpy']}"
           + "".join(f" | {m} {v[m]}" for m in ("torch", "onnxruntime") if m in v and m in meta["baselines"]),
           file=out)
+    cpu = meta.get("cpu_name") or meta["processor"] or meta["machine"]
+    load = meta.get("load_average")
+    print(f"CPU: {cpu}, {meta['cpu_count']} logical CPUs"
+          + (f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start" if load else ""), file=out)
     if report["roof"]:
         roofs = ", ".join(f"{t} thr {r['gflops']:.1f}" for t, r in report["roof"].items())
-        print(f"roof (NumPy float32 {meta['roof_n']}^3 matmul, GFLOP/s): {roofs}; "
-              f"BLAS threads: {meta['blas_threads']}", file=out)
+        print(f"matmul roof (NumPy float32 {meta['roof_n']}^3 matmul, GFLOP/s): {roofs}", file=out)
+    if report.get("read_roof"):
+        reads = ", ".join(f"{t} thr {r['gb_per_s']:.1f}" for t, r in report["read_roof"].items())
+        nbytes = next(iter(report["read_roof"].values()))["bytes"]
+        print(f"read roof (streaming read of {nbytes >> 20} MiB, GB/s): {reads}", file=out)
+    print(f"NumPy baseline and matmul roof: BLAS threads {meta['blas_threads']}", file=out)
+    if "onnxruntime" in meta["baselines"]:
+        print("ONNX Runtime: intra_op_num_threads = the row's thread count, intra-op spinning off "
+              "(session.intra_op.allow_spinning=0)", file=out)
     for k, val in meta["env"].items():
         if k.startswith("OPENBLAS_CORE") or k.startswith("OPENBLAS_L2"):
             print(f"note: {k}={val} is set (it can slow NumPy's matmul)", file=out)
-    load = meta.get("load_average")
     if load and meta["cpu_count"] and load[0] > 0.75:
         print(f"note: load average {load[0]:.1f} at the start on {meta['cpu_count']} CPUs: other processes "
               "compete for the cores, multi-threaded timings are unreliable", file=out)
@@ -445,7 +514,8 @@ def print_report(report, out=None):
     for r in rows:
         print(fmt(r), file=out)
     print("x <baseline> = baseline time / pyattn time (> 1: pyattn is faster); "
-          "tiny cases: time per call.", file=out)
+          "% matmul: of the matmul roof (compute-bound cases); GB/s, % read bw: bytes of q, K, V, out "
+          "per call / time, of the read roof (memory-bound cases); tiny cases: time per call.", file=out)
     sides = [(r, key, s) for r in report["results"] for key, s in r.get("side_by_side", {}).items()
              if "ratio" in s]
     if sides:
@@ -471,6 +541,8 @@ def print_report(report, out=None):
 
 
 def plot(report, path):
+    """Bar charts per thread count: GFLOP/s of the compute-bound cases with
+    the matmul roof, GB/s of the memory-bound ones with the read roof."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -478,25 +550,35 @@ def plot(report, path):
 
     threads = report["meta"]["threads"]
     impls = ["pyattn"] + list(report["meta"]["baselines"])
-    fig, axes = plt.subplots(len(threads), 1, figsize=(12, 4 * len(threads)), squeeze=False)
-    for ax, t in zip(axes[:, 0], threads):
-        rows = [r for r in report["results"] if r["threads"] == t and not r["case"].startswith("tiny")]
+    kinds = [(False, "gflops", "GFLOP/s", report["roof"], "gflops", "NumPy matmul roof"),
+             (True, "gb_per_s", "GB/s (q, K, V, out per call)", report.get("read_roof", {}), "gb_per_s",
+              "read roof")]
+    panels = [(t, k) for t in threads for k in kinds
+              if any(r["threads"] == t and r.get("memory_bound", False) == k[0] and not r["case"].startswith("tiny")
+                     for r in report["results"])]
+    fig, axes = plt.subplots(max(1, len(panels)), 1, figsize=(12, 4 * max(1, len(panels))), squeeze=False)
+    for ax, (t, (mem, key, label, roofs, roof_key, roof_label)) in zip(axes[:, 0], panels):
+        rows = [r for r in report["results"] if r["threads"] == t and r.get("memory_bound", False) == mem
+                and not r["case"].startswith("tiny")]
         names = [r["case"] for r in rows]
         width = 0.8 / len(impls)
         top = 1.0
         for j, impl in enumerate(impls):
-            vals = [r["impls"].get(impl, {}).get("gflops", 0.0) for r in rows]
+            vals = []
+            for r in rows:
+                e = r["impls"].get(impl, {})
+                vals.append(e.get("median_s") and (r["bytes"] / e["median_s"] / 1e9 if mem else e["gflops"]) or 0.0)
             top = max(top, *vals) if vals else top
             ax.bar(np.arange(len(rows)) + (j - (len(impls) - 1) / 2) * width, vals, width, label=impl)
-        roof = report["roof"].get(str(t))
+        roof = roofs.get(str(t))
         if roof:
-            ax.axhline(roof["gflops"], color="k", ls="--", lw=1, label="NumPy matmul roof")
-            top = max(top, roof["gflops"])
+            ax.axhline(roof[roof_key], color="k", ls="--", lw=1, label=roof_label)
+            top = max(top, roof[roof_key])
         ax.set_ylim(0, top * 1.3)  # room for the legend above the bars and the roof
         ax.set_xticks(np.arange(len(rows)))
         ax.set_xticklabels(names, rotation=30, ha="right")
-        ax.set_ylabel("GFLOP/s")
-        ax.set_title(f"{t} thread(s)")
+        ax.set_ylabel(label)
+        ax.set_title(f"{t} thread(s): {'memory-bound' if mem else 'compute-bound'} cases")
         ax.legend(fontsize="small", ncol=len(impls) + 1, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -508,6 +590,7 @@ def list_cases(out=None):
     print(f"{'case':<20} {'group':<11} {'presets':<18} GFLOP  shape", file=out)
     for c in cs.CASES:
         flag = "" if c.available else "  (unavailable: needs ml_dtypes)"
+        flag += "  [memory-bound: GB/s]" if c.memory_bound else ""
         print(f"{c.name:<20} {c.group:<11} {','.join(c.presets):<18} {c.flops / 1e9:5.1f}  {c.describe()}{flag}",
               file=out)
 
@@ -519,8 +602,8 @@ def main(argv=None):
         list_cases()
         return 0
     if args.plot and importlib.util.find_spec("matplotlib") is None:
-        parser.error("--plot needs matplotlib, which is not installed "
-                     "(pip install matplotlib, or pip install 'pyattn[bench]')")
+        parser.error("--plot needs matplotlib, which is not installed: pip install matplotlib "
+                     "(or, from a pyattn checkout, pip install \".[bench]\")")
     try:
         import pyattn  # noqa: F401  (fail early with a clear message)
     except ImportError as exc:

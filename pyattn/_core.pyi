@@ -9,7 +9,8 @@ def sdpa(query: np.ndarray, key: np.ndarray, value: np.ndarray, out: np.ndarray,
          mask: Optional[np.ndarray], lengths: Optional[np.ndarray],
          weights: Optional[np.ndarray], lse: Optional[np.ndarray], scale: float,
          storage: int, causal: bool, lower_right: bool, window_left: int, window_right: int,
-         num_threads: int) -> None: ...
+         num_threads: int, float_query: bool = False, key_scale: Optional[np.ndarray] = None,
+         value_scale: Optional[np.ndarray] = None) -> None: ...
 def sdpa_plain(query: object, key: object, value: object, mask: object, scale: Optional[float],
                causal: int, window_left: int, window_right: int, lengths: object,
                out: object, want_weights: bool, want_lse: bool, gqa: bool,

@@ -74,15 +74,17 @@ class _Call:
     lower_right, window_left, window_right, num_threads)`` -- the call shape
     of every ``_core`` op -- converts back to the input dtype and builds the
     return value. ``operands`` are the op's score inputs, already laid out.
+    ``compute``: the compute dtype when it is not the input's (keys/values
+    stored apart from the query).
     """
 
     def __init__(self, dtype, batch, layout, L, S, Ev, *, attn_mask, is_causal, window,
-                 kv_lengths, return_weights, return_lse, out, num_threads, inputs):
+                 kv_lengths, return_weights, return_lse, out, num_threads, inputs, compute=None):
         self.layout = layout
         self.causal, self.lower_right = _args.parse_causal(is_causal)
         self.left, self.right = _args.parse_window(window, L, S)
         self.threads = _args.parse_num_threads(num_threads, _core.get_num_threads)
-        self.cdt = cdt = _args.compute_dtype(dtype)
+        self.cdt = cdt = _args.compute_dtype(dtype) if compute is None else compute
         self.mask = _args.prepare_mask(attn_mask, batch, L, S, cdt)
         self.lengths = _args.prepare_lengths(kv_lengths, batch, S)
 
@@ -266,3 +268,55 @@ def scaled_dot_product_attention(
     else:
         qc, kc, vc = (_args.for_core(a, call.cdt) for a in (q, k, v))
     return call.run(_core.sdpa, (layout.query(qc), layout.kv(kc), layout.kv(vc)), scale, storage)
+
+
+# Storage codes of the core for keys/values stored apart from the query.
+_KV_STORAGE = {"bfloat16": 2, "float16": 3, "int8": 4}
+
+
+def _sdpa_over_stored_kv(query, key, value, kv_storage, key_scale=None, value_scale=None, *,
+                         attn_mask=None, is_causal=False, scale=None, window=None, kv_lengths=None,
+                         enable_gqa=False, return_weights=False, return_lse=False, out=None,
+                         num_threads=None):
+    """scaled_dot_product_attention of float query rows over keys and values
+    stored apart from them (a KV cache, pyattn.KVCache): ``kv_storage`` is
+    ``"bfloat16"`` or ``"float16"`` (key and value of that dtype) or
+    ``"int8"`` (int8 codes with float32 scales ``key_scale (..., S)`` and
+    ``value_scale (..., S)``: key j is ``key_scale[j] * key[j]``). The kernels
+    read the stored form in place and compute in float32; the result and the
+    weights have the query's dtype, lse is float32. The caller (KVCache) has
+    checked the storage dtypes."""
+    arrays, dtype = _args.check_inputs({"query": query})
+    q = arrays["query"]
+    k, v = _args.as_array(key, "key"), _args.as_array(value, "value")
+    L, E = q.shape[-2:]
+    S, Ek = k.shape[-2:]
+    Sv, Ev = v.shape[-2:]
+    if Ek != E:
+        raise ValueError(f"key feature size {Ek} (shape {k.shape}) != query feature size {E} (shape {q.shape})")
+    if Sv != S:
+        raise ValueError(f"value has {Sv} rows (shape {v.shape}) but key has {S} (shape {k.shape})")
+    batch, layout = _batch_and_layout(q, k, v, bool(enable_gqa))
+    scale = _args.parse_scale(scale, E)
+    f32 = np.dtype(np.float32)
+    call = _Call(
+        dtype, batch, layout, L, S, Ev,
+        attn_mask=attn_mask, is_causal=is_causal, window=window, kv_lengths=kv_lengths,
+        return_weights=return_weights, return_lse=return_lse, out=out, num_threads=num_threads,
+        inputs={"query": (query, q), "key": (key, k), "value": (value, v)}, compute=f32,
+    )
+    storage = _KV_STORAGE[kv_storage]
+    qc = _args.for_core(q, f32)
+    if kv_storage == "int8":
+        kc, vc = _args.for_core(k, np.dtype(np.int8)), _args.for_core(v, np.dtype(np.int8))
+        # (..., S) -> (..., S, 1) float32 with contiguous positions
+        ks, vs = (np.ascontiguousarray(a, dtype=f32)[..., None] for a in (key_scale, value_scale))
+        scales = {"key_scale": layout.kv(ks), "value_scale": layout.kv(vs)}
+    else:
+        kc, vc = (_args.for_core(a, a.dtype).view(np.uint16) for a in (k, v))
+        scales = {}
+
+    def core(*args):
+        return _core.sdpa(*args, float_query=True, **scales)
+
+    return call.run(core, (layout.query(qc), layout.kv(kc), layout.kv(vc)), scale, storage)

@@ -76,7 +76,8 @@ def test_bench_cli_memory_bound_and_additive_columns(tmp_path):
     the CPU, the roofs and how the baselines' threads are set."""
     out_json = tmp_path / "bench.json"
     proc = _run_bench(tmp_path, "--smoke", "--threads", "1", "--case", "smoke-decode-*",
-                      "--case", "smoke-additive-*", "--baselines", "numpy", "--json", str(out_json))
+                      "--case", "smoke-additive-*", "--case", "smoke-kv-*", "--baselines", "numpy",
+                      "--json", str(out_json))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     header = next(line.split("  ") for line in proc.stdout.splitlines() if line.startswith("case "))
     header = [h.strip() for h in header if h.strip()]
@@ -95,6 +96,11 @@ def test_bench_cli_memory_bound_and_additive_columns(tmp_path):
     add = rows["smoke-additive-64"]
     assert not add["memory_bound"] and add["validation"]["ok"] and "pct_roof" in add["impls"]["pyattn"]
     assert "x_numpy" in add["impls"]["pyattn"]
+    kv = rows["smoke-kv-int8-4k"]  # an int8 cache, validated over its dequantised keys/values
+    assert kv["memory_bound"] and kv["validation"]["ok"] and "pct_read" in kv["impls"]["pyattn"]
+    side = kv["side_by_side"]["float cache"]
+    assert side["ratio"] == pytest.approx(side["median_s"] / kv["impls"]["pyattn"]["median_s"])
+    assert "x faster than the same step over a float32 cache" in proc.stdout
     line = next(line for line in proc.stdout.splitlines() if line.startswith("smoke-decode-4k"))
     cells = line.split()  # (the time takes two: "184 µs")
     assert cells[5] == "-" and cells[7].endswith("%")  # % matmul empty, % read bw set

@@ -11,6 +11,8 @@
 #include "pyattn/threads.h"
 
 #include <cmath>
+#include <string>
+#include <tuple>
 
 namespace pyattn::bindings {
 
@@ -19,17 +21,27 @@ namespace {
 void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
           const py::object& mask, const py::object& lengths, const py::object& weights,
           const py::object& lse, double scale, int storage, bool causal, bool lower_right,
-          int64_t window_left, int64_t window_right, int num_threads) {
+          int64_t window_left, int64_t window_right, int num_threads, bool float_query,
+          const py::object& key_scale, const py::object& value_scale) {
   SdpaParams p;
-  // storage 2 / 3: q, k, v hold bfloat16 / float16 bits (uint16 arrays) and
-  // everything else is float32; else all share q's float32/float64 dtype.
+  // storage 2 / 3: k, v (and q unless float_query) hold bfloat16 / float16
+  // bits (uint16 arrays) and everything else is float32; storage 4: k, v hold
+  // int8 codes with float32 scales, q is float32 (float_query); else all share
+  // q's float32/float64 dtype.
   const bool half = storage == static_cast<int>(DType::bf16) || storage == static_cast<int>(DType::f16);
-  p.dtype = half ? DType::f32 : dtype_of(q, "query");
-  p.storage = half ? static_cast<DType>(storage) : p.dtype;
-  const py::dtype dt = half ? py::dtype::of<float>() : q.dtype();
-  const py::dtype st = half ? py::dtype::of<uint16_t>() : dt;
-  for (const py::array* a : {&q, &k, &v})
-    if (!same_dtype(a->dtype(), st)) throw py::type_error("query, key and value must share one dtype");
+  const bool i8 = storage == static_cast<int>(DType::i8);
+  if (i8 && !float_query) throw py::value_error("int8 keys/values need float32 queries (float_query)");
+  if (float_query && !half && !i8) throw py::value_error("float_query needs a bfloat16, float16 or int8 storage");
+  if (i8 != (!key_scale.is_none() && !value_scale.is_none()) || (!i8 && !(key_scale.is_none() && value_scale.is_none())))
+    throw py::value_error("key_scale and value_scale are given with int8 keys/values only, and both");
+  p.dtype = half || i8 ? DType::f32 : dtype_of(q, "query");
+  p.storage = half || i8 ? static_cast<DType>(storage) : p.dtype;
+  p.float_query = float_query;
+  const py::dtype dt = half || i8 ? py::dtype::of<float>() : q.dtype();
+  const py::dtype st = half ? py::dtype::of<uint16_t>() : i8 ? py::dtype::of<int8_t>() : dt;
+  if (!same_dtype(q.dtype(), float_query ? dt : st)) throw py::type_error("query: wrong dtype for this call");
+  for (const py::array* a : {&k, &v})
+    if (!same_dtype(a->dtype(), st)) throw py::type_error("key and value must share one storage dtype");
   if (!same_dtype(out.dtype(), dt)) throw py::type_error("out: wrong dtype for this call");
   if (out.ndim() < 2) throw py::value_error("out: needs at least 2 dimensions");
 
@@ -54,9 +66,27 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
     if (view->col_stride != 1 && a->shape(a->ndim() - 1) > 1 && a->size() > 0)
       throw py::value_error("query/key/value/out: last dimension must have unit stride");
 
+  py::array ks, vs;  // int8: (batch..., S, 1) float32 scales, positions contiguous
+  if (i8) {
+    ks = key_scale.cast<py::array>();
+    vs = value_scale.cast<py::array>();
+    for (const auto& [a, view, name] : {std::tuple{&ks, &p.k_scale, "key_scale"}, {&vs, &p.v_scale, "value_scale"}}) {
+      if (!has_dtype<float>(*a)) throw py::type_error(std::string(name) + ": dtype must be float32");
+      if (a->ndim() < 2 || a->shape(a->ndim() - 2) != p.S || a->shape(a->ndim() - 1) != 1)
+        throw py::value_error(std::string(name) + ": needs shape (..., S, 1)");
+      add_operand(builder, batch, *a, name, 2, view);
+      if (view->row_stride != 1 && p.S > 1 && a->size() > 0)
+        throw py::value_error(std::string(name) + ": positions must be contiguous");
+    }
+  }
+
   SharedOperands keep;
   add_shared_operands(p, builder, batch, dt, mask, lengths, weights, lse, keep);
   std::vector<const StridedArray*> shared = {&p.k, &p.v};
+  if (i8) {
+    shared.push_back(&p.k_scale);
+    shared.push_back(&p.v_scale);
+  }
   if (p.vis.lengths.data) shared.push_back(&p.vis.lengths);
   p.fold = builder.fold_shared(shared);
   if (!builder.finish(&p.batch))
@@ -105,8 +135,11 @@ void register_sdpa(py::module_& m) {
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),
         py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),
         py::arg("scale"), py::arg("storage"), py::arg("causal"), py::arg("lower_right"), py::arg("window_left"),
-        py::arg("window_right"), py::arg("num_threads"),
-        "Low-level SDPA on prepared arrays (see pyattn.attention). Writes out/weights/lse.");
+        py::arg("window_right"), py::arg("num_threads"), py::arg("float_query") = false,
+        py::arg("key_scale") = py::none(), py::arg("value_scale") = py::none(),
+        "Low-level SDPA on prepared arrays (see pyattn.attention). Writes out/weights/lse. "
+        "float_query: float32 q over k/v stored as `storage` (bfloat16/float16 bits, or int8 codes "
+        "with key_scale/value_scale of shape (..., S, 1)).");
 }
 
 }  // namespace pyattn::bindings

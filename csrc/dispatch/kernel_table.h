@@ -26,6 +26,8 @@ using VecMathKernelFn = void (*)(VecMathFn fn, const void* x, void* y, int64_t n
 struct KernelTable {
   const char* isa;          // "generic", "avx2", ...
   SdpaKernelFn sdpa[4];     // indexed by the storage DType of q/k/v
+  SdpaKernelFn sdpa_float_query[5];  // float32 q, k/v stored as the index DType
+                                     // (bf16, f16, i8; null for f32 / f64)
   AdditiveKernelFn additive[2];
   VecMathKernelFn vec_math[2];  // f32, f64
 };

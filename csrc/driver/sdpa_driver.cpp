@@ -7,7 +7,9 @@
 namespace pyattn {
 
 void scaled_dot_product_attention(const SdpaParams& p) {
-  run_attention(p, p.E, scores_in_log2(p), active_kernels().sdpa[static_cast<int>(p.storage)]);
+  const KernelTable& table = active_kernels();
+  const int s = static_cast<int>(p.storage);
+  run_attention(p, p.E, scores_in_log2(p), p.float_query ? table.sdpa_float_query[s] : table.sdpa[s]);
 }
 
 }  // namespace pyattn

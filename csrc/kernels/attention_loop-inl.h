@@ -51,11 +51,12 @@ inline KeyInterval visible_keys(const Visibility& vis, int64_t i, int64_t L, int
 }
 
 // W elements at p as a vector of V::T, from the storage type S (T, or
-// bfloat16 / float16 for a float Vec).
+// bfloat16 / float16 / int8 codes -- without their scale -- for a float Vec).
 template <class V, class S>
 inline typename V::R load_as(const S* p) {
   if constexpr (std::is_same_v<S, Bf16>) return V::load_bf16(&p->bits);
   else if constexpr (std::is_same_v<S, F16>) return V::load_f16(&p->bits);
+  else if constexpr (std::is_same_v<S, I8>) return V::load_i8(&p->code);
   else return V::load(p);
 }
 
@@ -171,6 +172,32 @@ inline void pv_skip_zeros(const T* p, int64_t ldp, int64_t rows, int64_t nk, con
       if (pj == T(0)) continue;
       for (int64_t c = 0; c < Ev; ++c) acc[r * ldacc + c] += pj * b[j * ldb + c];
     }
+}
+
+// int8 values (a quantised KV cache): P V reads the codes (in place or
+// converted into scratch) and the value scales are folded into P, row j's
+// probability times vscale[j], after the softmax sums and the weights have
+// taken P. `finite`: whether every scale is; if not (a position stored from
+// inf/NaN), a probability of 0 stays 0 (0 * NaN would reach rows that cannot
+// see that position).
+template <class V>
+inline void fold_value_scales(typename V::T* st, int64_t ld_s, int64_t rows, int64_t nk,
+                              const float* vscale, bool finite) {
+  using T = typename V::T;
+  for (int64_t r = 0; r < rows; ++r) {
+    T* s = st + r * ld_s;
+    int64_t c = 0;
+    if (finite)
+      for (; c + V::W <= nk; c += V::W) V::store(s + c, V::mul(V::load(s + c), V::load(vscale + c)));
+    for (; c < nk; ++c) s[c] = s[c] == T(0) ? T(0) : s[c] * vscale[c];
+  }
+}
+
+// Whether vscale[0, n) are all finite.
+inline bool scales_finite(const float* vscale, int64_t n) {
+  float z = 0.0f;
+  for (int64_t j = 0; j < n; ++j) z += vscale[j] - vscale[j];
+  return z == 0.0f;
 }
 
 // Adds the explicit mask of one row to its scores s[0, nk). `ahead`: the
@@ -381,6 +408,8 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
     const int64_t ntiles = ceil_div(grows, t.q_block);
 
     const SV* v = static_cast<const SV*>(p.v.data) + p.v.batch_offset(p.batch, b);
+    const float* vscale = std::is_same_v<SV, I8>  // int8 values: their scales
+        ? static_cast<const float*>(p.v_scale.data) + p.v_scale.batch_offset(p.batch, b) : nullptr;
     const bool few_rows = grows < 4 * kStrip;
     const bool v_in_place = std::is_same_v<SV, T>
         ? v_cols_whole && v_stride_whole && (reinterpret_cast<uintptr_t>(v) % kVecBytes == 0 || few_rows)
@@ -455,7 +484,12 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
       // Values of the block: read in place (vin) or converted into vp.
       const SV* vin = v_in_place ? v + j0 * p.v.row_stride : nullptr;
       bool v_finite;
-      if (vin) {
+      bool vscale_finite = true;
+      if constexpr (std::is_same_v<SV, I8>) {  // int8 codes are finite; their scales may not be
+        v_finite = true;
+        vscale_finite = scales_finite(vscale + j0, nk);
+        if (!vin) convert_rows<V>(v + j0 * p.v.row_stride, p.v.row_stride, nk, Ev, vp, ev_pad);
+      } else if (vin) {
         v_finite = all_finite<V>(vin, p.v.row_stride, nk, Ev);
         if (!v_finite) {  // rare: pv_skip_zeros reads a converted copy
           convert_rows<V>(vin, p.v.row_stride, nk, Ev, vp, ev_pad);
@@ -525,6 +559,8 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
               wmax[gr * t.num_k_blocks + kb] = m_use;
             }
           }
+          if constexpr (std::is_same_v<SV, I8>)
+            fold_value_scales<V>(st, ld_s, srows, tk, vscale + j0, vscale_finite);
           if (!v_finite) {  // rare: keep a hidden NaN/inf value out of rows that cannot see it
             pv_skip_zeros<T>(st, ld_s, srows, tk, vp, ev_pad, Ev, acc + s0 * ev_pad, ev_pad);
             continue;

@@ -10,6 +10,8 @@
 // and contiguous panel loads (the GEMM micro-kernel scheme of BLIS).
 //
 // Numerics: dot products accumulate in the input precision in order e = 0..E-1.
+// int8 keys (a quantised KV cache): packed panels hold code * scale; keys
+// read in place give (q . codes) * scale.
 // Speed: see benchmarks/ (GFLOP/s against the machine's matmul roof).
 
 // C[MR x NR*W] = A[MR x E] * Bpanel[E x NR*W], plus (kBias) the float mask:
@@ -67,13 +69,14 @@ inline void qk_rows(int mr, const typename V::T* a, int64_t lda,
 }
 
 // Packs keys [j0, j0 + nk) into panels of PW columns (zero beyond nk),
-// converting from the storage type S. Where the Vec can transpose, whole
+// converting from the storage type S (int8 codes: times key j's scale
+// kscale[j], so the panels hold the dequantised keys). Where the Vec can transpose, whole
 // W x W blocks (W keys x W elements) go through registers: 2 W loads and
 // stores and a few shuffles per W^2 elements instead of a scalar load and
 // store each (key packing was 3-4% of a long prefill call).
 template <class V, int PW, class S>
 inline void pack_key_panels(const S* k, int64_t k_row, int64_t j0, int64_t nk,
-                            int64_t E, typename V::T* kp) {
+                            int64_t E, typename V::T* kp, const float* kscale = nullptr) {
   using T = typename V::T;
   constexpr int W = V::W;
   static_assert(PW % W == 0, "panels hold whole vectors");
@@ -88,12 +91,16 @@ inline void pack_key_panels(const S* k, int64_t k_row, int64_t j0, int64_t nk,
           // The same elements of the next W keys are fetched meanwhile (this
           // is the first read of K: it streams from memory or L3).
           const bool next = pn * PW + c0 + 2 * W <= nk;
+          typename V::R vscale{};  // int8: the W keys' scales (a panel row holds one element of each)
+          if constexpr (std::is_same_v<S, I8>) vscale = V::load(kscale + j0 + pn * PW + c0);
           for (; e_done + W <= E; e_done += W) {
             typename V::R r[W];
             if (next)
               for (int i = 0; i < W; ++i) __builtin_prefetch(k0 + (W + i) * k_row + e_done);
             for (int i = 0; i < W; ++i) r[i] = load_as<V>(k0 + i * k_row + e_done);
             V::transpose(r);
+            if constexpr (std::is_same_v<S, I8>)
+              for (int i = 0; i < W; ++i) r[i] = V::mul(r[i], vscale);
             for (int i = 0; i < W; ++i) V::store(panel + (e_done + i) * PW + c0, r[i]);
           }
         }
@@ -102,7 +109,12 @@ inline void pack_key_panels(const S* k, int64_t k_row, int64_t j0, int64_t nk,
         const int64_t j = pn * PW + c;
         if (j < nk) {
           const S* krow = k + (j0 + j) * k_row;
-          for (int64_t e = e_done; e < E; ++e) panel[e * PW + c] = static_cast<T>(to_float(krow[e]));
+          if constexpr (std::is_same_v<S, I8>) {
+            const T ks = kscale[j0 + j];
+            for (int64_t e = e_done; e < E; ++e) panel[e * PW + c] = to_float(krow[e]) * ks;
+          } else {
+            for (int64_t e = e_done; e < E; ++e) panel[e * PW + c] = static_cast<T>(to_float(krow[e]));
+          }
         } else {
           for (int64_t e = e_done; e < E; ++e) panel[e * PW + c] = T(0);
         }
@@ -115,10 +127,12 @@ inline void pack_key_panels(const S* k, int64_t k_row, int64_t j0, int64_t nk,
 // in place (row stride ldk): 4 keys at a time, one vector accumulator per
 // (row, key) over E, then a horizontal sum. For groups too small to amortise
 // packing (decoding: one or a few query rows per K/V pass), where the cost
-// is reading K once from memory.
+// is reading K once from memory. int8 codes: each score is then multiplied
+// by its key's scale kscale[j].
 template <class V, class S>
 inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* k,
-                     int64_t ldk, int64_t nk, typename V::T* st, int64_t ld_s) {
+                     int64_t ldk, int64_t nk, typename V::T* st, int64_t ld_s,
+                     const float* kscale = nullptr) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::W;
@@ -157,6 +171,8 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* 
         s[2] += q[e] * static_cast<T>(to_float(k0[2 * ldk + e]));
         s[3] += q[e] * static_cast<T>(to_float(k0[3 * ldk + e]));
       }
+      if constexpr (std::is_same_v<S, I8>)
+        for (int64_t i = 0; i < 4; ++i) s[i] *= kscale[j + i];
     }
   }
   for (; j < nk; ++j) {
@@ -167,6 +183,7 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* 
       for (int64_t e = 0; e < ev; e += W) a = V::fma(V::load(q + e), load_as<V>(kj + e), a);
       T t = V::reduce_sum(a);
       for (int64_t e = ev; e < E; ++e) t += q[e] * static_cast<T>(to_float(kj[e]));
+      if constexpr (std::is_same_v<S, I8>) t *= kscale[j];
       st[r * ld_s + j] = t;
     }
   }
@@ -183,8 +200,9 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* 
 //                               the same plus a float mask (row r's biases
 //                               for these keys at bias_rows[r]); false if it
 //                               did not add them (the loop then does).
-// S: the storage type of q and k (T, or bfloat16/float16 for T = float).
-template <class V, class Shape, class S = typename V::T>
+// S: the storage type of k (T, or bfloat16/float16/int8 codes for T = float;
+// int8 with the scales of SdpaParams::k_scale), SQ that of q (S, or T).
+template <class V, class Shape, class S = typename V::T, class SQ = S>
 struct DotScorer {
   using T = typename V::T;
   static constexpr int kPanelWidth = Shape::qk_nr * V::W;
@@ -197,6 +215,8 @@ struct DotScorer {
   const S* k = nullptr;
   const S* kb = nullptr;  // keys of the current block, read in place (direct mode)
   int64_t ldk = 0;        // their row stride
+  const float* ks = nullptr;   // int8 keys: the batch element's key scales
+  const float* ksb = nullptr;  // and the current block's (direct mode)
   bool direct = false;    // group too small to amortise packing
 
   DotScorer(const SdpaParams& params, const Tiling& t, T* scratch)
@@ -204,12 +224,14 @@ struct DotScorer {
 
   void begin_item(int64_t b, int64_t g0, int64_t rows) {
     direct = rows < Shape::qk_mr;
-    const S* q = static_cast<const S*>(p.q.data) + p.q.batch_offset(p.batch, b);
+    const SQ* q = static_cast<const SQ*>(p.q.data) + p.q.batch_offset(p.batch, b);
     k = static_cast<const S*>(p.k.data) + p.k.batch_offset(p.batch, b);
+    if constexpr (std::is_same_v<S, I8>)
+      ks = static_cast<const float*>(p.k_scale.data) + p.k_scale.batch_offset(p.batch, b);
     const T scale = static_cast<T>(scores_in_log2(p) ? p.scale * kLog2e : p.scale);
     const typename V::R vscale = V::set1(scale);
     for (int64_t r = 0; r < rows; ++r) {
-      const S* src = q + p.q.row_offset(g0 + r, p.L);
+      const SQ* src = q + p.q.row_offset(g0 + r, p.L);
       T* dst = qs + r * p.E;
       int64_t e = 0;
       for (; e + V::W <= p.E; e += V::W) V::store(dst + e, V::mul(load_as<V>(src + e), vscale));
@@ -219,16 +241,17 @@ struct DotScorer {
 
   void pack_keys(int64_t j0, int64_t nk) {
     if (!direct) {
-      pack_key_panels<V, kPanelWidth>(k, p.k.row_stride, j0, nk, p.E, kp);
-    } else {  // read in place (bfloat16 / float16 widened as read)
+      pack_key_panels<V, kPanelWidth>(k, p.k.row_stride, j0, nk, p.E, kp, ks);
+    } else {  // read in place (bfloat16 / float16 / int8 widened as read)
       kb = k + j0 * p.k.row_stride;
       ldk = p.k.row_stride;
+      if (ks) ksb = ks + j0;
     }
   }
 
   void scores(int64_t r0, int64_t rows, int64_t nk, T* st, int64_t ld_s) const {
     const int64_t E = p.E;
-    if (direct) return dot_rows<V>(qs + r0 * E, rows, E, kb, ldk, nk, st, ld_s);
+    if (direct) return dot_rows<V>(qs + r0 * E, rows, E, kb, ldk, nk, st, ld_s, ksb);
     const int64_t ncols = round_up(nk, kPanelWidth);
     for (int64_t m0 = 0; m0 < rows; m0 += Shape::qk_mr) {
       const int mr = static_cast<int>(imin(Shape::qk_mr, rows - m0));
@@ -261,11 +284,12 @@ struct DotScorer {
   }
 };
 
-// S: the storage type of q, k, v (T, or bfloat16/float16 for T = float).
-template <class V, class Shape, class S = typename V::T>
+// S: the storage type of k and v (T, or bfloat16/float16/int8 for T = float);
+// SQ: that of q (S, or T for keys and values stored apart: a KV cache).
+template <class V, class Shape, class S = typename V::T, class SQ = S>
 void sdpa_kernel(const SdpaParams& p, const Tiling& t, WorkItems& work, void* scratch_void) {
   using T = typename V::T;
   T* scratch = static_cast<T*>(scratch_void);
-  DotScorer<V, Shape, S> scorer(p, t, scratch);
-  attention_loop<V, Shape, DotScorer<V, Shape, S>, S>(p, scorer, t, work, scratch);
+  DotScorer<V, Shape, S, SQ> scorer(p, t, scratch);
+  attention_loop<V, Shape, DotScorer<V, Shape, S, SQ>, S>(p, scorer, t, work, scratch);
 }

@@ -9,6 +9,7 @@
 //   mul_pow2_zero_below(y, n, x, t) = x < t ? 0 : mul_pow2(y, n) (the latter for NaN x)
 //   hide_where_zero(m, s): s where the byte m[i] != 0, else -inf (bool masks)
 //   load_bf16 / load_f16 (float Vecs only): W 16-bit elements widened
+//   load_i8 (float Vecs only): W int8 codes converted to float (exact)
 //   select_less(x,t,a,b) = x < t ? a : b (b for NaN x)   div(a,b) = a / b
 //   recip(x) ~ 1/x   abs(x)   copysign(mag,sgn) = |mag| with the sign of sgn
 //   load_tail(p, n): p[0, n) for 0 <= n < W, zeros above; reads nothing else
@@ -103,6 +104,9 @@ struct Avx2F32 {
   }
   static R load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static R load_i8(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
   static R hide_where_zero(const uint8_t* m, R s) {
     const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)));

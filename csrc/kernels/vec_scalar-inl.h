@@ -62,6 +62,7 @@ struct ScalarVec {
   // One bfloat16 / float16 element (bits) as T.
   static R load_bf16(const uint16_t* p) { return static_cast<T>(to_float(Bf16{*p})); }
   static R load_f16(const uint16_t* p) { return static_cast<T>(to_float(F16{*p})); }
+  static R load_i8(const int8_t* p) { return static_cast<T>(*p); }
   // s where the mask byte m[0] is non-zero, else -inf (W bytes of a bool mask).
   static R hide_where_zero(const uint8_t* m, R s) {
     return m[0] ? s : -std::numeric_limits<T>::infinity();

@@ -21,6 +21,16 @@ void sdpa_bf16(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
 void sdpa_f16(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
   sdpa_kernel<VecF32, SdpaShape, F16>(p, t, w, s);
 }
+// float32 q over keys/values stored as bfloat16 / float16 / int8 (+ scales).
+void sdpa_f32q_bf16(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
+  sdpa_kernel<VecF32, SdpaShape, Bf16, float>(p, t, w, s);
+}
+void sdpa_f32q_f16(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
+  sdpa_kernel<VecF32, SdpaShape, F16, float>(p, t, w, s);
+}
+void sdpa_f32q_i8(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
+  sdpa_kernel<VecF32, SdpaShape, I8, float>(p, t, w, s);
+}
 void additive_f32(const AdditiveParams& p, const Tiling& t, WorkItems& w, void* s) {
   additive_kernel<VecF32, AdditiveShape>(p, t, w, s);
 }

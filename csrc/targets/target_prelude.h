@@ -38,6 +38,7 @@
   const KernelTable& kernel_table() {                                          \
     static constexpr KernelTable table = {                                     \
         name, {&sdpa_f32, &sdpa_f64, &sdpa_bf16, &sdpa_f16},                   \
+        {nullptr, nullptr, &sdpa_f32q_bf16, &sdpa_f32q_f16, &sdpa_f32q_i8},   \
         {&additive_f32, &additive_f64},                                        \
         {&vec_math_f32, &vec_math_f64}};                                       \
     return table;                                                              \

@@ -36,6 +36,8 @@ struct AttentionParams {
                                 // (see StridedArray::fold_stride)
 
   StridedArray v;               // (batch, S, Ev), col_stride 1
+  StridedArray v_scale;         // int8 values (SdpaParams::storage i8): float32 per
+                                // (batch, position), (batch, S, 1), row_stride 1
   StridedArray out;             // (batch, L, Ev), col_stride 1
 
   MaskKind mask_kind = MaskKind::none;

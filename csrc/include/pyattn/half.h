@@ -1,5 +1,5 @@
-// 16-bit storage types read by the kernels (bfloat16, IEEE float16) and their
-// exact conversion to float. SIMD-free plain C++; the targets include it
+// Storage types read by the kernels (bfloat16, IEEE float16, int8 codes) and
+// their exact conversion to float. SIMD-free plain C++; the targets include it
 // before switching ISA, so these inline functions are baseline code that the
 // ISA kernels inline (the vector loads are Vec::load_bf16 / load_f16).
 #pragma once
@@ -11,9 +11,14 @@ namespace pyattn {
 
 struct Bf16 { uint16_t bits; };
 struct F16 { uint16_t bits; };
+// A quantised key/value element: the int8 code, without its row's scale
+// (the kernels apply the scale: sdpa-inl.h, attention_loop-inl.h).
+struct I8 { int8_t code; };
 
 inline float to_float(float x) { return x; }
 inline double to_float(double x) { return x; }
+
+inline float to_float(I8 x) { return static_cast<float>(x.code); }
 
 inline float to_float(Bf16 x) {
   const uint32_t u = uint32_t(x.bits) << 16;

@@ -20,6 +20,14 @@ struct SdpaParams : AttentionParams {
   int64_t E = 0;
   double scale = 1.0;
   StridedArray q, k;            // (batch, L, E), (batch, S, E), col_stride 1
+
+  // Keys and values stored apart from the query (a KV cache): q is float32
+  // (dtype f32) while k and v are `storage` -- bf16, f16 or i8.
+  bool float_query = false;
+  // i8 storage (float_query): key j holds codes c with k_j = k_scale[j] * c,
+  // value j likewise with AttentionParams::v_scale; one float32 per (batch,
+  // position), shape (batch, S, 1) with row_stride 1 (positions contiguous).
+  StridedArray k_scale;
 };
 
 // Computes attention as described above. Thread-safe; results are bitwise

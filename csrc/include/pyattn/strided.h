@@ -16,8 +16,10 @@ namespace pyattn {
 constexpr int kMaxBatchDims = 64;
 
 // Element types. Kernels compute in f32 or f64; bf16 and f16 are storage
-// types of q/k/v that the float32 kernels read and convert.
-enum class DType : int { f32 = 0, f64 = 1, bf16 = 2, f16 = 3 };
+// types of q/k/v that the float32 kernels read and convert; i8 is a storage
+// type of k/v only (a quantised KV cache: int8 with a float32 scale per
+// position, see SdpaParams).
+enum class DType : int { f32 = 0, f64 = 1, bf16 = 2, f16 = 3, i8 = 4 };
 
 // The batch dimensions shared by every operand of one call.
 struct BatchShape {

@@ -285,3 +285,20 @@ def test_storage_arrays_and_repr():
     assert half.keys.dtype == np.float16 and half.key_scales is None
     plain = pyattn.KVCache(1, 2, 8, 5)
     assert plain.kv_dtype is None and plain.keys.dtype == np.float32
+
+
+@pytest.mark.parametrize("d, S", [(64, 2048), (128, 4096)])
+def test_int8_error_on_unit_normal_inputs(d, S):
+    """The typical int8 error docs/kv_cache.md states (fixed seeds): the
+    largest absolute output error for unit-normal inputs stays below 3e-3,
+    the mean below 5e-4 (the float32 error is ~1e-7)."""
+    rng = np.random.default_rng(d)
+    H = 8
+    k = rng.standard_normal((1, H, S, d), dtype=np.float32)
+    v = rng.standard_normal((1, H, S, d), dtype=np.float32)
+    cache = pyattn.KVCache(1, H, d, S, kv_dtype="int8")
+    cache.append(k, v)
+    q = rng.standard_normal((1, H, 4, d), dtype=np.float32)
+    err = np.abs(cache.attend(q) - _ref(q, k, v, cache.lengths))
+    assert err.max() < 3e-3 and err.mean() < 5e-4, (err.max(), err.mean())
+    assert err.max() > 1e-4  # (quantised: not the float32 error)

@@ -565,6 +565,25 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
             pv_skip_zeros<T>(st, ld_s, srows, tk, vp, ev_pad, Ev, acc + s0 * ev_pad, ev_pad);
             continue;
           }
+          if (srows == 1) {
+            // One row (decoding without grouped heads): with Shape::pv_nc
+            // accumulators, P V chained every key on the FMA latency (AVX-512:
+            // 2 chains, 4 passes over P for Ev = 128); kRowNC independent
+            // ones keep the FMA ports busy. Each element still sums over the
+            // keys in order: the same bits.
+            constexpr int kRowNC = W >= 16 ? 8 : W >= 8 ? 6 : Shape::pv_nc;
+            auto pv_row = [&](const auto* vb, int64_t ldb) {
+              for (int64_t c0 = 0; c0 < ev_pad; c0 += kRowNC * W) {
+                const int nvec = static_cast<int>(imin(kRowNC, (ev_pad - c0) / W));
+                pv_cols<V, 1, kRowNC>(nvec, 1, st, ld_s, tk, vb + c0, ldb, acc + s0 * ev_pad + c0, ev_pad);
+              }
+            };
+            if (vin)
+              pv_row(vin, p.v.row_stride);
+            else
+              pv_row(static_cast<const T*>(vp), ev_pad);
+            continue;
+          }
           for (int64_t m0 = 0; m0 < srows; m0 += Shape::pv_mr) {
             const int mr = static_cast<int>(imin(Shape::pv_mr, srows - m0));
             for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {

@@ -14,8 +14,8 @@ def sdpa(query: np.ndarray, key: np.ndarray, value: np.ndarray, out: np.ndarray,
 def sdpa_plain(query: object, key: object, value: object, mask: object, scale: Optional[float],
                causal: int, window_left: int, window_right: int, lengths: object,
                out: object, want_weights: bool, want_lse: bool, gqa: bool,
-               num_threads: int, softcap: float, alibi_slopes: object,
-               sinks: object) -> Optional[np.ndarray | tuple]: ...
+               num_threads: int, softcap: float = 0.0, alibi_slopes: object = None,
+               sinks: object = None) -> Optional[np.ndarray | tuple]: ...
 def additive(qp: np.ndarray, kp: np.ndarray, value: np.ndarray, v_a: np.ndarray,
              out: np.ndarray, mask: Optional[np.ndarray], lengths: Optional[np.ndarray],
              weights: Optional[np.ndarray], lse: Optional[np.ndarray], causal: bool,

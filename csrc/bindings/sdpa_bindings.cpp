@@ -106,8 +106,8 @@ void register_sdpa(py::module_& m) {
         py::arg("mask"), py::arg("scale"), py::arg("causal"), py::arg("window_left"),
         py::arg("window_right"), py::arg("lengths"), py::arg("out"), py::arg("want_weights"),
         py::arg("want_lse"),
-        py::arg("gqa"), py::arg("num_threads"), py::arg("softcap"), py::arg("alibi_slopes"),
-        py::arg("sinks"),
+        py::arg("gqa"), py::arg("num_threads"), py::arg("softcap") = 0.0,
+        py::arg("alibi_slopes") = py::none(), py::arg("sinks") = py::none(),
         "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),
         py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),

@@ -302,3 +302,19 @@ def test_int8_error_on_unit_normal_inputs(d, S):
     err = np.abs(cache.attend(q) - _ref(q, k, v, cache.lengths))
     assert err.max() < 3e-3 and err.mean() < 5e-4, (err.max(), err.mean())
     assert err.max() > 1e-4  # (quantised: not the float32 error)
+
+
+@pytest.mark.parametrize("kv_dtype", ["int8", "float16"])
+def test_score_variants_over_a_stored_cache(kv_dtype):
+    """softcap, ALiBi and sinks take the same path over a stored-apart cache."""
+    rng = np.random.default_rng(6)
+    cache = pyattn.KVCache(1, 2, 32, 300, kv_dtype=kv_dtype)
+    _fill(rng, cache, 2, [200])
+    q = rng.standard_normal((1, 4, 3, 32)).astype(np.float32)
+    slopes = np.array([0.5, 0.25, 0.125, 0.0625], np.float32)
+    sinks = np.array([0.3, -1.0, 2.0, 0.0], np.float32)
+    K, V = cache.dequantize()
+    for kw in (dict(softcap=5.0), dict(alibi_slopes=slopes), dict(sinks=sinks)):
+        got = cache.attend(q, **kw)
+        f64 = {n: (a.astype(np.float64) if isinstance(a, np.ndarray) else a) for n, a in kw.items()}
+        assert_close(got, _ref(q, K, V, cache.lengths, **f64), np.float32, str(kw))

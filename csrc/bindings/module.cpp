@@ -7,5 +7,6 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "pyattn's compiled core (private: use the pyattn package)";
   pyattn::bindings::register_sdpa(m);
   pyattn::bindings::register_additive(m);
+  pyattn::bindings::register_varlen(m);
   pyattn::bindings::register_config(m);
 }

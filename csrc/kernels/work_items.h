@@ -34,6 +34,12 @@ class WorkItems {
   // A member of a team that shares `taken` (starting at 0).
   WorkItems(int64_t items, std::atomic<int64_t>* taken, ItemOrder order)
       : items_(items), taken_(taken), order_(order) {}
+  // Exactly one item, `item` (for a driver that picks the items itself).
+  static WorkItems only(int64_t item) {
+    WorkItems w(item + 1);
+    w.own_ = item;
+    return w;
+  }
 
   // The next item to run, or -1 when every item has been taken.
   int64_t next() {

@@ -369,3 +369,26 @@ def test_reference_checks_the_same_arguments(args):
         reference.varlen_attention(q, k, v, np.array([0, 4, 3, 5]), np.array([0, 1, 2, 5]))
     with pytest.raises(ValueError, match="must divide"):
         reference.varlen_attention(q, k[:, :1].repeat(3, 1), v[:, :1].repeat(3, 1), cq, ck)
+
+
+# ---------------------------------------------------------------------------
+# The pyattn-bench case (no timing assertions)
+# ---------------------------------------------------------------------------
+
+
+def test_bench_varlen_case_validates_and_times_the_padded_batch(tmp_path, capsys):
+    import json
+
+    from pyattn.bench import cli
+
+    out_json = tmp_path / "bench.json"
+    code = cli.main(["--smoke", "--threads", "1", "--case", "smoke-varlen-*", "--baselines", "torch",
+                     "--no-roof", "--no-progress", "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    (row,) = json.loads(out_json.read_text())["results"]
+    assert row["validation"]["ok"] and "all 6 sequences" in row["validation"]["checked"]
+    assert set(row["side_by_side"]) == {"padded kv_lengths", "padded mask"}
+    assert "x faster than pyattn on the padded batch with kv_lengths" in captured.out
+    if "torch" in row["impls"]:  # torch installed: its padded-batch output agreed with pyattn's
+        assert "output differs" not in row["notes"].get("torch", "")

@@ -34,10 +34,12 @@ class WorkItems {
   // A member of a team that shares `taken` (starting at 0).
   WorkItems(int64_t items, std::atomic<int64_t>* taken, ItemOrder order)
       : items_(items), taken_(taken), order_(order) {}
-  // Exactly one item, `item` (for a driver that picks the items itself).
-  static WorkItems only(int64_t item) {
-    WorkItems w(item + 1);
-    w.own_ = item;
+  // Items order(begin), ..., order(end - 1), one thread (for a driver that
+  // hands out ranges of items itself).
+  static WorkItems range(int64_t begin, int64_t end, ItemOrder order) {
+    WorkItems w(end);
+    w.own_ = begin;
+    w.order_ = order;
     return w;
   }
 

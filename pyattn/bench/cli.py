@@ -17,7 +17,10 @@ The "x" columns are speed-ups of pyattn: baseline time / pyattn time
 (> 1: pyattn is faster). Ratios between pyattn calls that a comparison
 needs side by side are timed in the same rounds too, and printed below the
 table: a masked or weights case against the same call without its mask or
-weights, and a multi-thread prefill-2048 row against 1 thread.
+weights, a multi-thread prefill-2048 row against 1 thread, and a packed
+variable-length case against pyattn on the same sequences padded into one
+batch (with kv_lengths, and with a boolean key-padding mask; its torch
+column is SDPA on the padded batch with that mask).
 """
 
 from __future__ import annotations

@@ -260,6 +260,17 @@ def test_matches_torch_on_the_padded_batch(causal):
                                    rtol=1e-12, atol=1e-12)
 
 
+def test_takes_torch_tensors():
+    # flash-attention's callers hold torch tensors (int32 cu_seqlens).
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(16)
+    q, k, v, cq, ck = packed(rng, [3, 9, 1], [3, 12, 1], 4, 2, 16)
+    want = varlen(q, k, v, cq, ck, is_causal="lower_right")
+    got = varlen(*(torch.from_numpy(a) for a in (q, k, v)), torch.from_numpy(cq).int(),
+                 torch.from_numpy(ck).int(), is_causal="lower_right")
+    np.testing.assert_array_equal(got, want)
+
+
 # ---------------------------------------------------------------------------
 # Argument errors
 # ---------------------------------------------------------------------------

@@ -610,6 +610,7 @@ def _cu_offsets(x, name, total):
 def varlen_attention(
     query, key, value, cu_seqlens_q, cu_seqlens_k, *,
     is_causal=False, scale=None, window=None,
+    softcap=None, alibi_slopes=None, sinks=None,
     return_lse=False, out=None, num_threads=None,
 ):
     """Reference attention over a packed batch of sequences (flash-attention's
@@ -620,7 +621,8 @@ def varlen_attention(
     Sequence n is query rows cu_seqlens_q[n]:cu_seqlens_q[n+1] attending to
     key rows cu_seqlens_k[n]:cu_seqlens_k[n+1], each computed by
     scaled_dot_product_attention on its own (grouped-query heads: query head
-    h uses key/value head h // (Hq // Hkv)).
+    h uses key/value head h // (Hq // Hkv)); softcap, and alibi_slopes and
+    sinks of shape (Hq,), apply to every sequence.
     """
     q, k, v = _qkv(query, key, value)
     for arr, name in ((q, "query"), (k, "key"), (v, "value")):
@@ -643,7 +645,10 @@ def varlen_attention(
     _check_num_threads(num_threads)
     dtype = q.dtype
     shape = (q.shape[0], hq, v.shape[2])
-    _check_out(out, shape, dtype, (query, key, value, cu_seqlens_q, cu_seqlens_k))
+    _check_out(out, shape, dtype, (query, key, value, cu_seqlens_q, cu_seqlens_k, alibi_slopes, sinks))
+    _parse_softcap(softcap)
+    _per_head(alibi_slopes, "alibi_slopes", (hq,))
+    _per_head(sinks, "sinks", (hq,))
 
     result = np.zeros(shape, dtype)
     lse_dtype = np.float64 if dtype == np.float64 else np.float32
@@ -655,6 +660,7 @@ def varlen_attention(
         o, l = scaled_dot_product_attention(
             q[rows].transpose(1, 0, 2), k[keys].transpose(1, 0, 2), v[keys].transpose(1, 0, 2),
             is_causal=is_causal, scale=scale, window=window, enable_gqa=True, return_lse=True,
+            softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks,
         )
         result[rows] = o.transpose(1, 0, 2)
         lse[rows] = l.T

@@ -35,6 +35,16 @@ def _cu_seqlens(x, name: str, total: int, total_name: str) -> np.ndarray:
     return a
 
 
+def _per_head(x, name: str, hq: int, hkv: int, cdt: np.dtype):
+    """alibi_slopes / sinks: None, or one value per query head, shape (Hq,)
+    (or broadcastable to it), checked by the rule every op shares, as a
+    (Hkv, Hq // Hkv) view: query head h = (kv head, h in its group)."""
+    a = _args.prepare_per_head(x, name, (hq,), cdt)
+    if a is None or hq == 0:
+        return None
+    return np.broadcast_to(a, (hq,)).reshape(hkv, hq // hkv)
+
+
 def varlen_attention(
     query,
     key,
@@ -45,6 +55,9 @@ def varlen_attention(
     is_causal=False,
     scale=None,
     window=None,
+    softcap=None,
+    alibi_slopes=None,
+    sinks=None,
     return_lse=False,
     out=None,
     num_threads=None,
@@ -73,6 +86,15 @@ def varlen_attention(
         scale: defaults to ``1/sqrt(E)`` (1 when E = 0); must be finite.
         window: ``None``, ``w`` (= ``(w, 0)``) or ``(left, right)`` with
             ``None`` for an unbounded side, aligned like ``is_causal``.
+        softcap: ``None`` or a finite float ``c > 0``: each scaled score
+            becomes ``c * tanh(s / c)`` (Gemma 2).
+        alibi_slopes: ``None`` or a float array of one slope per query head
+            ``(Hq,)``: adds ``-slope * |p(i) - j|`` to each score, ``p(i)``
+            the query row's key position in its sequence (ALiBi).
+        sinks: ``None`` or a float array of one logit per query head
+            ``(Hq,)``: ``exp(sink)`` joins each row's softmax denominator,
+            with no value (gpt-oss); the lse includes it, and a row that
+            sees no key gives output 0 and ``lse = sink``.
         return_lse: also return the natural log-sum-exp of each row's visible
             scores (float32; float64 for float64 inputs); ``-inf`` for rows
             that see no key (``S_n = 0``), whose output is 0.
@@ -109,13 +131,16 @@ def varlen_attention(
                          f"got {cu_q.shape[0]} and {cu_k.shape[0]}")
 
     scale = _args.parse_scale(scale, E)
+    cap = _args.parse_softcap(softcap)
+    cdt = _args.compute_dtype(dtype)
+    slopes = _per_head(alibi_slopes, "alibi_slopes", hq, hkv, cdt)
+    sink = _per_head(sinks, "sinks", hq, hkv, cdt)
     causal, lower_right = _args.parse_causal(is_causal)
     left, right = _args.parse_window(window, total_q, total_k)
     threads = _args.parse_num_threads(num_threads, _core.get_num_threads)
     if not isinstance(return_lse, (bool, np.bool_)):
         raise TypeError(f"return_lse must be a bool, got {type(return_lse).__name__}")
 
-    cdt = _args.compute_dtype(dtype)
     out_shape = (total_q, hq, Ev)
     _args.check_size(out_shape, dtype.itemsize, "the result")
     if out is None:
@@ -123,7 +148,8 @@ def varlen_attention(
     else:
         result = _args.check_out(out, out_shape, dtype, {
             "query": (query, q), "key": (key, k), "value": (value, v),
-            "cu_seqlens_q": (cu_seqlens_q, cu_q), "cu_seqlens_k": (cu_seqlens_k, cu_k)})
+            "cu_seqlens_q": (cu_seqlens_q, cu_q), "cu_seqlens_k": (cu_seqlens_k, cu_k),
+            "alibi_slopes": (alibi_slopes, slopes), "sinks": (sinks, sink)})
     # Written in place when the core can (compute dtype, unit-stride rows),
     # else through a buffer of the compute dtype.
     direct = result.dtype == cdt and (Ev <= 1 or result.strides[-1] == result.itemsize) \
@@ -136,8 +162,8 @@ def varlen_attention(
         qc, kc, vc = (_args.for_core(a, dtype).view(np.uint16) for a in (q, k, v))
     else:
         qc, kc, vc = (_args.for_core(a, cdt) for a in (q, k, v))
-    _core.varlen(qc, kc, vc, cu_q, cu_k, target, lse, scale, storage, causal, lower_right,
-                 left, right, threads)
+    _core.varlen(qc, kc, vc, cu_q, cu_k, target, lse, scale, storage, cap, slopes, sink, causal,
+                 lower_right, left, right, threads)
     if not direct:
         result[...] = target
     return (result, lse) if return_lse else result

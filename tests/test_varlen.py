@@ -224,6 +224,91 @@ def test_integer_offset_dtypes_and_sequences_of_lists():
 
 
 # ---------------------------------------------------------------------------
+# Score variants: softcap, ALiBi slopes and sinks, one value per query head
+# ---------------------------------------------------------------------------
+
+
+def variant_kwargs(rng, hq, dtype):
+    slopes = (2.0 ** -np.arange(1, hq + 1)).astype(dtype)
+    sinks = rng.standard_normal(hq).astype(dtype)
+    sinks[0] = -np.inf  # no sink for head 0
+    return [
+        {"softcap": 2.5},
+        {"alibi_slopes": slopes},
+        {"sinks": sinks},
+        {"softcap": 1.5, "alibi_slopes": slopes, "sinks": sinks, "is_causal": "lower_right"},
+        {"alibi_slopes": slopes, "is_causal": True, "window": (7, None)},
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("heads", [(4, 4), (6, 2)], ids=lambda h: f"Hq{h[0]}-Hkv{h[1]}")
+def test_score_variants_match_reference(isa, dtype, heads):
+    rng = np.random.default_rng(21)
+    lq, lk = [3, 0, 1, 17, 2, 40], [5, 4, 0, 17, 600, 40]
+    q, k, v, cq, ck = packed(rng, lq, lk, heads[0], heads[1], 59, 33, dtype)
+    for kwargs in variant_kwargs(rng, heads[0], dtype):
+        out, lse = check_against_reference(q, k, v, cq, ck, **kwargs)
+        # Rows without keys (sequence 2): output 0, lse = the sink (-inf without one).
+        rows = slice(cq[2], cq[3])
+        assert np.all(out[rows] == 0)
+        sinks = kwargs.get("sinks")
+        want = np.full(heads[0], -np.inf) if sinks is None else sinks
+        np.testing.assert_array_equal(lse[rows], np.broadcast_to(want, lse[rows].shape).astype(lse.dtype))
+
+
+def test_score_variants_with_split_kv_and_threads(isa):
+    # Decoding-shaped sequences are split over their keys: the sink joins
+    # the merged denominator once; the same bits for every thread count and
+    # as SDPA on each sequence alone.
+    rng = np.random.default_rng(22)
+    lq, lk = [1, 64, 1, 2], [5000, 64, 4097, 6000]
+    q, k, v, cq, ck = packed(rng, lq, lk, 8, 2, 64)
+    for kwargs in variant_kwargs(rng, 8, np.float32):
+        out, lse = check_against_reference(q, k, v, cq, ck, **kwargs)
+        for threads in (1, 2, 3):
+            again = varlen(q, k, v, cq, ck, return_lse=True, num_threads=threads, **kwargs)
+            np.testing.assert_array_equal(again[0], out)
+            np.testing.assert_array_equal(again[1], lse)
+        for n in range(len(lq)):
+            o, l = pyattn.scaled_dot_product_attention(*sequence_views(q, k, v, cq, ck, n),
+                                                       enable_gqa=True, return_lse=True, **kwargs)
+            np.testing.assert_array_equal(out[cq[n]:cq[n + 1]], o.transpose(1, 0, 2))
+            np.testing.assert_array_equal(lse[cq[n]:cq[n + 1]], l.T)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_score_variants_low_precision(isa, dtype):
+    rng = np.random.default_rng(23)
+    q, k, v, cq, ck = packed(rng, [4, 19, 1], [9, 19, 300], 4, 2, 40, 24, dtype)
+    for kwargs in variant_kwargs(rng, 4, np.float32):
+        check_against_reference(q, k, v, cq, ck, **kwargs)
+
+
+def test_score_variant_errors(args):
+    q, k, v, cq, ck = args  # Hq = 4, Hkv = 2
+    with pytest.raises(ValueError, match="softcap"):
+        varlen(q, k, v, cq, ck, softcap=0.0)
+    with pytest.raises(ValueError, match="softcap"):
+        varlen(q, k, v, cq, ck, softcap=float("inf"))
+    with pytest.raises(TypeError, match="softcap"):
+        varlen(q, k, v, cq, ck, softcap="2")
+    with pytest.raises(ValueError, match="alibi_slopes"):
+        varlen(q, k, v, cq, ck, alibi_slopes=np.ones(2, np.float32))  # (Hkv,), not (Hq,)
+    with pytest.raises(ValueError, match="alibi_slopes"):
+        varlen(q, k, v, cq, ck, alibi_slopes=np.ones((1, 4), np.float32))
+    with pytest.raises(ValueError, match="alibi_slopes must be finite"):
+        varlen(q, k, v, cq, ck, alibi_slopes=np.array([1, np.nan, 1, 1], np.float32))
+    with pytest.raises(TypeError, match="sinks"):
+        varlen(q, k, v, cq, ck, sinks=np.arange(4))
+    with pytest.raises(ValueError, match="sinks must not be NaN"):
+        varlen(q, k, v, cq, ck, sinks=np.array([0, np.inf, 0, 0], np.float32))
+    # A (1,)-shaped value broadcasts over the heads.
+    np.testing.assert_array_equal(varlen(q, k, v, cq, ck, sinks=np.array([0.5], np.float32)),
+                                  varlen(q, k, v, cq, ck, sinks=np.full(4, 0.5, np.float32)))
+
+
+# ---------------------------------------------------------------------------
 # torch: each sequence padded into one batch with a key-padding mask
 # ---------------------------------------------------------------------------
 

@@ -47,10 +47,13 @@ std::vector<int64_t> strides_of(const py::array& a, const char* name, int ndim) 
   return s;
 }
 
+// alibi_slopes / sinks: None, or (Hkv, G) views of the (Hq,) per-query-head
+// arrays (pyattn/varlen.py), in the compute dtype.
 void varlen(const py::array& q, const py::array& k, const py::array& v, const py::array& cu_q,
             const py::array& cu_k, const py::array& out, const py::object& lse, double scale,
-            int storage, bool causal, bool lower_right, int64_t window_left,
-            int64_t window_right, int num_threads) {
+            int storage, double softcap, const py::object& alibi_slopes, const py::object& sinks,
+            bool causal, bool lower_right, int64_t window_left, int64_t window_right,
+            int num_threads) {
   VarlenParams vp;
   SdpaParams& p = vp.seq;
   // storage 2 / 3: q, k, v hold bfloat16 / float16 bits (uint16 arrays) and
@@ -109,6 +112,8 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
     p.lse.row_stride = sl[0];
     builder.add(&p.lse, heads(sl));
   }
+  SharedOperands keep;  // (the score variants' arrays)
+  add_score_variants(p, builder, {hkv, group}, dt, softcap, alibi_slopes, sinks, keep);
   for (const auto& [view, s] : {std::pair{&p.q, &sq}, {&p.k, &sk}, {&p.v, &sv}, {&p.out, &so}})
     view->row_stride = (*s)[0];
   p.q.data = const_cast<void*>(q.data());
@@ -127,7 +132,8 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
 void register_varlen(py::module_& m) {
   m.def("varlen", &varlen, py::arg("query"), py::arg("key"), py::arg("value"),
         py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"), py::arg("out"), py::arg("lse"),
-        py::arg("scale"), py::arg("storage"), py::arg("causal"), py::arg("lower_right"),
+        py::arg("scale"), py::arg("storage"), py::arg("softcap"), py::arg("alibi_slopes"),
+        py::arg("sinks"), py::arg("causal"), py::arg("lower_right"),
         py::arg("window_left"), py::arg("window_right"), py::arg("num_threads"),
         "Low-level packed variable-length attention on prepared arrays (see pyattn.varlen). "
         "Writes out/lse.");

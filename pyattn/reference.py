@@ -645,10 +645,10 @@ def varlen_attention(
     _check_num_threads(num_threads)
     dtype = q.dtype
     shape = (q.shape[0], hq, v.shape[2])
-    _check_out(out, shape, dtype, (query, key, value, cu_seqlens_q, cu_seqlens_k, alibi_slopes, sinks))
     _parse_softcap(softcap)
     _per_head(alibi_slopes, "alibi_slopes", (hq,))
     _per_head(sinks, "sinks", (hq,))
+    _check_out(out, shape, dtype, (query, key, value, cu_seqlens_q, cu_seqlens_k, alibi_slopes, sinks))
 
     result = np.zeros(shape, dtype)
     lse_dtype = np.float64 if dtype == np.float64 else np.float32

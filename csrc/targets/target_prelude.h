@@ -16,6 +16,7 @@
 #include "pyattn/additive.h"
 #include "pyattn/sdpa.h"
 #include "../dispatch/kernel_table.h"
+#include "../kernels/core_limits.h"
 #include "../kernels/kernel_switch.h"
 #include "../kernels/row_finish.h"
 #include "../kernels/tiling.h"

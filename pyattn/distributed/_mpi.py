@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from .. import _args
+
 try:
     from mpi4py import MPI
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -94,6 +96,17 @@ def _show(kind: str, value: tuple) -> str:
 
 DTYPE_CODES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 DTYPE_NAMES = {0: "float32", 1: "float64"}
+
+
+def check_float_inputs(who: str, **named):
+    """q, k, v as arrays of one dtype, float32 or float64 (the dtypes the
+    ranks exchange and merge in), each at least 2-D."""
+    for name, x in named.items():
+        dt = _args.as_array(x, name).dtype
+        if dt not in DTYPE_CODES:
+            raise TypeError(f"{who}: {name} has dtype {dt}; expected float32 or float64 (convert "
+                            f"float16/bfloat16 data with .astype(numpy.float32))")
+    return _args.check_inputs(named)
 
 
 class Field:

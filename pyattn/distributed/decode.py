@@ -29,10 +29,7 @@ _FIELDS = [
 
 
 def _local_part(query, key, value, kv_lengths, enable_gqa, scale, num_threads):
-    arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
-    if dtype not in _mpi.DTYPE_CODES:
-        raise TypeError(f"sharded_decode computes in float32 or float64, got {dtype}; "
-                        f"convert the query and cache with .astype(numpy.float32)")
+    arrays, dtype = _mpi.check_float_inputs("sharded_decode", query=query, key=key, value=value)
     q = arrays["query"]
     scale = _args.parse_scale(scale, q.shape[-1])
     out, lse = scaled_dot_product_attention(query, key, value, kv_lengths=kv_lengths, enable_gqa=enable_gqa,

@@ -50,10 +50,7 @@ class _Local:
     """The checked arguments of one rank."""
 
     def __init__(self, query, key, value, is_causal, scale, layout, enable_gqa, num_threads):
-        arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
-        if dtype not in _mpi.DTYPE_CODES:
-            raise TypeError(f"ring_attention computes in float32 or float64, got {dtype}; "
-                            f"convert the shards with .astype(numpy.float32)")
+        arrays, dtype = _mpi.check_float_inputs("ring_attention", query=query, key=key, value=value)
         q, k, v = arrays["query"], arrays["key"], arrays["value"]
         L, E = q.shape[-2:]
         S, Ek = k.shape[-2:]

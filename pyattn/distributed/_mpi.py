@@ -39,8 +39,12 @@ def resolve_comm(comm, who: str):
 
 
 def _free_private(comm, keyval, private):
-    if not MPI.Is_finalized():
-        private.Free()
+    """Frees the duplicate when its communicator is freed (while MPI finalizes, MPI frees it itself)."""
+    try:
+        if not MPI.Is_finalized():
+            private.Free()
+    except MPI.Exception:
+        pass
     return MPI.SUCCESS
 
 

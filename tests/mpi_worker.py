@@ -53,10 +53,10 @@ def shard_rows(layout, lengths):
 
 
 def ring_case(name, *, lengths, layout="contiguous", causal=False, dtype=np.float32, batch=(2, 3), hkv=None,
-              E=16, Ev=8, kv_batch=None, strided=False, chunk_bytes=None, seed=0):
+              E=16, Ev=8, kv_batch=None, strided=False, chunk_bytes=None, call_rows=None, seed=0):
     return dict(kind="ring", name=name, lengths=lengths, layout=layout, causal=causal, dtype=dtype,
                 batch=batch, hkv=hkv, E=E, Ev=Ev, kv_batch=kv_batch, strided=strided, chunk_bytes=chunk_bytes,
-                seed=seed)
+                call_rows=call_rows, seed=seed)
 
 
 def run_ring(c):
@@ -78,9 +78,11 @@ def run_ring(c):
     if c["strided"]:  # a query shard read through a transposed view, as split from a fused projection
         qs = np.ascontiguousarray(np.swapaxes(qs, -2, -3)).swapaxes(-2, -3)
         assert not qs.flags.c_contiguous
-    saved = ring_module.MIN_CHUNK_BYTES
+    saved = ring_module.MIN_CHUNK_BYTES, ring_module.SCRATCH_BYTES, ring_module.MIN_CALL_ROWS
     if c["chunk_bytes"]:
         ring_module.MIN_CHUNK_BYTES = c["chunk_bytes"]
+    if c["call_rows"]:  # each call's partial output in a scratch of call_rows query rows
+        ring_module.SCRATCH_BYTES, ring_module.MIN_CALL_ROWS = 1, c["call_rows"]
     try:
         kw = dict(is_causal=c["causal"], layout=c["layout"], enable_gqa=gqa, return_lse=True)
         out1, lse1 = ring_attention(qs, ks, vs, num_threads=1, **kw)
@@ -90,7 +92,7 @@ def run_ring(c):
         m = ring_module.num_chunks(max(c["lengths"]),
                                    (int(np.prod(kb)) * (c["E"] + c["Ev"])) * dtype.itemsize)
     finally:
-        ring_module.MIN_CHUNK_BYTES = saved
+        ring_module.MIN_CHUNK_BYTES, ring_module.SCRATCH_BYTES, ring_module.MIN_CALL_ROWS = saved
     out_check = compare(out1, ref[..., mine, :], dtype)
     lse_check = compare(lse1, ref_lse[..., mine], dtype)
     return {
@@ -189,6 +191,8 @@ def scenarios():
                   seed=8),
         ring_case("contiguous-causal-chunked-uneven", lengths=[9 + 4 * r for r in range(P)], causal=True,
                   dtype=np.float64, chunk_bytes=512, seed=9),
+        ring_case("zigzag-causal-chunked-row-groups", lengths=[10] * P, layout="zigzag", causal=True,
+                  chunk_bytes=512, call_rows=3, seed=14),
         # Large enough for several chunks at the default chunk size.
         ring_case("contiguous-causal-default-chunks", lengths=[600] * P, causal=True, batch=(1, 8), E=64,
                   Ev=64, seed=10),

@@ -66,10 +66,12 @@ LAYOUT_CASES = [
 @pytest.mark.parametrize("layout,lengths", LAYOUT_CASES)
 @pytest.mark.parametrize("m", [1, 2, 3, 8])
 @pytest.mark.parametrize("causal", [False, True])
-def test_plan_covers_exactly_the_visible_pairs(layout, lengths, m, causal):
-    """For every (rank, shard, chunk): the blocks compute every visible
-    (query, key) pair exactly once, nothing hidden, and a block without a
-    diagonal is entirely visible (so it runs without any mask)."""
+@pytest.mark.parametrize("call_rows", [1, 2, 1000])
+def test_plan_covers_exactly_the_visible_pairs(layout, lengths, m, causal, call_rows):
+    """For every (rank, shard, chunk): the calls compute every visible
+    (query, key) pair exactly once, nothing hidden, and a call without a
+    diagonal is entirely visible (so it runs without any mask) -- also when
+    the calls are cut into groups of `call_rows` query rows."""
     P = len(lengths)
     segs = [_plan.shard_segments(layout, s, lengths) for s in range(P)]
     everything = np.sort(np.concatenate([_global_rows(s) for s in segs]))
@@ -85,7 +87,9 @@ def test_plan_covers_exactly_the_visible_pairs(layout, lengths, m, causal):
             if causal:
                 want = k_pos[None, :] <= q_pos[:, None]
             got = np.zeros_like(want, dtype=int)
-            for b in _plan.plan(segs[r], pieces, causal):
+            calls = [b for block in _plan.plan(segs[r], pieces, causal) for b in _plan.split_rows(block, call_rows)]
+            for b in calls:
+                assert b.q_hi - b.q_lo <= call_rows and (b.diagonal is None or b.diagonal >= 0)
                 covered, inside = _block_visible(b, len(q_pos), len(k_pos))
                 got += covered
                 if b.diagonal is None:
@@ -165,10 +169,13 @@ def _shard_rows(layout, lengths, P):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_replay_matches_single_process(P, layout, causal, dtype, monkeypatch):
     """Every rank's rows of a ring of P ranks (replayed in this process,
-    with small chunks so shards are cut in pieces) against one sdpa call.
+    with small chunks so shards are cut in pieces, and calls of 3 query
+    rows) against one sdpa call.
     (The kernels under every ISA are tested by the sdpa tests; this tests
     how the ring composes them.)"""
     monkeypatch.setattr(ring, "MIN_CHUNK_BYTES", 256)
+    monkeypatch.setattr(ring, "SCRATCH_BYTES", 1)  # calls of 3 query rows
+    monkeypatch.setattr(ring, "MIN_CALL_ROWS", 3)
     rng = np.random.default_rng(P)
     lengths = [6] * P if layout == "zigzag" else [int(x) for x in rng.integers(0, 9, P)]
     S = sum(lengths)

@@ -66,7 +66,7 @@ def rows(pieces) -> int:
 class Block(NamedTuple):
     """One attention call: query rows [q_lo, q_hi) of the shard against key
     rows [k_lo, k_hi) of the chunk. `diagonal` None: every key visible to
-    every row. Otherwise key j is visible to query i iff
+    every row. Otherwise (an int >= 0) key j is visible to query i iff
     j - k_lo <= i - q_lo + diagonal (causal with global positions)."""
 
     q_lo: int
@@ -93,12 +93,27 @@ def plan(q_segments, k_pieces, causal: bool) -> list:
             d = qs.start - ks.start  # key j visible to row i iff j <= i + d
             if d <= -qs.length:
                 continue  # even the last query row precedes the first key
-            rect = (qs.local, qs.local + qs.length, ks.local, ks.local + ks.length)
+            q_lo = qs.local
+            if d < 0:  # the first -d rows see none of these keys: left out
+                q_lo, d = q_lo - d, 0
+            rect = (q_lo, qs.local + qs.length, ks.local, ks.local + ks.length)
             if d >= ks.length - 1:
                 full.append(rect)
             else:
                 partial.append(Block(*rect, d))
     return [Block(*r, None) for r in _join(full)] + partial
+
+
+def split_rows(block: Block, max_rows: int) -> list:
+    """`block` as calls of at most `max_rows` query rows each (same pairs)."""
+    out = []
+    for lo in range(block.q_lo, block.q_hi, max_rows):
+        hi = min(lo + max_rows, block.q_hi)
+        d = None if block.diagonal is None else block.diagonal + lo - block.q_lo
+        if d is not None and d >= block.k_hi - block.k_lo - 1:
+            d = None  # from this row on every key of the block is visible
+        out.append(Block(lo, hi, block.k_lo, block.k_hi, d))
+    return out
 
 
 def _join(rects: list) -> list:

@@ -154,33 +154,38 @@ class _ChunkBuffers:
             vb[..., dst:dst + n, :] = v[..., src:src + n, :]
 
 
+# Partial outputs are computed into a scratch of at most this many bytes
+# (calls of fewer query rows when the rank's rows need more), but of at
+# least MIN_CALL_ROWS rows.
+SCRATCH_BYTES = 8 << 20
+MIN_CALL_ROWS = 256
+
+
 class _RankAttention:
     """A rank's queries against one key chunk after another, merged as they come."""
 
     def __init__(self, a: _Local, q_segments):
         self.a, self.q_segments = a, q_segments
         self.merge = RunningMerge(a.batch, a.L, a.Ev, a.dtype)
-        self.scratch = np.empty(a.batch + (a.L, a.Ev), a.dtype)
+        row_bytes = max(1, math.prod(a.batch) * a.Ev * a.dtype.itemsize)
+        self.call_rows = max(MIN_CALL_ROWS, SCRATCH_BYTES // row_bytes)
+        self.scratch = np.empty(a.batch + (min(a.L, self.call_rows), a.Ev), a.dtype)
 
     def attend(self, k, v, pieces):
         a = self.a
-        for b in _plan.plan(self.q_segments, pieces, a.causal):
-            q_lo, options = b.q_lo, {}
-            if b.diagonal is None:
-                pass  # every key visible: no mask
-            elif b.diagonal == 0:
-                options["is_causal"] = True
-            elif b.diagonal > 0:  # key j visible iff j <= i + d
-                options["window"] = (None, b.diagonal)
-            else:  # rows before -d see no key: left out; the rest is causal from their first row
-                q_lo = b.q_lo - b.diagonal
-                options["is_causal"] = True
-            out = self.scratch[..., q_lo:b.q_hi, :]
-            _, lse = scaled_dot_product_attention(
-                a.q[..., q_lo:b.q_hi, :], k[..., b.k_lo:b.k_hi, :], v[..., b.k_lo:b.k_hi, :],
-                scale=a.scale, enable_gqa=a.gqa, return_lse=True, out=out, num_threads=a.threads,
-                **options)
-            self.merge.add(q_lo, b.q_hi, out, lse)
+        for block in _plan.plan(self.q_segments, pieces, a.causal):
+            for b in _plan.split_rows(block, self.call_rows):
+                options = {}
+                if b.diagonal == 0:
+                    options["is_causal"] = True
+                elif b.diagonal is not None:  # key j visible iff j <= i + d
+                    options["window"] = (None, b.diagonal)
+                out = self.scratch[..., :b.q_hi - b.q_lo, :]
+                _, lse = scaled_dot_product_attention(
+                    a.q[..., b.q_lo:b.q_hi, :], k[..., b.k_lo:b.k_hi, :], v[..., b.k_lo:b.k_hi, :],
+                    scale=a.scale, enable_gqa=a.gqa, return_lse=True, out=out, num_threads=a.threads,
+                    **options)
+                self.merge.add(b.q_lo, b.q_hi, out, lse)
 
 
 def _run(a: _Local, geo: _Geometry, exchange):

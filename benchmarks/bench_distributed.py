@@ -14,6 +14,10 @@ rank's end (the wall time of the collective call):
 - hidden = 1 - (total - compute) / comm: the share of the communication time
   that the computation covered.
 
+Then ``sharded_decode`` of one token over a 32768-key cache split across the
+ranks, beside the rank's local attention call alone (the difference is the
+exchange of the parts and the merge).
+
 Memory per rank: peak RSS of the process (ru_maxrss) after the ring call, and
 the bytes NumPy allocated during the call (tracemalloc's peak: chunk buffers,
 the output and the merge state), beside the K/V of the whole sequence in one
@@ -99,6 +103,38 @@ def comm_only(comm, geo, ring):
             pass
 
 
+def decode_table(comm, MPI, args):
+    """sharded_decode of one token over a cache of --decode-keys keys split
+    across the ranks, beside the same local call without the exchange."""
+    import pyattn
+    from pyattn.distributed import sharded_decode
+
+    P, r = comm.Get_size(), comm.Get_rank()
+    S_r = args.decode_keys // P
+    hq, hkv, E = 32, 8, 128
+    q = shard(7, (1, hq, 1, E), np.float32)  # the same query on every rank
+    k = shard(100 + 2 * r, (1, hkv, S_r, E), np.float32)
+    v = shard(101 + 2 * r, (1, hkv, S_r, E), np.float32)
+    lengths = np.array([S_r - r])  # a few invalid keys at the end of some ranks' caches
+    times = {"sharded_decode": [], "local call only": []}
+    for _ in range(args.decode_calls):  # alternating, medians
+        comm.Barrier()
+        t0 = time.perf_counter()
+        sharded_decode(q, k, v, kv_lengths=lengths, enable_gqa=True, num_threads=args.threads, comm=comm)
+        times["sharded_decode"].append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+        comm.Barrier()
+        t0 = time.perf_counter()
+        pyattn.scaled_dot_product_attention(q, k, v, kv_lengths=lengths, enable_gqa=True, return_lse=True,
+                                            num_threads=args.threads)
+        times["local call only"].append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+    if r == 0:
+        print()
+        print(f"sharded_decode: 1 query token, Hq={hq}, Hkv={hkv}, E=Ev={E}, float32, {args.decode_keys} keys in "
+              f"all ({S_r} per rank), median of {args.decode_calls} calls (slowest rank)")
+        for name, ts in times.items():
+            print(f"  {name:<18} {1e6 * float(np.median(ts)):9.0f} us")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seq", type=int, default=32768, help="whole sequence length S")
@@ -108,6 +144,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="num_threads of each rank")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     parser.add_argument("--repeats", type=int, default=2, help="rounds of (ring, compute-only); the table shows minima")
+    parser.add_argument("--decode-keys", type=int, default=32768, help="keys of the sharded_decode case (0: skip it)")
+    parser.add_argument("--decode-calls", type=int, default=50)
     args = parser.parse_args()
 
     from mpi4py import MPI
@@ -182,6 +220,8 @@ def main():
                   f"{min(max(hidden, 0.0), 1.0):7.0%} {geo.m:6d} {2 * chunk_bytes / 2**20:16.1f} "
                   f"{numpy_peak / 2**20:14.1f} {rss:12.0f}   " + " ".join(f"{x:.3f}" for x in ratios)
                   + ("" if same else "  RING != REPLAY"), flush=True)
+    if args.decode_keys:
+        decode_table(comm, MPI, args)
     if r == 0:
         print()
         print(f"load average after: {os.getloadavg()}")

@@ -169,7 +169,7 @@ def main():
         print()
         print(f"{'case':<18} {'total s':>8} {'compute s':>9} {'comm s':>7} {'total/compute':>13} {'hidden':>7} "
               f"{'chunks':>6} {'ring buffers MiB':>16} {'numpy peak MiB':>14} {'peak RSS MiB':>12}   total/compute per round")
-    for name in args.cases.split(","):
+    for name in [c for c in args.cases.split(",") if c]:
         case = CASES[name]
         shape = (1, H, Lr, E)
         # rank s's shard of q, k, v from seeds 3s, 3s+1, 3s+2 (for the replay, any rank can make any shard)

@@ -116,7 +116,11 @@ def decode_table(comm, MPI, args):
     k = shard(100 + 2 * r, (1, hkv, S_r, E), np.float32)
     v = shard(101 + 2 * r, (1, hkv, S_r, E), np.float32)
     lengths = np.array([S_r - r])  # a few invalid keys at the end of some ranks' caches
-    times = {"sharded_decode": [], "local call only": []}
+    times = {"sharded_decode": [], "local call only": [], "its 2 Allgathers only": []}
+    private = __import__("pyattn.distributed._mpi", fromlist=["_"]).private_comm(comm)
+    meta = np.zeros(1 + 3 + 2 * 64, np.int64)  # the argument summary, then the [out | lse] parts
+    part = np.zeros((1, hq, 1, E + 1), np.float32)
+    metas, parts = np.empty((P,) + meta.shape, meta.dtype), np.empty((P,) + part.shape, part.dtype)
     for _ in range(args.decode_calls):  # alternating, medians
         comm.Barrier()
         t0 = time.perf_counter()
@@ -127,12 +131,17 @@ def decode_table(comm, MPI, args):
         pyattn.scaled_dot_product_attention(q, k, v, kv_lengths=lengths, enable_gqa=True, return_lse=True,
                                             num_threads=args.threads)
         times["local call only"].append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+        comm.Barrier()
+        t0 = time.perf_counter()
+        private.Allgather(meta, metas)
+        private.Allgather(part, parts)
+        times["its 2 Allgathers only"].append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
     if r == 0:
         print()
         print(f"sharded_decode: 1 query token, Hq={hq}, Hkv={hkv}, E=Ev={E}, float32, {args.decode_keys} keys in "
               f"all ({S_r} per rank), median of {args.decode_calls} calls (slowest rank)")
         for name, ts in times.items():
-            print(f"  {name:<18} {1e6 * float(np.median(ts)):9.0f} us")
+            print(f"  {name:<22} {1e6 * float(np.median(ts)):9.0f} us")
 
 
 def main():

@@ -55,6 +55,10 @@ def runs():
     if mpiexec is None:
         pytest.fail("mpiexec not found although mpi4py imports: install the 'mpi' extra (pip install \".[mpi]\")")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_"))}
+    import pyattn  # the ranks import the same pyattn as this process
+
+    package_parent = str(pathlib.Path(pyattn.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
     results = {}
     for n in RANK_COUNTS:
         proc = subprocess.Popen([mpiexec, "-n", str(n), sys.executable, str(WORKER)], stdout=subprocess.PIPE,

@@ -5,18 +5,27 @@ The runs across real processes are in test_distributed.py.
 """
 
 import itertools
+import os
+import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, tolerance
+from helpers import tolerance
 
 import pyattn
 
 
 def _run(code):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    """`code` in a fresh interpreter that imports the same pyattn as this one."""
+    package_parent = str(pathlib.Path(pyattn.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    # cwd: `python -c` puts it first on sys.path, where a source checkout's
+    # pyattn (without the built extension) would shadow the installed one.
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=package_parent,
+                          env=env, timeout=120)
 
 
 def test_import_pyattn_does_not_import_mpi4py():

@@ -268,7 +268,8 @@ def replay(query, key_shards, value_shards, rank, *, is_causal=False, scale=None
     value shard given (``key_shards[s]``, ``value_shards[s]``) instead of
     received. Bitwise equal to ring_attention on that rank of a ring of
     ``len(key_shards)`` ranks. For tests and for timing the computation
-    without communication."""
+    without communication. Only `rank`'s own arguments are checked; the
+    other shards must have the same batch shapes and feature sizes."""
     a = _Local(query, key_shards[rank], value_shards[rank], is_causal, scale, layout, enable_gqa,
                num_threads)
     lengths = [np.shape(k)[-2] for k in key_shards]

@@ -4,9 +4,13 @@
     >>> q = k = v = np.random.rand(2, 8, 128, 64).astype(np.float32)
     >>> out = pyattn.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-See pyattn.reference for the NumPy implementation of the same API and
-SPEC.md for the full contract.
+See pyattn.reference for the NumPy implementation of the same API, and the
+documentation in the project's docs/ folder (docs/index.md; docs/api.md for
+every function, option, error and promise; docs/capi.md for the C API used
+from Cython and C).
 """
+
+import os as _os
 
 from . import reference
 from ._config import __version__, get_config, get_num_threads, set_num_threads, show_config
@@ -28,7 +32,16 @@ __all__ = [
     "get_config",
     "show_config",
     "reference",
+    "get_include",
     "__version__",
 ]
+
+
+
+def get_include() -> str:
+    """The directory of pyattn_capi.h, the C API's header (for Cython
+    extensions that ``cimport pyattn.capi``, and for C code)."""
+    return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
+
 
 _warn_if_isa_refused()

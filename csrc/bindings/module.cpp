@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
   pyattn::bindings::register_sdpa(m);
   pyattn::bindings::register_additive(m);
   pyattn::bindings::register_config(m);
+  pyattn::bindings::register_capi(m);
 }

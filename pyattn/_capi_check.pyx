@@ -13,6 +13,8 @@ per-call cost the C API is for). Private: not part of pyattn's API.
 """
 
 from libc.stdint cimport int64_t, uintptr_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cimport pyattn.capi as capi
 
@@ -104,6 +106,28 @@ def call_without_error(dict fields):
     with nogil:
         rc = capi.sdpa(&p, NULL)
     return rc
+
+
+def call_extended(dict fields, bytes extra):
+    """pyattn_sdpa with the struct of a newer caller: `fields`, then the
+    bytes `extra` (fields this core does not know), struct_size covering both."""
+    cdef capi.sdpa_params p
+    cdef capi.error err
+    cdef int rc
+    cdef size_t n = sizeof(capi.sdpa_params) + len(extra)
+    cdef char* buf = <char*>malloc(n)
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        _fill(&p, fields)
+        p.struct_size = n
+        memcpy(buf, &p, sizeof(p))
+        memcpy(buf + sizeof(p), <const char*>extra, len(extra))
+        with nogil:
+            rc = capi.sdpa(<capi.sdpa_params*>buf, &err)
+    finally:
+        free(buf)
+    return rc, err.message.decode("utf-8", "replace")
 
 
 def call_null_params():

@@ -100,5 +100,5 @@ core = Pybind11Extension(
 # A C extension: it includes pyattn_capi.h as C callers do.
 capi_check = Extension("pyattn._capi_check", ["pyattn/_capi_check.pyx"], include_dirs=["pyattn/include"])
 
-setup(ext_modules=[core] + cythonize([capi_check], include_path=["."], quiet=True),
+setup(ext_modules=[core] + cythonize([capi_check], include_path=["."], build_dir="build/cython", quiet=True),
       cmdclass={"build_ext": BuildExt})

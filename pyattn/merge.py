@@ -8,7 +8,7 @@ from . import _args
 
 
 def merge_attention_states(outputs, lses):
-    """Combines attention computed over disjoint key chunks (SPEC section 3).
+    """Combines attention computed over disjoint key chunks (docs/api.md section 3).
 
     Args:
         outputs: sequence of P >= 1 arrays ``(..., L, Ev)``, one per chunk.

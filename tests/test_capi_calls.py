@@ -168,6 +168,20 @@ def test_strided_outputs_and_default_threads():
     assert (lse_buf[..., 1::2] == 7).all() and (w_buf[:, 1::2] == 7).all()
 
 
+def test_bool_mask_bytes_other_than_one():
+    """A bool mask is one byte per element: 0 hides, any other value may attend."""
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal((2, 3, 4, 16)).astype(np.float32) for _ in range(3))
+    mask = rng.random((2, 3, 4, 4)) < 0.6
+    mask[..., 0] = True
+    raw = np.where(mask, rng.integers(1, 256, mask.shape), 0).astype(np.uint8)
+    out = np.empty_like(q)
+    f = fields_for(q, k, v, out, mask=mask)
+    f["mask"] = spec(raw)
+    assert capi.call(f) == (OK, "")
+    assert_same_bits(out, sdpa(q, k, v, attn_mask=mask))
+
+
 def test_window_wider_than_any_distance():
     rng = np.random.default_rng(4)
     q, k, v = (rng.standard_normal((1, 2, 5, 8)) for _ in range(3))

@@ -150,9 +150,8 @@ void add(BatchLayoutBuilder& builder, const Operand& o, int64_t hkv, int64_t g, 
   builder.add(view, {st[0], st[1], st[2]});
 }
 
-}  // namespace
-
-int sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
+// sdpa() without its guard against exceptions.
+int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
   pyattn_sdpa_params c;
   if (int rc = read_params(user, &c, err)) return rc;
   if (c.dtype != PYATTN_FLOAT32 && c.dtype != PYATTN_FLOAT64)
@@ -275,8 +274,20 @@ int sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
   if (c.kv_lengths) shared.push_back(&p.vis.lengths);
   p.fold = builder.fold_shared(shared);
   if (!builder.finish(&p.batch)) return fail(err, PYATTN_ERR_INTERNAL, "batch layout failed");
+  scaled_dot_product_attention(p);
+  if (err) {
+    err->code = PYATTN_OK;
+    err->message[0] = '\0';
+  }
+  return PYATTN_OK;
+}
+
+}  // namespace
+
+int sdpa(const pyattn_sdpa_params* params, pyattn_error* err) {
+  // Nothing may leave through the C ABI: exceptions become codes.
   try {
-    scaled_dot_product_attention(p);
+    return checked_sdpa(params, err);
   } catch (const std::bad_alloc&) {
     return fail(err, PYATTN_ERR_MEMORY, "out of memory for the scratch space of this call");
   } catch (const std::exception& e) {
@@ -284,11 +295,6 @@ int sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
   } catch (...) {
     return fail(err, PYATTN_ERR_INTERNAL, "internal error");
   }
-  if (err) {
-    err->code = PYATTN_OK;
-    err->message[0] = '\0';
-  }
-  return PYATTN_OK;
 }
 
 const char* version_string() { return PYATTN_VERSION_STRING; }

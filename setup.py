@@ -8,9 +8,9 @@ pyattn.get_config() says so). Setting PYATTN_NATIVE=1 is an explicit
 opt-in to a local -march=native build that must never be shipped.
 
 PYATTN_STATIC_RUNTIME=1 links libstdc++ and libgcc statically into the
-extensions (tools/check_wheel.sh sets it): a wheel built on a new system
-then needs only the C library and OpenMP's runtime from the target system,
-which lowers its glibc floor (see docs/building.md).
+extensions: the result needs no libstdc++ on the target system, but needs
+the glibc the static runtime was built against (on Debian 12 that raises the
+floor from glibc 2.34 to 2.36: docs/building.md has the measurements).
 
 Two extensions: pyattn._core (the C++ core, with pybind11) and
 pyattn._capi_check (Cython: a user of the C API's capi.pxd built with the

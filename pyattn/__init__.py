@@ -5,9 +5,10 @@
     >>> out = pyattn.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 See pyattn.reference for the NumPy implementation of the same API, and the
-documentation in the project's docs/ folder (docs/index.md; docs/api.md for
-every function, option, error and promise; docs/capi.md for the C API used
-from Cython and C).
+documentation in the docs/ folder of pyattn's source tree and sdist:
+docs/index.md lists every page, docs/api.md states every function, option,
+error and promise, docs/capi.md the C API for Cython and C
+(``cimport pyattn.capi``; ``pyattn.get_include()`` is its header's folder).
 """
 
 import os as _os

@@ -15,12 +15,14 @@
  * pyattn.scaled_dot_product_attention on the same arrays, for every
  * num_threads.
  *
- * Versioning: pyattn_sdpa_params starts with its own size. New options are
- * only ever added at the end of the struct, with a default that leaves the
- * result unchanged; the core reads the fields the caller's size covers and
- * uses the defaults for the rest, and refuses (PYATTN_ERR_VERSION) a larger
- * struct whose unknown fields are not zero. The function table likewise
- * starts with its ABI version and size, and only grows at the end.
+ * Versioning: pyattn_sdpa_params starts with its own size. New options
+ * (e.g. logit soft-capping, ALiBi slopes, attention sinks) are only ever
+ * added at the end of the struct, and their default -- the value that leaves
+ * the result unchanged -- is all-zero bytes (0.0, NULL). The core reads the
+ * fields the caller's struct_size covers and uses the defaults for the rest,
+ * and refuses (PYATTN_ERR_VERSION) a larger struct whose fields unknown to it
+ * are not zero. The function table likewise starts with its ABI version and
+ * size, and only grows at the end.
  */
 #ifndef PYATTN_CAPI_H_
 #define PYATTN_CAPI_H_

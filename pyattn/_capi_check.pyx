@@ -158,3 +158,8 @@ def time_calls(dict fields, long n):
 def sizes():
     """sizeof(pyattn_sdpa_params) and the header's CAPI version, as compiled here."""
     return sizeof(capi.sdpa_params), capi.CAPI_VERSION
+
+
+def version():
+    """The version string of the pyattn whose table was imported."""
+    return capi.version_string().decode()

@@ -90,6 +90,8 @@ cdef extern from "pyattn_capi.h" nogil:
 
     void sdpa_params_init "pyattn_sdpa_params_init" (sdpa_params* p)
     int sdpa "pyattn_sdpa" (const sdpa_params* params, error* err)
+    # The installed pyattn's version ("0.1.0"); NULL before import_pyattn().
+    const char* version_string "pyattn_version_string" ()
 
 cdef extern from "pyattn_capi.h":
     # Fetches the core's function table (needs the GIL); raises ImportError

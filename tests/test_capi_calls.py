@@ -194,6 +194,7 @@ def test_header_and_table_versions():
     size, version = capi.sizes()
     assert version == pyattn._core.CAPI_VERSION >= 1
     assert size % 8 == 0 and size >= 8 * 30
+    assert capi.version() == pyattn.__version__
 
 
 # ---------------------------------------------------------------------------

@@ -161,6 +161,11 @@ static inline int pyattn_sdpa(const pyattn_sdpa_params *params, pyattn_error *er
   return pyattn_capi_ptr->sdpa(params, err);
 }
 
+/* The installed pyattn's version, e.g. "0.1.0"; NULL before pyattn_import_capi(). */
+static inline const char *pyattn_version_string(void) {
+  return pyattn_capi_ptr != NULL ? pyattn_capi_ptr->version_string() : NULL;
+}
+
 #ifdef Py_PYTHON_H
 /* Imports pyattn._core and takes its table (needs the GIL). Returns 0, or
  * -1 with a Python exception set (ImportError if the installed pyattn is

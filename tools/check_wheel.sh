@@ -82,7 +82,7 @@ step "run the tests against the installed wheel, from outside the source tree"
 # Only the tests, the examples they build and the pytest settings are
 # copied: `import pyattn` must find the installed package.
 mkdir -p "$work/outside"
-cp -r "$src/tests" "$src/examples" "$src/pyproject.toml" "$work/outside/"
+cp -r "$work/src/tests" "$work/src/examples" "$work/src/pyproject.toml" "$work/outside/"
 cd "$work/outside"
 "$work/test-venv/bin/python" -c "import pyattn, sys; print('pyattn from', pyattn.__file__); pyattn.show_config(); sys.exit('site-packages' not in pyattn.__file__)"
 "$work/test-venv/bin/python" - <<'EOF'

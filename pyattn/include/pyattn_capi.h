@@ -91,7 +91,7 @@ typedef struct pyattn_sdpa_params {
   int32_t num_threads;         /* 0: pyattn's default (pyattn.get_num_threads()); else >= 1 */
   int64_t B, Hq, Hkv, L, S, E, Ev;
   pyattn_array q, k, v;
-  pyattn_array out;            /* data is written through (const only for the shared struct) */
+  pyattn_array out;            /* written (data is const void* as in every pyattn_array) */
   pyattn_array weights;        /* optional output, the call's dtype */
   pyattn_array lse;            /* optional output, the call's dtype: natural log-sum-exp */
   int32_t mask_kind;           /* PYATTN_MASK_* */

@@ -6,17 +6,28 @@ with a target pragma; the best one is chosen at run time. OpenMP is used when
 the compiler has it (otherwise the build is single-threaded and
 pyattn.get_config() says so). Setting PYATTN_NATIVE=1 is an explicit
 opt-in to a local -march=native build that must never be shipped.
+
+PYATTN_STATIC_RUNTIME=1 links libstdc++ and libgcc statically into the
+extensions: the result needs no libstdc++ on the target system, but needs
+the glibc the static runtime was built against (on Debian 12 that raises the
+floor from glibc 2.34 to 2.36: docs/building.md has the measurements).
+
+Two extensions: pyattn._core (the C++ core, with pybind11) and
+pyattn._capi_check (Cython: a user of the C API's capi.pxd built with the
+package, through which the tests call the C API).
 """
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 from glob import glob
 
+from Cython.Build import cythonize
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import Extension, setup
 
 
 _OPENMP_PROBE = "#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
@@ -40,7 +51,12 @@ def _compiler_accepts(compiler, flags, src=_OPENMP_PROBE):
 class BuildExt(build_ext):
     def build_extensions(self):
         ct = self.compiler.compiler_type
+        static_runtime = os.environ.get("PYATTN_STATIC_RUNTIME") == "1"
         for ext in self.extensions:
+            if ct == "unix" and static_runtime:
+                ext.extra_link_args += ["-static-libstdc++", "-static-libgcc"]
+            if ext.name != "pyattn._core":
+                continue
             if ct == "unix":
                 ext.extra_compile_args += ["-O3", "-fno-math-errno"]
                 # GCC's default inlining budget per translation unit runs out in
@@ -67,17 +83,25 @@ ParallelCompile("PYATTN_BUILD_JOBS").install()
 
 _x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
-ext = Pybind11Extension(
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyattn", "_config.py")) as f:
+    _version = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+core = Pybind11Extension(
     "pyattn._core",
-    sorted(glob("csrc/bindings/*.cpp") + glob("csrc/dispatch/*.cpp") + glob("csrc/driver/*.cpp")
+    sorted(glob("csrc/bindings/*.cpp") + glob("csrc/capi/*.cpp") + glob("csrc/dispatch/*.cpp") + glob("csrc/driver/*.cpp")
            + glob("csrc/kernels/*.cpp") + ["csrc/targets/generic.cpp"]
            + (["csrc/targets/avx2.cpp", "csrc/targets/avx512.cpp"] if _x86 else [])),
-    include_dirs=["csrc/include"],
+    include_dirs=["csrc/include", "pyattn/include"],
     # Headers and -inl.h kernels: an edit to any of them rebuilds the extension
     # (without this, `pip install .` after a header-only change reused the old one).
-    depends=sorted(glob("csrc/**/*.h", recursive=True)),
-    define_macros=[("PYATTN_HAVE_X86_TARGETS", "1" if _x86 else "0")],
+    depends=sorted(glob("csrc/**/*.h", recursive=True) + ["pyattn/include/pyattn_capi.h"]),
+    define_macros=[("PYATTN_HAVE_X86_TARGETS", "1" if _x86 else "0"),
+                   ("PYATTN_VERSION_STRING", '"%s"' % _version)],
     cxx_std=17,
 )
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
+# A C extension: it includes pyattn_capi.h as C callers do.
+capi_check = Extension("pyattn._capi_check", ["pyattn/_capi_check.pyx"], include_dirs=["pyattn/include"])
+
+setup(ext_modules=[core] + cythonize([capi_check], include_path=["."], build_dir="build/cython", quiet=True),
+      cmdclass={"build_ext": BuildExt})

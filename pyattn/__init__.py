@@ -4,8 +4,11 @@
     >>> q = k = v = np.random.rand(2, 8, 128, 64).astype(np.float32)
     >>> out = pyattn.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-See pyattn.reference for the NumPy implementation of the same API and
-SPEC.md for the full contract.
+See pyattn.reference for the NumPy implementation of the same API, and the
+documentation in the docs/ folder of pyattn's source tree and sdist:
+docs/index.md lists every page, docs/api.md states every function, option,
+error and promise, docs/capi.md the C API for Cython and C
+(``cimport pyattn.capi``; ``pyattn.get_include()`` is its header's folder).
 """
 
 import os as _os
@@ -43,7 +46,16 @@ __all__ = [
     "get_config",
     "show_config",
     "reference",
+    "get_include",
     "__version__",
 ]
+
+
+
+def get_include() -> str:
+    """The directory of pyattn_capi.h, the C API's header (for Cython
+    extensions that ``cimport pyattn.capi``, and for C code)."""
+    return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
+
 
 _warn_if_isa_refused()

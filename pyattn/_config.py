@@ -1,4 +1,4 @@
-"""Threads, dispatch and build configuration."""
+"""Threads, dispatch and build configuration (docs/api.md section 5)."""
 
 from __future__ import annotations
 

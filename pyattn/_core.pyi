@@ -42,3 +42,7 @@ def varlen(query: np.ndarray, key: np.ndarray, value: np.ndarray, cu_seqlens_q: 
            storage: int, softcap: float, alibi_slopes: Optional[np.ndarray],
            sinks: Optional[np.ndarray], causal: bool, lower_right: bool, window_left: int, window_right: int,
            num_threads: int) -> None: ...
+
+# The C API's function table (pyattn_capi.h), fetched by pyattn_import_capi().
+_C_API: object  # PyCapsule "pyattn._core._C_API"
+CAPI_VERSION: int

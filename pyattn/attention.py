@@ -241,6 +241,8 @@ def scaled_dot_product_attention(
 
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
+
+    The full contract (every option, error and promise): docs/api.md, section 1.
     """
     plain = _plain_options(attn_mask, is_causal, window, kv_lengths, return_weights, return_lse, out,
                            num_threads)

@@ -1,7 +1,8 @@
-"""Pure-NumPy reference implementation of pyattn: the executable form of SPEC.md.
+"""Pure-NumPy reference implementation of pyattn: the executable form of the contract
+(docs/api.md).
 
 Every public function of pyattn has a twin here with the same signature and the
-behaviour written down in SPEC.md sections 1-3. This module is the oracle the
+behaviour written down in docs/api.md sections 1-3. This module is the oracle the
 tests compare the fast C++ path against, so it is written to be obviously
 right rather than fast:
 
@@ -14,7 +15,7 @@ right rather than fast:
   visibility rule (causal alignment, window, kv_lengths, boolean mask), and the
   softmax runs over the visible keys only;
 * additive attention forms the ``(rows, S, A)`` tanh tensor in row chunks --
-  the memory bound of SPEC section 2 applies to the fast path, not to this
+  the memory bound of docs/api.md section 2 applies to the fast path, not to this
   oracle.
 
 ``num_threads`` is accepted (and validated) but ignored.
@@ -421,7 +422,8 @@ def scaled_dot_product_attention(
     out=None, num_threads=None,
     softcap=None, alibi_slopes=None, sinks=None,
 ):
-    """Reference scaled-dot-product attention, with the score variants.
+    """Reference scaled-dot-product attention (docs/api.md section 1), with
+    the score variants (docs/score_variants.md).
 
     query (..., L, E), key (..., S, E), value (..., S, Ev) -> (batch..., L, Ev);
     with return_weights also weights (batch..., L, S), with return_lse also
@@ -475,7 +477,7 @@ def additive_attention(
     attn_mask=None, is_causal=False, window=None, kv_lengths=None,
     return_weights=False, return_lse=False, out=None, num_threads=None,
 ):
-    """Reference additive (Bahdanau) attention (SPEC section 2).
+    """Reference additive (Bahdanau) attention (docs/api.md section 2).
 
     s[i, j] = sum_a v_a[a] * tanh((q_i W_q)[a] + (k_j W_k)[a] + bias[a]);
     masks, returns and fully-masked rows as in scaled_dot_product_attention.
@@ -538,7 +540,8 @@ def additive_attention(
 
 
 def merge_attention_states(outputs, lses, *, sinks=None):
-    """Reference merge of attention over disjoint key chunks (SPEC section 3).
+    """Reference merge of attention over disjoint key chunks (docs/api.md
+    section 3; ``sinks``: docs/score_variants.md).
 
     outputs: sequence of (..., L, Ev) arrays, lses: sequence of (..., L) arrays.
     Returns (out, lse) with lse = logsumexp_p(lse_p) and

@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
   pyattn::bindings::register_additive(m);
   pyattn::bindings::register_varlen(m);
   pyattn::bindings::register_config(m);
+  pyattn::bindings::register_capi(m);
 }

@@ -330,12 +330,12 @@ def run_pyattn(case, inputs, threads=None):
 
 
 # --------------------------------------------------------------------------
-# Validation against the float64 reference (SPEC section 7)
+# Validation against the float64 reference (docs/api.md section 7)
 # --------------------------------------------------------------------------
 
 
 def tolerance(dtype):
-    """SPEC section 7: rtol/atol against the float64 reference."""
+    """docs/api.md section 7: rtol/atol against the float64 reference."""
     dtype = np.dtype(dtype)
     if dtype == np.float64:
         return 1e-12, 1e-12
@@ -376,7 +376,7 @@ def validate(case, inputs, result, budget=1 << 22):
     """Compares a pyattn ``result`` for ``case`` with
     ``pyattn.reference.scaled_dot_product_attention`` run in float64 on the
     same inputs, restricted to batch element 0, the first and last query head
-    and (for big cases) a subset of the query rows, within the SPEC section 7
+    and (for big cases) a subset of the query rows, within the docs/api.md section 7
     tolerance of the case dtype. Causal masking of the selected rows becomes
     an explicit boolean mask; GQA picks the kv head of each query head."""
     from pyattn import reference

@@ -2,7 +2,7 @@
 baselines on a preset suite and print a table.
 
 Every pyattn result is first checked against the float64 reference
-(``pyattn.reference``) on a slice of the case (SPEC section 7 tolerance); a
+(``pyattn.reference``) on a slice of the case (the tolerance of docs/api.md section 7); a
 case that fails is not timed and makes the exit status 1. Times are medians
 over repeats after a warm-up; a case's implementations are timed in
 interleaved rounds (2 with --quick, 6 with --full), so that a burst of load

@@ -64,7 +64,7 @@ def _check_tensor(t, name: str) -> torch.Tensor:
             f"{name} must be a torch.Tensor, got {type(t).__name__} "
             "(pyattn.torch takes tensors; NumPy arrays go to the pyattn functions)"
         )
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise ValueError(f"{name} is on device '{t.device}'; pyattn computes on the CPU: pass {name}.cpu()")
     if t.requires_grad and torch.is_grad_enabled():
         raise ValueError(
@@ -76,7 +76,9 @@ def _check_tensor(t, name: str) -> torch.Tensor:
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
     """The tensor's memory as an ndarray with its strides (no copy)."""
-    return t.detach().resolve_neg().numpy()
+    if t.requires_grad:
+        t = t.detach()
+    return t.resolve_neg().numpy() if t.is_neg() else t.numpy()
 
 
 def _bits(t: torch.Tensor) -> np.ndarray:
@@ -98,20 +100,21 @@ def _optional(x, name: str, bf16_to=np.float32):
 
 def _inputs(named: dict) -> tuple[dict, torch.dtype]:
     """Checks q-like tensors: CPU, no grad, one float dtype, at least 2-D."""
+    dtype = None
     for name, t in named.items():
         _check_tensor(t, name)
-    first = next(iter(named.values()))
-    for name, t in named.items():
-        if t.dtype not in _FLOATS:
-            raise TypeError(f"{name}: dtype {t.dtype} is not supported; expected {_FLOAT_NAMES}")
+        if dtype is None:
+            dtype = t.dtype
+        if t.dtype is not dtype or dtype not in _FLOATS:
+            if t.dtype not in _FLOATS:
+                raise TypeError(f"{name}: dtype {t.dtype} is not supported; expected {_FLOAT_NAMES}")
+            raise TypeError(
+                f"{', '.join(named)} must share one dtype, got "
+                + ", ".join(f"{n}: {x.dtype}" for n, x in named.items())
+            )
         if t.dim() < 2:
             raise ValueError(f"{name} must have at least 2 dimensions (..., rows, features), got shape {tuple(t.shape)}")
-    if any(t.dtype != first.dtype for t in named.values()):
-        raise TypeError(
-            f"{', '.join(named)} must share one dtype, got "
-            + ", ".join(f"{n}: {t.dtype}" for n, t in named.items())
-        )
-    return named, first.dtype
+    return named, dtype
 
 
 def _out_tensor(out, dtype: torch.dtype) -> torch.Tensor:

@@ -22,7 +22,10 @@ except ImportError as _exc:  # pragma: no cover - depends on how pyattn was inst
     ) from _exc
 
 from . import reference
-from ._config import __version__, get_config, get_num_threads, set_num_threads, show_config
+from ._config import (
+    __version__, get_config, get_num_threads, get_thread_wait, set_num_threads, set_thread_wait, show_config,
+)
+from ._config import _thread_wait_from_environment
 from ._config import warn_if_isa_refused as _warn_if_isa_refused
 from .additive import additive_attention
 from .attention import scaled_dot_product_attention
@@ -38,6 +41,8 @@ __all__ = [
     "KVCache",
     "set_num_threads",
     "get_num_threads",
+    "set_thread_wait",
+    "get_thread_wait",
     "get_config",
     "show_config",
     "reference",
@@ -45,3 +50,4 @@ __all__ = [
 ]
 
 _warn_if_isa_refused()
+_thread_wait_from_environment()

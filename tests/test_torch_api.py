@@ -5,6 +5,8 @@ float64 (the independent truth) with the section-7 tolerances; memory
 sharing through data_ptr equality.
 """
 
+import os
+import pathlib
 import subprocess
 import sys
 
@@ -15,7 +17,6 @@ torch = pytest.importorskip("torch")
 
 import pyattn  # noqa: E402
 import pyattn.torch as pt  # noqa: E402
-from helpers import ROOT  # noqa: E402
 
 F = torch.nn.functional
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -26,6 +27,17 @@ TOL = {
     torch.float16: dict(rtol=2e-3, atol=2e-3),
     torch.bfloat16: dict(rtol=1.6e-2, atol=1.6e-2),
 }
+
+def run_python(code, **env_vars):
+    """Runs `code` in a fresh interpreter that imports the pyattn under test
+    (cwd and PYTHONPATH: the directory holding it, so that a source
+    checkout's pyattn without the built extension never shadows it)."""
+    parent = str(pathlib.Path(pyattn.__file__).resolve().parent.parent)
+    env = dict(os.environ, **env_vars)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [parent, os.environ.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=parent, env=env,
+                          capture_output=True, text=True, timeout=300)
+
 
 
 def _close(got, want, dtype):
@@ -49,7 +61,7 @@ def _qkv(dtype, shape_q=(2, 4, 7, 16), shape_kv=(2, 4, 9, 16), Ev=12, seed=0):
 
 def test_import_pyattn_does_not_import_torch():
     code = "import sys, pyattn; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    r = run_python(code)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
@@ -66,7 +78,7 @@ def test_bfloat16_without_ml_dtypes():
         "assert pt._args._BF16 is None\n"
         "print('ok')\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    r = run_python(code)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 

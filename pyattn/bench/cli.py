@@ -136,6 +136,10 @@ def build_parser():
                         "transformers backend against sdpa (default threads: 1,2; needs transformers)")
     p.add_argument("--e2e-prefill", type=int, default=2048, metavar="N", help="prompt length for --e2e")
     p.add_argument("--e2e-decode", type=int, default=64, metavar="N", help="decode steps for --e2e")
+    p.add_argument("--neighbours", action="store_true",
+                   help="instead of the case table: a torch matmul right after a pyattn call and pyattn "
+                        "right after torch (and ONNX Runtime) against each alone, for each pyattn thread "
+                        "wait policy (threads: the first of --threads, default 2; needs torch)")
     return p
 
 
@@ -532,6 +536,15 @@ def main(argv=None):
     except ImportError as exc:
         print(f"pyattn-bench: cannot import pyattn: {exc}", file=sys.stderr)
         return 2
+    if args.neighbours:
+        if importlib.util.find_spec("torch") is None:
+            print("pyattn-bench: --neighbours needs torch", file=sys.stderr)
+            return 2
+        from .neighbours import run_neighbours
+
+        run_neighbours((args.threads or [2])[0], rounds=25 if args.preset == "full" else 15,
+                       progress=not args.no_progress)
+        return 0
     if args.e2e:
         if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None:
             print("pyattn-bench: --e2e needs torch and transformers (pip install 'pyattn[bench]')",

@@ -1,0 +1,156 @@
+"""``pyattn-bench --neighbours``: does pyattn slow down the operation that
+runs right after it, and is pyattn slowed down by the one before it?
+
+In a model's forward pass pyattn's calls alternate with torch's
+multi-threaded operations on the same cores. Threads an operation leaves
+spinning (OpenMP runtimes spin idle threads for a while before they sleep)
+take CPU time from the next one. Timed here, in alternating blocks (medians
+of per-block medians), at the given thread count:
+
+- ``torch mm``: a torch float32 matmul alone (after another matmul) and right
+  after a pyattn call;
+- ``pyattn``: a causal pyattn call alone (after another pyattn call) and
+  right after a torch matmul;
+- with ONNX Runtime installed, ``pyattn`` right after an ORT session run,
+  with ORT's default spinning pool and with
+  ``session.intra_op.allow_spinning = "0"``.
+
+Each pyattn wait policy (``pyattn.set_thread_wait``) is measured in the same
+run; the ratio ``after / alone`` is printed (1.00: no effect).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+
+def _block(prefix, timed, n):
+    ts = []
+    for _ in range(n):
+        prefix()
+        t0 = time.perf_counter()
+        timed()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _ort_session(threads, spinning):
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    n = 384
+    w = helper.make_tensor("w", TensorProto.FLOAT, (n, n), np.random.default_rng(0).standard_normal(n * n)
+                           .astype(np.float32).ravel().tolist())
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (n, n))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (n, n))], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    return lambda: sess.run(None, {"x": x})
+
+
+def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
+    import numpy as np
+    import torch
+
+    import pyattn
+
+    out = sys.stdout if out is None else out
+    prev = (torch.get_num_threads(), pyattn.get_num_threads(), pyattn.get_thread_wait())
+    torch.set_num_threads(threads)
+    pyattn.set_num_threads(threads)
+    a, b = torch.randn(384, 384), torch.randn(384, 384)
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, 8, 256, 64), dtype=np.float32)
+    k, v = q.copy(), q.copy()
+
+    def mm():
+        torch.mm(a, b)
+
+    def attn():
+        pyattn.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    cases = {}
+    for policy in ("active", "passive"):
+        def setp(p=policy):
+            pyattn.set_thread_wait(p)
+        cases[f"torch mm alone [{policy}]"] = (setp, mm, mm)
+        cases[f"torch mm after pyattn [{policy}]"] = (setp, attn, mm)
+        cases[f"pyattn alone [{policy}]"] = (setp, attn, attn)
+        cases[f"pyattn after torch mm [{policy}]"] = (setp, mm, attn)
+    ort_note = None
+    try:
+        for spinning in (True, False):
+            run = _ort_session(threads, spinning)
+            tag = "ORT spinning" if spinning else "ORT allow_spinning=0"
+            cases[f"pyattn after {tag} [auto]"] = (lambda: pyattn.set_thread_wait("auto"), run, attn)
+        cases["pyattn alone [auto]"] = (lambda: pyattn.set_thread_wait("auto"), attn, attn)
+    except ImportError:
+        ort_note = "onnxruntime/onnx not installed: the ORT rows are left out"
+    try:
+        for setp, prefix, timed in cases.values():  # warm-up
+            setp()
+            _block(prefix, timed, 5)
+        samples = {name: [] for name in cases}
+        names = list(cases)
+        for r in range(rounds):
+            if progress:
+                print(f"[neighbours] round {r + 1}/{rounds}", file=sys.stderr)
+            for name in (names if r % 2 == 0 else names[::-1]):
+                setp, prefix, timed = cases[name]
+                setp()
+                samples[name].append(_block(prefix, timed, block))
+    finally:
+        torch.set_num_threads(prev[0])
+        pyattn.set_num_threads(prev[1])
+        pyattn.set_thread_wait(prev[2])
+    med = {name: statistics.median(s) for name, s in samples.items()}
+    _print(med, threads, rounds, block, ort_note, out)
+    return med
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def _print(med, threads, rounds, block, ort_note, out):
+    import os
+
+    import pyattn
+
+    cfg = pyattn.get_config()
+    print(f"Neighbours: {_cpu_name()}, {os.cpu_count()} logical CPUs, {threads} threads for torch and "
+          f"pyattn; OpenMP {cfg['openmp']}; medians of {rounds} alternating blocks of {block} calls",
+          file=out)
+    print("torch mm: (384 x 384) @ (384 x 384) float32; pyattn: causal (1, 8, 256, 64) float32", file=out)
+    print(f"{'timed call':44s} {'median':>10s} {'after / alone':>14s}", file=out)
+    for name, t in med.items():
+        alone = None
+        if " after " in name:
+            what, _, rest = name.partition(" after ")
+            tag = rest[rest.index("["):]
+            alone = med.get(f"{what} alone {tag}")
+        ratio = f"{t / alone:14.3f}" if alone else f"{'':14s}"
+        print(f"{name:44s} {t * 1e6:8.1f}us {ratio}", file=out)
+    if ort_note:
+        print(ort_note, file=out)

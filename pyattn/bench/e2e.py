@@ -97,6 +97,7 @@ def run_e2e(threads_list=(1, 2), prefill=2048, decode=64, rounds=3, out=None, pr
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, SHAPE["vocab_size"], (1, prefill), generator=g)
     prev_torch, prev_pyattn = torch.get_num_threads(), pyattn.get_num_threads()
+    pyattn_threads_set = pyattn._core.num_threads_set()  # (else it follows OpenMP)
     rows, agree = [], True
     try:
         for threads in threads_list:
@@ -121,7 +122,10 @@ def run_e2e(threads_list=(1, 2), prefill=2048, decode=64, rounds=3, out=None, pr
                 ))
     finally:
         torch.set_num_threads(prev_torch)
-        pyattn.set_num_threads(prev_pyattn)
+        if pyattn_threads_set:
+            pyattn.set_num_threads(prev_pyattn)
+        else:
+            pyattn._core.reset_num_threads()
     _print(rows, agree, prefill, decode, rounds, out)
     return rows, agree
 

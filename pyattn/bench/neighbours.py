@@ -36,6 +36,18 @@ def _block(prefix, timed, n):
     return statistics.median(ts)
 
 
+def _idle_cpu(op, n, idle=0.02):
+    """Median CPU time the whole process uses while the calling thread sleeps
+    `idle` seconds right after `op()`: what idle threads left spinning burn."""
+    vals = []
+    for _ in range(n):
+        op()
+        c0 = time.process_time()
+        time.sleep(idle)
+        vals.append(time.process_time() - c0)
+    return statistics.median(vals)
+
+
 def _ort_session(threads, spinning):
     import numpy as np
     import onnxruntime as ort
@@ -68,6 +80,7 @@ def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
 
     out = sys.stdout if out is None else out
     prev = (torch.get_num_threads(), pyattn.get_num_threads(), pyattn.get_thread_wait())
+    pyattn_threads_set = pyattn._core.num_threads_set()  # (else it follows OpenMP)
     torch.set_num_threads(threads)
     pyattn.set_num_threads(threads)
     a, b = torch.randn(384, 384), torch.randn(384, 384)
@@ -111,12 +124,23 @@ def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
                 setp, prefix, timed = cases[name]
                 setp()
                 samples[name].append(_block(prefix, timed, block))
+        idle = {}
+        for policy in ("active", "passive"):
+            pyattn.set_thread_wait(policy)
+            idle[f"pyattn call [{policy}]"] = _idle_cpu(attn, 2 * rounds)
+        idle["torch mm"] = _idle_cpu(mm, 2 * rounds)
     finally:
         torch.set_num_threads(prev[0])
-        pyattn.set_num_threads(prev[1])
+        if pyattn_threads_set:
+            pyattn.set_num_threads(prev[1])
+        else:
+            pyattn._core.reset_num_threads()
         pyattn.set_thread_wait(prev[2])
     med = {name: statistics.median(s) for name, s in samples.items()}
     _print(med, threads, rounds, block, ort_note, out)
+    print("CPU time the process uses in the 20 ms after the call, while the caller sleeps (median):", file=out)
+    for name, t in idle.items():
+        print(f"  {name:42s} {t * 1e3:8.2f} ms", file=out)
     return med
 
 

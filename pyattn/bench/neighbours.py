@@ -27,13 +27,17 @@ import time
 
 
 def _block(prefix, timed, n):
-    ts = []
+    """Medians over n calls of timed() (each right after prefix()): wall
+    time, and the CPU time of the whole process (all its threads) meanwhile."""
+    ts, cs = [], []
     for _ in range(n):
         prefix()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         timed()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        t1, c1 = time.perf_counter(), time.process_time()
+        ts.append(t1 - t0)
+        cs.append(c1 - c0)
+    return statistics.median(ts), statistics.median(cs)
 
 
 def _idle_cpu(op, n, idle=0.02):
@@ -136,8 +140,9 @@ def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
         else:
             pyattn._core.reset_num_threads()
         pyattn.set_thread_wait(prev[2])
-    med = {name: statistics.median(s) for name, s in samples.items()}
-    _print(med, threads, rounds, block, ort_note, out)
+    med = {name: statistics.median(w for w, _ in s) for name, s in samples.items()}
+    cpu = {name: statistics.median(c for _, c in s) for name, s in samples.items()}
+    _print(med, cpu, threads, rounds, block, ort_note, out)
     print("CPU time the process uses in the 20 ms after the call, while the caller sleeps (median):", file=out)
     for name, t in idle.items():
         print(f"  {name:42s} {t * 1e3:8.2f} ms", file=out)
@@ -157,7 +162,7 @@ def _cpu_name():
     return platform.processor() or "unknown CPU"
 
 
-def _print(med, threads, rounds, block, ort_note, out):
+def _print(med, cpu, threads, rounds, block, ort_note, out):
     import os
 
     import pyattn
@@ -167,14 +172,17 @@ def _print(med, threads, rounds, block, ort_note, out):
           f"pyattn; OpenMP {cfg['openmp']}; medians of {rounds} alternating blocks of {block} calls",
           file=out)
     print("torch mm: (384 x 384) @ (384 x 384) float32; pyattn: causal (1, 8, 256, 64) float32", file=out)
-    print(f"{'timed call':44s} {'median':>10s} {'after / alone':>14s}", file=out)
-    for name, t in med.items():
-        alone = None
-        if " after " in name:
-            what, _, rest = name.partition(" after ")
-            tag = rest[rest.index("["):]
-            alone = med.get(f"{what} alone {tag}")
-        ratio = f"{t / alone:14.3f}" if alone else f"{'':14s}"
-        print(f"{name:44s} {t * 1e6:8.1f}us {ratio}", file=out)
+    print("(wall: elapsed time of the timed call; cpu: CPU time all the process's threads used meanwhile)",
+          file=out)
+    print(f"{'timed call':42s} {'wall':>10s} {'after/alone':>12s} {'cpu':>10s} {'after/alone':>12s}", file=out)
+    for name in med:
+        cells = []
+        for table in (med, cpu):
+            t, alone = table[name], None
+            if " after " in name:
+                what, _, rest = name.partition(" after ")
+                alone = table.get(f"{what} alone {rest[rest.index('['):]}")
+            cells.append(f"{t * 1e6:8.1f}us " + (f"{t / alone:12.3f}" if alone else f"{'':12s}"))
+        print(f"{name:42s} " + " ".join(cells), file=out)
     if ort_note:
         print(ort_note, file=out)

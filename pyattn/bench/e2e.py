@@ -69,7 +69,7 @@ def _one_run(model, impl, timed, ids, decode):
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
         t_prefill = time.perf_counter() - t0
         a_prefill = clock.total
-        cache = out.past_key_values
+        cache = out.cache
         token = out.logits[:, -1:].argmax(-1)
         tokens = [token]
         clock.total = 0.0

@@ -291,3 +291,24 @@ def test_varlen_attention(dtype):
         mask = torch.ones(L, S, dtype=torch.bool).tril(S - L)
         want = _truth(qq, kk, vv, attn_mask=mask, enable_gqa=True)[0].transpose(0, 1)
         _close(got[sq], want, dtype)
+
+
+_HAS_VARIANTS = "softcap" in pyattn.scaled_dot_product_attention.__kwdefaults__
+
+
+@pytest.mark.skipif(not _HAS_VARIANTS, reason="this build of pyattn has no softcap/alibi_slopes/sinks yet")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_score_variants_pass_through(dtype):
+    q, k, v = _qkv(dtype, (2, 4, 7, 16), (2, 2, 9, 16))
+    slopes = torch.tensor([0.5, 0.25, 0.125, 0.0625])
+    sinks = torch.tensor([0.3, -1.0, 2.0, 0.0]).to(dtype)
+    kw = dict(is_causal="lower_right", enable_gqa=True, softcap=3.0, return_lse=True)
+    got, lse = pt.scaled_dot_product_attention(q, k, v, alibi_slopes=slopes, sinks=sinks, **kw)
+    # the NumPy API on float32 copies of the same values (float64 for float64)
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    want, want_lse = pyattn.scaled_dot_product_attention(
+        *(t.to(wide).numpy() for t in (q, k, v)), alibi_slopes=slopes.numpy(),
+        sinks=sinks.to(wide).numpy(), **kw)
+    assert got.dtype == dtype
+    _close(got, torch.from_numpy(want), dtype)
+    np.testing.assert_allclose(lse.double().numpy(), want_lse, rtol=2e-5, atol=2e-6)

@@ -152,15 +152,9 @@ def _results(res, dtype: torch.dtype, out: torch.Tensor | None, n_extra_same_dty
 
 
 def _variant_options(softcap, alibi_slopes, sinks) -> dict:
-    """The score-variant options, passed on only when given."""
-    opts = {}
-    if softcap is not None:
-        opts["softcap"] = softcap
-    if alibi_slopes is not None:
-        opts["alibi_slopes"] = _optional(alibi_slopes, "alibi_slopes")
-    if sinks is not None:
-        opts["sinks"] = _optional(sinks, "sinks")
-    return opts
+    """The score-variant options (slopes and sinks as arrays)."""
+    return dict(softcap=softcap, alibi_slopes=_optional(alibi_slopes, "alibi_slopes"),
+                sinks=_optional(sinks, "sinks"))
 
 
 def _bf16_out_check(out: torch.Tensor, named: dict) -> None:

@@ -22,14 +22,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import pyattn  # noqa: E402
 import pyattn.integrations.transformers as pyattn_hf  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-_HAS_VARIANTS = "softcap" in pyattn.scaled_dot_product_attention.__kwdefaults__
-needs_variants = pytest.mark.skipif(
-    not _HAS_VARIANTS, reason="this build of pyattn has no softcap/sinks options yet")
 
 LOGITS_TOL = dict(atol=2e-5, rtol=2e-5)
 ATTN_TOL = dict(atol=2e-6, rtol=2e-5)
@@ -178,7 +173,6 @@ def test_qwen2_sliding_layers():
     _compare_causal_lm(model)
 
 
-@needs_variants
 def test_gemma2_softcap_alternating_sliding():
     cfg = transformers.Gemma2Config(
         vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -190,7 +184,6 @@ def test_gemma2_softcap_alternating_sliding():
     _compare_causal_lm(model)
 
 
-@needs_variants
 @pytest.mark.skipif(not hasattr(transformers, "GptOssForCausalLM"), reason="this transformers has no gpt-oss")
 def test_gpt_oss_sinks():
     cfg = transformers.GptOssConfig(

@@ -139,6 +139,16 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default 0)")
     p.add_argument("--list", action="store_true", help="list the case table and exit")
+    p.add_argument("--e2e", action="store_true",
+                   help="instead of the case table: a small Llama-shaped model (transformers, random "
+                        "weights), prefill of --e2e-prefill tokens and --e2e-decode decode steps, pyattn's "
+                        "transformers backend against sdpa (default threads: 1,2; needs transformers)")
+    p.add_argument("--e2e-prefill", type=int, default=2048, metavar="N", help="prompt length for --e2e")
+    p.add_argument("--e2e-decode", type=int, default=64, metavar="N", help="decode steps for --e2e")
+    p.add_argument("--neighbours", action="store_true",
+                   help="instead of the case table: a torch matmul right after a pyattn call and pyattn "
+                        "right after torch (and ONNX Runtime) against each alone, for each pyattn thread "
+                        "wait policy (threads: the first of --threads, default 2; needs torch)")
     return p
 
 
@@ -535,6 +545,25 @@ def main(argv=None):
     except ImportError as exc:
         print(f"pyattn-bench: cannot import pyattn: {exc}", file=sys.stderr)
         return 2
+    if args.neighbours:
+        if importlib.util.find_spec("torch") is None:
+            print("pyattn-bench: --neighbours needs torch", file=sys.stderr)
+            return 2
+        from .neighbours import run_neighbours
+
+        run_neighbours((args.threads or [2])[0], rounds=25 if args.preset == "full" else 15,
+                       progress=not args.no_progress)
+        return 0
+    if args.e2e:
+        if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None:
+            print("pyattn-bench: --e2e needs torch and transformers (pip install 'pyattn[bench]')",
+                  file=sys.stderr)
+            return 2
+        from .e2e import run_e2e
+
+        rows, agree = run_e2e(args.threads or [1, 2], prefill=args.e2e_prefill, decode=args.e2e_decode,
+                              rounds=6 if args.preset == "full" else 3, progress=not args.no_progress)
+        return 0 if agree else 1
     return run(args)
 
 

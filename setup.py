@@ -116,6 +116,9 @@ ext = Pybind11Extension(
            + glob("csrc/kernels/*.cpp") + ["csrc/targets/generic.cpp"]
            + (["csrc/targets/avx2.cpp", "csrc/targets/avx512.cpp"] if _x86 else [])),
     include_dirs=["csrc/include"],
+    # Headers and -inl.h kernels: an edit to any of them rebuilds the extension
+    # (without this, `pip install .` after a header-only change reused the old one).
+    depends=sorted(glob("csrc/**/*.h", recursive=True)),
     define_macros=[("PYATTN_HAVE_X86_TARGETS", "1" if _x86 else "0")],
     cxx_std=17,
 )

@@ -8,6 +8,19 @@ See pyattn.reference for the NumPy implementation of the same API and
 SPEC.md for the full contract.
 """
 
+import os as _os
+
+try:
+    from . import _core
+except ImportError as _exc:  # pragma: no cover - depends on how pyattn was installed
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    raise ImportError(
+        f"pyattn's compiled core (pyattn._core) cannot be imported from {_here}: {_exc}. "
+        "If that folder is pyattn's source tree (a checkout), Python is importing the sources "
+        "instead of the installed package: run Python from another directory, or build the "
+        "core in place with `python setup.py build_ext --inplace` (or `pip install -e .`)."
+    ) from _exc
+
 from . import reference
 from ._config import __version__, get_config, get_num_threads, set_num_threads, show_config
 from ._config import warn_if_isa_refused as _warn_if_isa_refused

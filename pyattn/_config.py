@@ -1,4 +1,4 @@
-"""Threads, dispatch and build configuration (SPEC section 5)."""
+"""Threads, dispatch and build configuration."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ __version__ = "0.1.0"
 def set_num_threads(n: int) -> None:
     """Sets the threads every later call uses unless it passes num_threads.
 
-    Any n >= 1 is accepted (even above the core count) and get_num_threads()
-    returns it. Until this is called, the default follows OpenMP
-    (OMP_NUM_THREADS, threadpoolctl limits).
+    Process-wide: it applies to calls from every Python thread. Any n >= 1 is
+    accepted (even above the core count) and get_num_threads() returns it; a
+    call never starts more than 4 threads per processor (at least 32, at most
+    OMP_THREAD_LIMIT), which changes no result.
+
+    Until this is called, the default follows OpenMP: OMP_NUM_THREADS, and
+    limits set with threadpoolctl (or omp_set_num_threads). OpenMP keeps such
+    a limit per thread, so a threadpoolctl limit applies to pyattn calls made
+    from the Python thread that set it, not to calls from other threads; use
+    set_num_threads (or num_threads=) to limit every thread.
     """
     _core.set_num_threads(_args.int_at_least(n, "num_threads", 1, maximum=_args.MAX_THREADS))
 

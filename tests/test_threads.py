@@ -108,3 +108,89 @@ def test_forked_child_after_parallel_region():
         got = pool.map_async(_sum_in_child, [(q, 2), (q, 1)]).get(timeout=120)
     for g in got:
         assert np.array_equal(g, want)
+
+
+def test_huge_thread_count_is_clamped_not_fatal(restore_num_threads):
+    """A num_threads far above what the machine can run (the OpenMP runtime
+    aborts the process when it cannot create the threads) is capped at the
+    team size the core allows; the result is the same bits."""
+    rng = np.random.default_rng(52)
+    q, k, v = qkv(rng, (2, 3), 97, 130, 24)
+    want = sdpa(q, k, v, is_causal=True, num_threads=1)
+    for n in (10**6, 2**31 - 1):
+        assert np.array_equal(sdpa(q, k, v, is_causal=True, num_threads=n), want)
+        pyattn.set_num_threads(n)
+        assert pyattn.get_num_threads() == n        # the setting is kept as given
+        assert np.array_equal(sdpa(q, k, v, is_causal=True), want)
+
+
+def test_threadpoolctl_limit_is_per_python_thread():
+    """threadpoolctl limits OpenMP through omp_set_num_threads, which OpenMP
+    defines per calling thread: the limit applies to pyattn calls made from
+    the thread that set it, not to other Python threads (documented in
+    set_num_threads). pyattn.set_num_threads is process-wide."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not pyattn.get_config()["openmp"]:
+        pytest.skip("built without OpenMP: there is no pool to limit")
+    default = pyattn.get_num_threads()
+    if default == 1:
+        pytest.skip("the default is 1 thread already (OMP_NUM_THREADS=1 or one CPU): nothing to limit")
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert pyattn.get_num_threads() == 1
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            assert pool.submit(pyattn.get_num_threads).result() == default
+
+
+def test_gil_is_released_during_a_call():
+    """Another Python thread keeps running while a long call computes."""
+    import threading
+
+    rng = np.random.default_rng(53)
+    q, k, v = qkv(rng, (1, 4), 1024, 1024, 64)
+    sdpa(q, k, v, num_threads=1)  # warm-up
+    started, done = threading.Event(), threading.Event()
+
+    def worker():
+        started.set()
+        for _ in range(3):
+            sdpa(q, k, v, num_threads=1)
+        done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    started.wait()
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+    t.join()
+    # Held GIL: this loop could run only in the ~5 ms switch intervals before
+    # the worker enters the core (a few thousand ticks at most). Released: it
+    # runs for the whole ~0.1-1 s of the three calls (millions of ticks).
+    assert ticks > 100_000, ticks
+
+
+def test_os_fork_right_after_the_first_parallel_call():
+    """A fresh process whose first parallel call is followed by os.fork():
+    the child (whose fork handler, installed when pyattn was imported, saw
+    that the parent went parallel) computes the same bits and does not hang."""
+    import multiprocessing as mp
+    import subprocess
+    import sys
+    import textwrap
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("this platform has no fork start method")
+    code = textwrap.dedent("""
+        import os, sys, numpy as np, pyattn
+        q = np.random.default_rng(1).standard_normal((1, 4, 300, 64)).astype(np.float32)
+        want = pyattn.scaled_dot_product_attention(q, q, q, num_threads=2)
+        pid = os.fork()
+        if pid == 0:
+            got = pyattn.scaled_dot_product_attention(q, q, q, num_threads=2)
+            os._exit(0 if np.array_equal(got, want) else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", code], env=env, timeout=120)
+    assert r.returncode == 0

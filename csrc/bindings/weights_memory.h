@@ -21,13 +21,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "../kernels/core_limits.h"
+
 namespace pyattn::bindings {
 
 namespace py = pybind11;
 
 // Weights results smaller than this are ordinary NumPy arrays (glibc reuses
 // memory that small by itself).
-constexpr int64_t kMinKeptBytes = int64_t(16) << 20;
+constexpr int64_t kMinKeptBytes = kMinKeptWeightsBytes;  // (kernels/core_limits.h)
 
 struct WeightsArray {
   py::array array;

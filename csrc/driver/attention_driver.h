@@ -4,6 +4,7 @@
 // its scorer's per-row / per-key scratch is and which kernel to run.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <new>
@@ -75,7 +76,8 @@ void run_attention(const Params& p, int64_t width, bool log2_scores, KernelFn ke
   const size_t elem = p.dtype == DType::f64 ? sizeof(double) : sizeof(float);
   Tiling t;
   if (!make_sdpa_tiling(p.batch.count, p.fold * p.L, p.S, width, p.Ev, elem,
-                        p.weights.data != nullptr, p.weights_resident, p.num_threads, &t))
+                        p.weights.data != nullptr, p.weights_resident,
+                        std::min(p.num_threads, max_team_size()), &t))
     throw std::bad_alloc();
   ScratchPtr split_state;
   if (t.num_splits > 1) {

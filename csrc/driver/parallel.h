@@ -12,6 +12,7 @@
 #include <new>
 
 #include "pyattn/threads.h"
+#include "../kernels/core_limits.h"
 #include "../kernels/work_items.h"
 
 #ifdef _OPENMP
@@ -32,8 +33,8 @@ inline ScratchPtr allocate_scratch(size_t per_thread_bytes, int threads) {
   return ScratchPtr(static_cast<char*>(::operator new(total ? total : 64, std::align_val_t(64))));
 }
 
-// The scratch a calling thread keeps between calls (see parallel_for_items).
-constexpr size_t kCachedScratchBytes = size_t(4) << 20;
+// The scratch a calling thread keeps between calls (see parallel_for_items;
+// its size bound kCachedScratchBytes is in kernels/core_limits.h).
 struct ScratchCache {
   ScratchPtr buf;
   size_t bytes = 0;
@@ -48,6 +49,7 @@ void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, It
                         Fn&& kernel) {
   if (items <= 0) return;
   int threads = num_threads < 1 ? 1 : num_threads;
+  if (threads > max_team_size()) threads = max_team_size();
   if (static_cast<int64_t>(threads) > items) threads = static_cast<int>(items);
 #ifndef _OPENMP
   threads = 1;

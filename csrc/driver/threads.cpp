@@ -16,12 +16,17 @@
 namespace pyattn {
 namespace {
 std::atomic<int> g_num_threads{0};  // 0: follow OpenMP's default
+std::atomic<bool> g_went_parallel{false};
 std::atomic<bool> g_forked_after_parallel{false};
 
-void on_fork_child() { g_forked_after_parallel.store(true); }
+// Runs in the child of a fork(); the child's memory is a copy of the parent's,
+// so g_went_parallel says whether the parent had entered a parallel region.
+void on_fork_child() {
+  if (g_went_parallel.load()) g_forked_after_parallel.store(true);
+}
 }  // namespace
 
-void before_parallel_region() {
+void install_fork_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
 #if defined(__unix__) || defined(__APPLE__)
@@ -30,7 +35,28 @@ void before_parallel_region() {
   });
 }
 
+void before_parallel_region() {
+  if (!g_went_parallel.load(std::memory_order_relaxed)) g_went_parallel.store(true);
+}
+
 bool parallel_regions_usable() { return !g_forked_after_parallel.load(); }
+
+int max_team_size() {
+#ifdef _OPENMP
+  // More threads than this only contend for the cores; far more (millions)
+  // would make the OpenMP runtime abort the process when it cannot create them.
+  static const int cap = [] {
+    const int procs = omp_get_num_procs() > 0 ? omp_get_num_procs() : 1;
+    int n = procs > kMinTeamCap / 4 ? procs * 4 : kMinTeamCap;
+    const int limit = omp_get_thread_limit();
+    if (limit > 0 && limit < n) n = limit;
+    return n;
+  }();
+  return cap;
+#else
+  return 1;
+#endif
+}
 
 int default_num_threads() {
   const int n = g_num_threads.load(std::memory_order_relaxed);

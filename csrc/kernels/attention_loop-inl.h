@@ -330,7 +330,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
   // scores stay natural too.
   const bool log2 = Scorer::kLog2Scores && scores_in_log2(p);
   static_assert(kPadElems % PW == 0, "panel width must divide kPadElems");
-  constexpr int kMaxTiles = 8;             // q_block tiles per row group (tiling.cpp)
+  constexpr int kMaxTiles = kMaxTilesPerGroup;  // q_block tiles per row group (core_limits.h)
   constexpr int64_t kStrip = Shape::strip;  // rows scored, softmaxed and multiplied by V together
 
   T* vp = scratch + t.off_v;

@@ -5,13 +5,15 @@
 #include <atomic>
 #include <limits>
 
+#include "core_limits.h"
+
 namespace pyattn {
 namespace {
 
 // Largest scratch for row groups' probabilities, all threads of a call
 // together (see below): L = S = 2048 float32 takes 6 MiB per thread (768
 // rows), 4096 12 MiB. A testing hook changes it.
-std::atomic<int64_t> weights_scratch_limit{int64_t(32) << 20};
+std::atomic<int64_t> weights_scratch_limit{kWeightsScratchBytes};
 
 // Adds `n` elements at the end of the layout (64-byte aligned regions);
 // returns false on overflow.
@@ -43,12 +45,12 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   // rows (L = 1024) would leave one of two threads idle for 1/12 of the call.
   if (batch_count * ceil_div(L, t->q_block) < 16 && L > 24)
     t->q_block = std::max<int64_t>(24, round_up(ceil_div(L, ceil_div(16, batch_count)), 24));
-  // Row group: up to 8 score tiles share each packed key block, but keep at
+  // Row group: up to kMaxTilesPerGroup score tiles share each packed key block, but keep at
   // least ~16 work items when the batch is small so two or more threads
   // stay busy. Key blocks are aligned to multiples of k_block, so a row's
   // arithmetic does not depend on which group it is in.
   const int64_t nqb = ceil_div(L, t->q_block);
-  int64_t per_group = std::min<int64_t>(8, nqb);
+  int64_t per_group = std::min<int64_t>(kMaxTilesPerGroup, nqb);
   while (per_group > 1 && batch_count * ceil_div(nqb, per_group) < 16) per_group /= 2;
   // Same-sized groups (11 tiles: 6 + 5, not 8 + 3), so threads finish together.
   per_group = ceil_div(nqb, ceil_div(nqb, per_group));
@@ -119,7 +121,7 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
     int64_t result = 0, bytes = 0;
     const bool small = mul_ok(batch_count, L, &result) && mul_ok(result, S, &result) &&
                        mul_ok(result, static_cast<int64_t>(elem_size), &result) &&
-                       result <= (int64_t(32) << 20);
+                       result <= kSmallWeightsBytes;
     for (int64_t bufs = small || weights_resident ? 2 : 1; bufs >= 1 && t->ld_wp == 0; --bufs) {
       if (mul_ok(gr, ld, &n) && mul_ok(n, static_cast<int64_t>(elem_size), &bytes) &&
           mul_ok(bytes, running * bufs, &bytes) && bytes <= limit) {

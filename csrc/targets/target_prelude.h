@@ -16,6 +16,7 @@
 #include "pyattn/additive.h"
 #include "pyattn/sdpa.h"
 #include "../dispatch/kernel_table.h"
+#include "../kernels/core_limits.h"
 #include "../kernels/tiling.h"
 #include "../kernels/work_items.h"
 

@@ -11,11 +11,19 @@ void set_num_threads(int n);     // n >= 1; 0: follow OpenMP again
 bool num_threads_set();
 bool openmp_enabled();
 
+// The most threads one call starts, whatever num_threads asks for: 4 per
+// processor (at least kMinTeamCap), and no more than OMP_THREAD_LIMIT.
+// Results do not depend on the thread count, so the cap never changes one.
+constexpr int kMinTeamCap = 32;
+int max_team_size();
+
 // GNU OpenMP's thread pool does not survive fork(): a forked child that
-// enters a parallel region after the parent used one hangs. The driver calls
-// before_parallel_region() before each region (it registers a fork handler
-// once) and runs single-threaded when parallel_regions_usable() is false,
-// i.e. in a child forked after the parent went parallel.
+// enters a parallel region after the parent used one hangs. The module
+// installs a fork handler when it is imported (install_fork_handler); the
+// driver calls before_parallel_region() before each region and runs
+// single-threaded when parallel_regions_usable() is false, i.e. in a child
+// forked after the parent went parallel.
+void install_fork_handler();
 void before_parallel_region();
 bool parallel_regions_usable();
 const char* openmp_description();

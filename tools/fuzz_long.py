@@ -9,7 +9,9 @@ or an abort) is counted with the seed that caused it and the campaign goes
 on from the next seed. Prints the cases run, crashes, contract breaks by kind
 (wrong answer, modified input, missed error, wrong exception, unclear
 error) and the outcomes by class (ok, TypeError, ValueError, MemoryError).
-Exit status 1 if anything broke.
+Exit status 1 if anything broke. With --workers W the seeds are cut in
+chunks run by W child processes at a time; --max-minutes stops the campaign
+at a time limit (the summary counts the cases that ran).
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
-def worker(start, stop, with_layers):
+def worker(start, stop, with_layers, deadline):
     """Runs seeds [start, stop); one JSON line per case on stdout (the seed
     first, flushed before the case runs, so a crash names its seed)."""
     import warnings
     warnings.simplefilter("ignore")
     import fuzz_harness as fh
     for seed in range(start, stop):
+        if time.time() > deadline:
+            return
         print(json.dumps({"start": seed}), flush=True)
         try:
             outcomes = fh.run_one(fh.RngChooser(seed), with_layers=with_layers)
@@ -45,11 +49,12 @@ def worker(start, stop, with_layers):
                               "msg": f"{type(e).__name__}: {e}"[:2000]}), flush=True)
 
 
-def run_range(start, stop, with_layers, totals, findings, crashes, env):
+def run_range(start, stop, with_layers, totals, findings, crashes, env, deadline):
     """Runs [start, stop) in child processes, restarting after a crash."""
     seed = start
-    while seed < stop:
-        cmd = [sys.executable, __file__, "--worker", str(seed), str(stop)] + ([] if with_layers else ["--no-layers"])
+    while seed < stop and time.time() < deadline:
+        cmd = [sys.executable, __file__, "--worker", str(seed), str(stop), "--deadline", str(deadline)] \
+            + ([] if with_layers else ["--no-layers"])
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         current = None
         for line in proc.stdout:
@@ -78,25 +83,29 @@ def main():
     p.add_argument("--start-seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     p.add_argument("--no-layers", action="store_true", help="skip MultiHeadAttention/KVCache sessions")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this time (cases not run are not counted)")
     p.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, default=float("inf"), help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the summary to this file")
     args = p.parse_args()
     if args.worker:
-        worker(*args.worker, with_layers=not args.no_layers)
+        worker(*args.worker, with_layers=not args.no_layers, deadline=args.deadline)
         return 0
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [x for x in [env.get("PYTHONPATH")] if x])
     totals, findings, crashes = collections.Counter(), [], []
     t0 = time.time()
+    deadline = t0 + 60 * args.max_minutes if args.max_minutes else float("inf")
     # Split the seeds into chunks run one after the other by each worker
     # thread (each chunk a child process), printing progress as they finish.
     import concurrent.futures as cf
-    chunk = max(1, min(5000, args.cases // max(1, args.workers)))
+    chunk = max(1, min(10000, args.cases // max(1, args.workers)))
     ranges = [(s, min(s + chunk, args.start_seed + args.cases))
               for s in range(args.start_seed, args.start_seed + args.cases, chunk)]
     with cf.ThreadPoolExecutor(args.workers) as pool:
-        futs = [pool.submit(run_range, a, b, not args.no_layers, totals, findings, crashes, env) for a, b in ranges]
+        futs = [pool.submit(run_range, a, b, not args.no_layers, totals, findings, crashes, env, deadline) for a, b in ranges]
         for f in cf.as_completed(futs):
             f.result()
             print(f"[{time.time() - t0:7.0f} s] cases {totals['cases']}, crashes {len(crashes)}, "
@@ -105,8 +114,8 @@ def main():
 
     import pyattn
     cfg = pyattn.get_config()
-    print(f"\npyattn {cfg['version']} isa={cfg['isa']} openmp={cfg['openmp']}; seeds "
-          f"{args.start_seed}..{args.start_seed + args.cases - 1}; {elapsed:.0f} s")
+    print(f"\npyattn {cfg['version']} isa={cfg['isa']} openmp={cfg['openmp']}; seeds from "
+          f"{args.start_seed}, {args.workers} workers; {elapsed:.0f} s")
     print(f"cases run:        {totals['cases']}")
     print(f"crashes:          {len(crashes)}")
     kinds = collections.Counter(f["finding"] for f in findings)

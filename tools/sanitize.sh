@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# pyattn under the sanitizers. Builds the core twice in copies of this checkout
+# (the checkout's own build is not touched) and runs:
+#   1. the WHOLE test suite with AddressSanitizer + UndefinedBehaviorSanitizer
+#      (OpenMP on; leak detection off: CPython leaves objects allocated at exit);
+#   2. LeakSanitizer over tools/sanitizer_workload.py (every entry point),
+#      reporting the leaks allocated through pyattn's core (tools/lsan_report.py);
+#   3. ThreadSanitizer over the tests that call pyattn from several Python
+#      threads, with one OpenMP thread per call (GNU libgomp is not
+#      TSan-instrumented: its own barriers look like races to TSan).
+# Usage: tools/sanitize.sh [pytest args for step 1, default: the whole suite]
+# Env: SANITIZE_DIR (default /tmp/pyattn-sanitize), SANITIZE_STEPS (default "asan lsan tsan").
+set -uo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+dir="${SANITIZE_DIR:-/tmp/pyattn-sanitize}"
+steps="${SANITIZE_STEPS:-asan lsan tsan}"
+status=0
+libasan="$(gcc -print-file-name=libasan.so)"
+libubsan="$(gcc -print-file-name=libubsan.so)"
+libtsan="$(gcc -print-file-name=libtsan.so)"
+# allocator_may_return_null: an impossible allocation returns NULL (-> MemoryError),
+# as with the normal allocator, instead of ASan stopping the process.
+asan_common="allocator_may_return_null=1:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:strict_string_checks=1:check_initialization_order=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+
+if [[ " $steps " == *" asan "* || " $steps " == *" lsan "* ]]; then
+  "$here/tools/sanitize_build.sh" address,undefined "$dir/asan" || exit 1
+  run_asan() {
+    (cd "$dir/asan" && PYTHONPATH="$dir/asan" LD_PRELOAD="$libasan:$libubsan" PYTHONMALLOC=malloc "$@")
+  }
+  cfg="$(ASAN_OPTIONS="detect_leaks=0:$asan_common" run_asan python -c 'import pyattn; c = pyattn.get_config(); print(c["openmp"], c["isa"])')"
+  echo "ASan+UBSan build: openmp, isa = $cfg"
+  case "$cfg" in None*|"") echo "FAIL: the sanitizer build has no OpenMP"; exit 1;; esac
+fi
+
+if [[ " $steps " == *" asan "* ]]; then
+  echo "=== 1. the test suite under ASan + UBSan ==="
+  ASAN_OPTIONS="detect_leaks=0:$asan_common" run_asan python -m pytest -q -p no:cacheprovider "${@:-tests}" \
+    || { echo "FAIL: test suite under ASan+UBSan"; status=1; }
+fi
+
+if [[ " $steps " == *" lsan "* ]]; then
+  echo "=== 2. LeakSanitizer over tools/sanitizer_workload.py ==="
+  log="$dir/lsan.log"
+  ASAN_OPTIONS="detect_leaks=1:exitcode=0:$asan_common" LSAN_OPTIONS="report_objects=0:max_leaks=0" \
+    run_asan python tools/sanitizer_workload.py 3 > "$log" 2>&1
+  grep -q "workload done" "$log" || { tail -40 "$log"; echo "FAIL: the LSan workload did not finish"; status=1; }
+  python "$here/tools/lsan_report.py" "$log" || { echo "FAIL: leaks through pyattn (full report: $log)"; status=1; }
+fi
+
+if [[ " $steps " == *" tsan "* ]]; then
+  echo "=== 3. ThreadSanitizer: Python threads calling pyattn, one OpenMP thread each ==="
+  "$here/tools/sanitize_build.sh" thread "$dir/tsan" || exit 1
+  # setarch -R: TSan's fixed shadow layout needs the address space without ASLR
+  # on kernels with high mmap randomisation.
+  (cd "$dir/tsan" && PYTHONPATH="$dir/tsan" OMP_NUM_THREADS=1 \
+     TSAN_OPTIONS="halt_on_error=1:report_signal_unsafe=0:second_deadlock_stack=1" \
+     LD_PRELOAD="$libtsan" setarch "$(uname -m)" -R \
+     python -m pytest -q -p no:cacheprovider tests/test_threads.py tests/test_stress.py -k "python_threads or concurrent") \
+    || { echo "FAIL: ThreadSanitizer"; status=1; }
+fi
+exit $status

@@ -108,12 +108,17 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="default: calls // 10 (at least 200)")
     p.add_argument("--only", nargs="*", help="workload names (substring match)")
     p.add_argument("--json", help="write the figures to this file")
+    p.add_argument("--threads", type=int, default=1,
+                   help="pyattn.set_num_threads for the workloads (one of them always uses 2)")
     a = p.parse_args(argv)
     warmup = a.warmup if a.warmup is not None else max(200, a.calls // 10)
+    # One OpenMP thread by default: on a loaded machine a 2-thread team waits
+    # for its second thread at every region; the 2-thread workload covers the team.
+    pyattn.set_num_threads(a.threads)
     rows = {}
     kib = 1024
     print(f"pyattn {pyattn.__version__}, {pyattn.get_config()['isa']}, openmp {pyattn.get_config()['openmp']}; "
-          f"{a.calls} calls per workload after {warmup} warm-up calls")
+          f"{a.calls} calls per workload after {warmup} warm-up calls, num_threads={a.threads}")
     print(f"{'workload':<28}{'RSS@0 KiB':>11}{'@' + str(a.calls // 2):>11}{'@' + str(a.calls):>11}"
           f"{'growth 1st':>12}{'growth 2nd':>12}{'s':>6}")
     for name, fn in workloads().items():

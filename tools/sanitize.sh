@@ -9,7 +9,8 @@
 #      threads, with one OpenMP thread per call (GNU libgomp is not
 #      TSan-instrumented: its own barriers look like races to TSan).
 # Usage: tools/sanitize.sh [pytest args for step 1, default: the whole suite]
-# Env: SANITIZE_DIR (default /tmp/pyattn-sanitize), SANITIZE_STEPS (default "asan lsan tsan").
+# Env: SANITIZE_DIR (default /tmp/pyattn-sanitize), SANITIZE_STEPS (default
+# "asan lsan tsan"), SANITIZE_OMP_THREADS (see below).
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${SANITIZE_DIR:-/tmp/pyattn-sanitize}"
@@ -22,6 +23,10 @@ libtsan="$(gcc -print-file-name=libtsan.so)"
 # as with the normal allocator, instead of ASan stopping the process.
 asan_common="allocator_may_return_null=1:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:strict_string_checks=1:check_initialization_order=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+# SANITIZE_OMP_THREADS=1: one OpenMP thread by default (tests passing
+# num_threads still start teams) -- on a loaded machine a 2-thread team waits
+# for its second thread at every region, which makes the run many times longer.
+if [[ -n "${SANITIZE_OMP_THREADS:-}" ]]; then export OMP_NUM_THREADS="$SANITIZE_OMP_THREADS"; fi
 
 if [[ " $steps " == *" asan "* || " $steps " == *" lsan "* ]]; then
   "$here/tools/sanitize_build.sh" address,undefined "$dir/asan" || exit 1

@@ -11,9 +11,9 @@ src="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$dest"
 # The sources as they are in the work tree (committed or not), no build output.
 (cd "$src" && git ls-files -co --exclude-standard -z) \
-  | (cd "$src" && xargs -0 cp --parents -t "$dest")
+  | (cd "$src" && xargs -0 cp -p --parents -t "$dest")
 cd "$dest"
-rm -rf build pyattn/_core*.so
+# (-p keeps modification times: rebuilding an unchanged copy compiles nothing.)
 export CCACHE_DIR="${CCACHE_DIR:-/work/.ccache}" CCACHE_BASEDIR="${CCACHE_BASEDIR:-$dest}"
 if command -v ccache >/dev/null; then export CC="${CC:-ccache gcc}" CXX="${CXX:-ccache g++}"; fi
 PYATTN_SANITIZE="$sanitize" python setup.py build_ext --inplace -j "${PYATTN_BUILD_JOBS:-2}" \

@@ -66,6 +66,7 @@ def run_range(start, stop, with_layers, totals, findings, crashes, env, deadline
             if "finding" in rec:
                 findings.append(rec)
                 totals["finding: " + rec["finding"]] += 1
+                print(f"seed {rec['seed']}: {rec['msg'][:1000]}", flush=True)
             else:
                 for o in rec["outcomes"]:
                     totals["outcome: " + o] += 1
@@ -73,6 +74,7 @@ def run_range(start, stop, with_layers, totals, findings, crashes, env, deadline
         rc = proc.wait()
         if rc != 0:
             crashes.append({"seed": current, "returncode": rc})
+            print(f"CRASH seed {current} (exit status {rc})", flush=True)
             totals["cases"] += 1
             seed = (current if current is not None else seed) + 1
 

@@ -41,7 +41,7 @@ def _expect_error(fn, exc=(TypeError, ValueError, MemoryError)):
     return call
 
 
-def workloads():
+def workloads(control=False):
     rng = np.random.default_rng(0)
     f32 = np.float32
     q = rng.standard_normal((1, 2, 16, 32)).astype(f32)
@@ -68,6 +68,9 @@ def workloads():
         cache.append(kt, vt)
         cache.attend(q[:, :, :1])
 
+    if control:  # keeps every result: what a leak of one output per call looks like
+        kept = []
+        return {"control: keeps each result": lambda: kept.append(sdpa(q, k, v))}
     return {
         "sdpa fast path": lambda: sdpa(q, k, v),
         "sdpa causal, 2 threads": lambda: sdpa(q, k, v, is_causal=True, num_threads=2),
@@ -108,6 +111,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="default: calls // 10 (at least 200)")
     p.add_argument("--only", nargs="*", help="workload names (substring match)")
     p.add_argument("--json", help="write the figures to this file")
+    p.add_argument("--control", action="store_true",
+                   help="run only a workload that leaks its results on purpose (the check must see it)")
     p.add_argument("--threads", type=int, default=1,
                    help="pyattn.set_num_threads for the workloads (one of them always uses 2)")
     a = p.parse_args(argv)
@@ -121,7 +126,7 @@ def main(argv=None):
           f"{a.calls} calls per workload after {warmup} warm-up calls, num_threads={a.threads}")
     print(f"{'workload':<28}{'RSS@0 KiB':>11}{'@' + str(a.calls // 2):>11}{'@' + str(a.calls):>11}"
           f"{'growth 1st':>12}{'growth 2nd':>12}{'s':>6}")
-    for name, fn in workloads().items():
+    for name, fn in workloads(a.control).items():
         if a.only and not any(o in name for o in a.only):
             continue
         t = time.perf_counter()

@@ -166,14 +166,14 @@ def _pool_task(args):
     return name, seed, call(name, _inputs(seed), threads)
 
 
-def run_pools(tasks):
+def run_pools(tasks, methods=("fork", "spawn", "forkserver")):
     want = expectations()
     # The parent uses OpenMP (2 threads) and Python threads first.
     run_threads(1.0, 4)
     call("fast", _inputs(0), 2)
     ok = True
     jobs = [(NAMES[i % len(NAMES)], SEEDS[i % len(SEEDS)], 1 + i % 2) for i in range(tasks)]
-    for method in ("fork", "spawn", "forkserver"):
+    for method in methods:
         if method not in mp.get_all_start_methods():
             continue
         t0 = time.monotonic()
@@ -273,13 +273,14 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--tasks", type=int, default=64)
+    p.add_argument("--methods", default="fork,spawn,forkserver", help="pool start methods")
     p.add_argument("--omp-threads", default="1,2", help="num_threads values the threads run draws from")
     a = p.parse_args(argv)
     ok = True
     if a.what in ("threads", "all"):
         ok &= run_threads(a.seconds, a.threads, [int(x) for x in a.omp_threads.split(",")])
     if a.what in ("pools", "all"):
-        ok &= run_pools(a.tasks)
+        ok &= run_pools(a.tasks, a.methods.split(","))
     if a.what in ("interrupt", "all"):
         ok &= run_interrupt()
     if a.what in ("rlimit", "all"):

@@ -159,6 +159,43 @@ def parse_scale(scale, E: int) -> float:
     return scale
 
 
+def parse_softcap(softcap) -> float:
+    """softcap as a float > 0, or 0.0 for None (off)."""
+    if softcap is None:
+        return 0.0
+    if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, numbers.Real):
+        raise TypeError(f"softcap must be a real number or None, got {type(softcap).__name__}")
+    value = float(softcap)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"softcap must be a finite number > 0, got {softcap!r}")
+    return value
+
+
+def prepare_per_head(x, name: str, batch: tuple, dtype: np.dtype):
+    """alibi_slopes / sinks: None, or a float array of one value per query
+    head broadcastable to `batch` without adding dimensions, returned in the
+    compute dtype `dtype` (a view when it already is). Slopes must be finite;
+    a sink may be -inf (no sink) but not +inf or NaN."""
+    if x is None:
+        return None
+    a = as_array(x, name)
+    if not is_float_dtype(a.dtype):
+        raise TypeError(f"{name}: dtype {a.dtype} is not supported; expected {FLOAT_DTYPE_NAMES}")
+    check_broadcasts_to(a, batch, name, "the batch shape")
+    if a.dtype != dtype or any(st % a.itemsize for st in a.strides):
+        if a.dtype == _F64 and dtype == _F32:
+            with np.errstate(over="ignore"):
+                a = a.astype(dtype)
+        else:
+            a = np.ascontiguousarray(a, dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        if name == "alibi_slopes" and not np.all(np.isfinite(a)):
+            raise ValueError(f"alibi_slopes must be finite (in {dtype}), got {x!r}")
+        if name == "sinks" and np.any(np.isnan(a) | (a == np.inf)):
+            raise ValueError(f"sinks must not be NaN or +inf (-inf means no sink), got {x!r}")
+    return a
+
+
 def int_at_least(x, name: str, minimum: int, none_ok: bool = False, maximum=None) -> int:
     """`x` as an int in [minimum, maximum]: TypeError for a non-integer
     (bools too), ValueError outside the range, both naming the argument."""

@@ -191,6 +191,9 @@ def scaled_dot_product_attention(
     return_lse=False,
     out=None,
     num_threads=None,
+    softcap=None,
+    alibi_slopes=None,
+    sinks=None,
 ):
     """Scaled-dot-product attention, computed exactly (no approximation of
     the softmax) by a blocked online-softmax kernel.
@@ -225,6 +228,16 @@ def scaled_dot_product_attention(
         out: preallocated result (exact shape and dtype, writable, not
             overlapping an input); returned itself.
         num_threads: threads for this call (default: ``get_num_threads()``).
+        softcap: ``None`` or a finite float ``c > 0``: each scaled score
+            becomes ``c * tanh(s / c)`` before any bias (Gemma 2).
+        alibi_slopes: ``None`` or a float array of one slope per query head,
+            broadcastable to ``batch...`` without adding dims (e.g. ``(H,)``
+            or ``(B, H)``): adds ``-slope * |p(i) - j|`` after the mask's
+            bias, ``p(i)`` the query's key position (ALiBi: BLOOM, MPT).
+        sinks: ``None`` or a float array of one logit per query head
+            (broadcast like ``alibi_slopes``): ``exp(sink)`` joins each
+            row's softmax denominator, with no value (gpt-oss). The lse
+            includes it; a row with no visible key gives ``lse = sink``.
 
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
@@ -232,13 +245,17 @@ def scaled_dot_product_attention(
     plain = _plain_options(attn_mask, is_causal, window, kv_lengths, return_weights, return_lse, out,
                            num_threads)
     if (plain is not None and (enable_gqa is False or enable_gqa is True)
-            and (scale is None or (type(scale) is float and math.isfinite(scale)))):
-        # Plain/causal/windowed/masked calls and KV-cache decoding steps:
-        # checked and run entirely in C++ (None if the call needs more, or is wrong).
+            and (scale is None or (type(scale) is float and math.isfinite(scale)))
+            and (softcap is None or (type(softcap) is float and 0 < softcap < math.inf))
+            and (alibi_slopes is None or type(alibi_slopes) is np.ndarray)
+            and (sinks is None or type(sinks) is np.ndarray)):
+        # Plain/causal/windowed/masked calls, score variants and KV-cache
+        # decoding steps: checked and run entirely in C++ (None if the call
+        # needs more, or is wrong).
         (causal_code, (left, right)) = plain
         result = _core.sdpa_plain(query, key, value, attn_mask, scale, causal_code, left, right,
                                   kv_lengths, out, return_weights, return_lse, enable_gqa,
-                                  num_threads or 0)
+                                  num_threads or 0, softcap or 0.0, alibi_slopes, sinks)
         if result is not None:
             return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
@@ -253,11 +270,16 @@ def scaled_dot_product_attention(
     batch, layout = _batch_and_layout(q, k, v, bool(enable_gqa))
 
     scale = _args.parse_scale(scale, E)
+    cap = _args.parse_softcap(softcap)
+    cdt = _args.compute_dtype(dtype)
+    slopes = _args.prepare_per_head(alibi_slopes, "alibi_slopes", batch, cdt)
+    sink = _args.prepare_per_head(sinks, "sinks", batch, cdt)
     call = _Call(
         dtype, batch, layout, L, S, Ev,
         attn_mask=attn_mask, is_causal=is_causal, window=window, kv_lengths=kv_lengths,
         return_weights=return_weights, return_lse=return_lse, out=out, num_threads=num_threads,
-        inputs={"query": (query, q), "key": (key, k), "value": (value, v)},
+        inputs={"query": (query, q), "key": (key, k), "value": (value, v),
+                "alibi_slopes": (alibi_slopes, slopes), "sinks": (sinks, sink)},
     )
     # float16 / bfloat16 q, k, v are read (and widened) by the kernels in place.
     storage = _args.half_storage_code(dtype)
@@ -265,4 +287,5 @@ def scaled_dot_product_attention(
         qc, kc, vc = (_args.for_core(a, dtype).view(np.uint16) for a in (q, k, v))
     else:
         qc, kc, vc = (_args.for_core(a, call.cdt) for a in (q, k, v))
-    return call.run(_core.sdpa, (layout.query(qc), layout.kv(kc), layout.kv(vc)), scale, storage)
+    return call.run(_core.sdpa, (layout.query(qc), layout.kv(kc), layout.kv(vc)), scale, storage,
+                    cap, layout.batched(slopes, 0), layout.batched(sink, 0))

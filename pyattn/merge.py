@@ -7,8 +7,8 @@ import numpy as np
 from . import _args
 
 
-def merge_attention_states(outputs, lses):
-    """Combines attention computed over disjoint key chunks (SPEC section 3).
+def merge_attention_states(outputs, lses, *, sinks=None):
+    """Combines attention computed over disjoint key chunks.
 
     Args:
         outputs: sequence of P >= 1 arrays ``(..., L, Ev)``, one per chunk.
@@ -22,6 +22,8 @@ def merge_attention_states(outputs, lses):
         whatever their output holds (even NaN); if every part is ``-inf``,
         ``out = 0`` and ``lse = -inf``. ``out`` has the outputs' dtype, ``lse``
         float32 (float64 for float64 outputs); computed in float32 / float64.
+        With sinks, a row no part saw a key for gets ``out = 0`` and
+        ``lse = sink``.
     """
     outputs, lses = list(outputs), list(lses)
     if not outputs or len(outputs) != len(lses):
@@ -43,15 +45,22 @@ def merge_attention_states(outputs, lses):
         if x.shape != shape[:-1]:
             raise ValueError(f"lses[{i}] has shape {x.shape}; expected {shape[:-1]} (outputs without Ev)")
     cdt = _args.compute_dtype(dtype)
+    sink = None
+    if sinks is not None:
+        if len(shape) < 2:
+            raise ValueError(f"sinks need outputs of at least 2 dimensions (..., L, Ev), got shape {shape}")
+        sink = _args.prepare_per_head(sinks, "sinks", shape[:-2], cdt)[..., None]  # against (..., L)
 
     with np.errstate(invalid="ignore", over="ignore"):
         ls = [np.asarray(x, dtype=cdt) for x in ls]
         m = ls[0].copy()
         for x in ls[1:]:
             np.maximum(m, x, out=m)
+        if sink is not None:  # the sink: one more part, with no value vector
+            np.maximum(m, sink, out=m)
         empty = m == -np.inf
         m[empty] = 0  # subtract 0 where nothing is visible: exp(-inf) = 0
-        total = np.zeros(shape[:-1], cdt)
+        total = np.zeros(shape[:-1], cdt) if sink is None else np.exp(sink - m)
         acc = np.zeros(shape, cdt)
         for o, x in zip(outs, ls):
             w = np.exp(x - m)

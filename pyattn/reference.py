@@ -166,6 +166,37 @@ def _check_num_threads(num_threads):
         raise ValueError(f"num_threads must be <= {2**31 - 1}, got {num_threads}")
 
 
+def _parse_softcap(softcap):
+    if softcap is None:
+        return None
+    if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, numbers.Real):
+        raise TypeError(f"softcap must be a real number or None, got {type(softcap).__name__}")
+    softcap = float(softcap)
+    if not (math.isfinite(softcap) and softcap > 0):
+        raise ValueError(f"softcap must be a finite number > 0, got {softcap}")
+    return softcap
+
+
+def _per_head(x, name, batch):
+    """A float64 (batch...) array of one value per query head, or None."""
+    if x is None:
+        return None
+    a = np.asarray(x)
+    if a.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float array, got dtype {a.dtype}")
+    if not _broadcasts_to(a.shape, tuple(batch)):
+        raise ValueError(
+            f"{name} of shape {a.shape} does not broadcast to the batch shape "
+            f"{tuple(batch)} without adding dimensions"
+        )
+    a = np.broadcast_to(a.astype(np.float64), tuple(batch))
+    if name == "alibi_slopes" and not np.all(np.isfinite(a)):
+        raise ValueError("alibi_slopes must be finite")
+    if name == "sinks" and np.any(np.isnan(a) | (a == np.inf)):
+        raise ValueError("sinks must not be NaN or +inf (-inf means no sink)")
+    return a
+
+
 def _batch_shape(q, k, v):
     try:
         return np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
@@ -321,20 +352,30 @@ def _weighted_values(p, visible, v):
     return out
 
 
-def _attend(scores, visible, v, dtype, return_weights, return_lse, out):
+def _attend(scores, visible, v, dtype, return_weights, return_lse, out, sinks=None):
     """Softmax over the visible keys and the weighted sum of the values.
 
     ``scores`` and ``visible`` have the full shape (batch..., L, S); ``v`` is
-    float64 (..., S, Ev) broadcastable to (batch..., S, Ev).
+    float64 (..., S, Ev) broadcastable to (batch..., S, Ev). ``sinks``: None
+    or float64 (batch...): exp(sink) joins each row's denominator.
     """
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         m = np.max(scores, axis=-1, initial=-np.inf, where=visible, keepdims=True)
         empty = m == -np.inf          # no visible key (or all of them -inf)
-        m_safe = np.where(empty, 0.0, m)
-        e = np.where(visible, np.exp(scores - m_safe), 0.0)
-        denom = e.sum(axis=-1, keepdims=True)
-        p = np.where(empty, 0.0, e / np.where(empty, 1.0, denom))
-        lse = np.where(empty, -np.inf, m_safe + np.log(denom))[..., 0]
+        if sinks is None:
+            m_safe = np.where(empty, 0.0, m)
+            e = np.where(visible, np.exp(scores - m_safe), 0.0)
+            denom = e.sum(axis=-1, keepdims=True)
+            p = np.where(empty, 0.0, e / np.where(empty, 1.0, denom))
+            lse = np.where(empty, -np.inf, m_safe + np.log(denom))[..., 0]
+        else:
+            sink = np.broadcast_to(sinks[..., None, None], m.shape)
+            top = np.where(empty, sink, np.maximum(m, sink))
+            top_safe = np.where(top == -np.inf, 0.0, top)
+            e = np.where(visible, np.exp(scores - top_safe), 0.0)
+            denom = e.sum(axis=-1, keepdims=True) + np.exp(sink - top_safe)
+            p = np.where(empty, 0.0, e / np.where(empty, 1.0, denom))
+            lse = np.where(empty, sink, top_safe + np.log(denom))[..., 0]
         result = _weighted_values(p, visible, v)
         result = np.where(empty, 0.0, result)
 
@@ -379,12 +420,15 @@ def scaled_dot_product_attention(
     window=None, kv_lengths=None, enable_gqa=False,
     return_weights=False, return_lse=False,
     out=None, num_threads=None,
+    softcap=None, alibi_slopes=None, sinks=None,
 ):
-    """Reference scaled-dot-product attention (SPEC section 1).
+    """Reference scaled-dot-product attention, with the score variants.
 
     query (..., L, E), key (..., S, E), value (..., S, Ev) -> (batch..., L, Ev);
     with return_weights also weights (batch..., L, S), with return_lse also
-    lse (batch..., L).
+    lse (batch..., L). Scores: scale * <q, k>, then softcap * tanh(s /
+    softcap), then + float mask + ALiBi bias -slope * |p(i) - j|; the softmax
+    denominator gains exp(sink).
     """
     q, k, v = _qkv(query, key, value)
     if q.shape[-1] != k.shape[-1]:
@@ -397,19 +441,33 @@ def scaled_dot_product_attention(
     scale = _parse_scale(scale, E)
     if enable_gqa:
         k, v = _expand_gqa(q, k, v)
+    cap = _parse_softcap(softcap)
     batch, L, S, visible, bias = _prepare(
         q, k, v, attn_mask, is_causal, window, kv_lengths, num_threads
     )
+    slopes = _per_head(alibi_slopes, "alibi_slopes", batch)
+    sink = _per_head(sinks, "sinks", batch)
     _check_out(out, tuple(batch) + (L, v.shape[-1]), dtype,
-               (query, key, value, attn_mask, kv_lengths))
+               (query, key, value, attn_mask, kv_lengths, alibi_slopes, sinks))
 
     q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
     with np.errstate(invalid="ignore", over="ignore"):
         scores = scale * np.einsum("...le,...se->...ls", q64, k64)
+        if cap is not None:
+            scores = cap * np.tanh(scores / cap)
         if bias is not None:
             scores = scores + bias
+        if slopes is not None:
+            # p(i): the query row's key position (section 1), with the
+            # alignment is_causal chooses.
+            _, lower_right = _parse_causal(is_causal)
+            n = _kv_lengths(kv_lengths, batch, S)[..., None, None]
+            i = np.arange(L).reshape(L, 1)
+            pos = i + (n - L) if lower_right else i + 0 * n
+            dist = np.abs(pos - np.arange(S).reshape(1, S)).astype(np.float64)
+            scores = scores - slopes[..., None, None] * dist
     scores = np.broadcast_to(scores, tuple(batch) + (L, S))
-    return _attend(scores, visible, v64, dtype, return_weights, return_lse, out)
+    return _attend(scores, visible, v64, dtype, return_weights, return_lse, out, sink)
 
 
 def additive_attention(
@@ -480,12 +538,15 @@ def additive_attention(
     return _attend(scores, visible, v64, dtype, return_weights, return_lse, out)
 
 
-def merge_attention_states(outputs, lses):
+def merge_attention_states(outputs, lses, *, sinks=None):
     """Reference merge of attention over disjoint key chunks (SPEC section 3).
 
     outputs: sequence of (..., L, Ev) arrays, lses: sequence of (..., L) arrays.
     Returns (out, lse) with lse = logsumexp_p(lse_p) and
     out = sum_p exp(lse_p - lse) * out_p; parts with lse_p = -inf are ignored.
+    sinks: None or a float array broadcastable to the lses' shape without L
+    (...): exp(sink) is counted once in the total, as attention with sinks
+    over all the keys would.
     """
     outputs = [_float_array(o, "outputs") for o in outputs]
     lses = [_float_array(x, "lses") for x in lses]
@@ -510,9 +571,16 @@ def merge_attention_states(outputs, lses):
                 f"the last dim), got {x.shape}"
             )
     out_dtype, lse_dtype = outputs[0].dtype, lses[0].dtype
+    sink = _per_head(sinks, "sinks", out_shape[:-2]) if len(out_shape) >= 2 else None
+    if len(out_shape) < 2 and sinks is not None:
+        raise ValueError(f"sinks need outputs of at least 2 dims (..., L, Ev), got {out_shape}")
 
     O = np.stack([o.astype(np.float64) for o in outputs])      # (P, ..., L, Ev)
     X = np.stack([x.astype(np.float64) for x in lses])         # (P, ..., L)
+    if sink is not None:  # one more part: the sink, with no value vector
+        S_ = np.broadcast_to(sink[..., None], X.shape[1:])
+        X = np.concatenate([X, S_[None]])
+        O = np.concatenate([O, np.zeros((1,) + O.shape[1:])])
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         absent = X == -np.inf
         m = X.max(axis=0)

@@ -6,7 +6,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "array_view.h"
@@ -32,8 +34,32 @@ inline void set_visibility(AttentionParams& p, bool causal, bool lower_right,
 
 // Arrays the params point into, kept alive until the call returns.
 struct SharedOperands {
-  py::array mask, lengths, weights, lse;
+  py::array mask, lengths, weights, lse, alibi_slopes, sinks;
 };
+
+// Registers the score variants (ScoreVariants): softcap (0 = off) and the
+// per-query-head alibi_slopes / sinks (None, or arrays over the batch in the
+// compute dtype `dt`, prepared and checked by pyattn/_args.py).
+inline void add_score_variants(AttentionParams& p, BatchLayoutBuilder& builder,
+                               const std::vector<int64_t>& batch, const py::dtype& dt,
+                               double softcap, const py::object& alibi_slopes,
+                               const py::object& sinks, SharedOperands& keep) {
+  if (!(softcap >= 0) || std::isinf(softcap)) throw py::value_error("softcap must be a finite number > 0");
+  p.variants.softcap = softcap;
+  const std::pair<const py::object*, std::pair<py::array*, StridedArray*>> arrays[] = {
+      {&alibi_slopes, {&keep.alibi_slopes, &p.variants.alibi_slopes}},
+      {&sinks, {&keep.sinks, &p.variants.sinks}}};
+  const char* names[] = {"alibi_slopes", "sinks"};
+  for (int i = 0; i < 2; ++i) {
+    const py::object& x = *arrays[i].first;
+    if (x.is_none()) continue;
+    py::array& a = *arrays[i].second.first;
+    a = x.cast<py::array>();
+    if (!same_dtype(a.dtype(), dt))
+      throw py::type_error(std::string(names[i]) + ": dtype must be the compute dtype");
+    add_operand(builder, batch, a, names[i], 0, arrays[i].second.second);
+  }
+}
 
 // Registers the optional mask / kv_lengths / weights / lse (None or arrays
 // prepared by pyattn/attention.py) with the layout builder.

@@ -52,6 +52,15 @@ void register_config(py::module_& m) {
   m.def("_set_weights_scratch_limit", &set_weights_scratch_limit,
         "Testing hook: per-thread bytes a row group's probabilities may take in scratch "
         "when weights are asked for (0: always in the weights array); returns the previous limit.");
+  m.def("_key_splits",
+        [](int64_t batch_count, int64_t rows, int64_t S, int64_t E, int64_t Ev, int itemsize) {
+          Tiling t;
+          if (!make_sdpa_tiling(batch_count, rows, S, E, Ev, static_cast<size_t>(itemsize), false, false, 1, &t))
+            throw py::value_error("no tiling for these sizes");
+          return t.num_splits;
+        },
+        "Testing hook: the number of key splits (split-KV) the tiling gives a call of "
+        "batch_count (folded) batch elements of `rows` query rows each, without weights.");
   m.def("_new_weights_array",
         [](const py::dtype& dtype, const std::vector<py::ssize_t>& shape, bool keep_when_freed) {
           if (!(same_dtype(dtype, py::dtype::of<float>()) || same_dtype(dtype, py::dtype::of<double>())))

@@ -2,6 +2,8 @@
 #include "plain_call.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include "array_view.h"
 #include "pyattn/threads.h"
@@ -53,6 +55,43 @@ DType half_storage(const py::dtype& dt) {
   if (same_dtype(dt, *f16)) return DType::f16;
   if (!bf16->is_none() && same_dtype(dt, py::reinterpret_borrow<py::dtype>(*bf16))) return DType::bf16;
   return DType::f32;
+}
+
+// Whether every element of `a` (float32 or float64, any strides) passes `ok`.
+template <class T, class Pred>
+bool all_elements(const py::array& a, Pred ok) {
+  const py::ssize_t nd = a.ndim();
+  if (a.size() == 0) return true;
+  std::vector<py::ssize_t> idx(nd, 0);
+  const char* base = static_cast<const char*>(a.data());
+  for (;;) {
+    py::ssize_t off = 0;
+    for (py::ssize_t d = 0; d < nd; ++d) off += idx[d] * a.strides(d);
+    T x;
+    std::memcpy(&x, base + off, sizeof(T));
+    if (!ok(x)) return false;
+    py::ssize_t d = nd - 1;
+    for (; d >= 0; --d) {
+      if (++idx[d] < a.shape(d)) break;
+      idx[d] = 0;
+    }
+    if (d < 0) return true;
+  }
+}
+
+// alibi_slopes / sinks for the fast path: a `cdt` array broadcasting to the
+// batch dims (q's, of which there are nb) without adding any, whose values
+// the argument rule accepts (finite slopes; sinks neither NaN nor +inf).
+bool per_head_ok(const py::object& x, const py::dtype& cdt, const py::array& q, py::ssize_t nb,
+                 bool slopes) {
+  if (!py::isinstance<py::array>(x)) return false;
+  const auto a = py::reinterpret_borrow<py::array>(x);
+  if (!same_dtype(a.dtype(), cdt) || a.ndim() > nb) return false;
+  const py::ssize_t off = nb - a.ndim();
+  for (py::ssize_t d = 0; d < a.ndim(); ++d)
+    if ((a.shape(d) != q.shape(off + d) && a.shape(d) != 1) || a.strides(d) % a.itemsize()) return false;
+  auto good = [slopes](auto v) { return slopes ? std::isfinite(v) : !std::isnan(v) && v != INFINITY; };
+  return has_dtype<double>(a) ? all_elements<double>(a, good) : all_elements<float>(a, good);
 }
 
 }  // namespace
@@ -139,6 +178,12 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
     }
   }
 
+  // Score variants (the general path names any error).
+  if (!(o.softcap >= 0 && std::isfinite(o.softcap))) return false;
+  const bool have_slopes = !o.alibi_slopes.is_none(), have_sinks = !o.sinks.is_none();
+  if (have_slopes && !per_head_ok(o.alibi_slopes, cdt, q, nd - 2, true)) return false;
+  if (have_sinks && !per_head_ok(o.sinks, cdt, q, nd - 2, false)) return false;
+
   // Results too large to address: the general path says so.
   std::vector<py::ssize_t> shape(q.shape(), q.shape() + nd);
   shape[nd - 1] = Ev;
@@ -160,7 +205,7 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
     for (py::ssize_t d = 0; d < nd; ++d)
       if (out.shape(d) != shape[d] || out.strides(d) % item) return false;
     if (Ev > 1 && out.strides(nd - 1) != item) return false;
-    std::vector<py::handle> inputs = {qh, kh, vh, o.mask, o.lengths};
+    std::vector<py::handle> inputs = {qh, kh, vh, o.mask, o.lengths, o.alibi_slopes, o.sinks};
     inputs.insert(inputs.end(), o.more_inputs.begin(), o.more_inputs.end());
     for (const py::handle& a : inputs)
       if (!a.is_none() && py::isinstance<py::array>(a) &&
@@ -192,6 +237,7 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
   p.vis.window_left = o.window_left < 0 ? -1 : std::min(o.window_left, limit);
   p.vis.window_right = o.window_right < 0 ? -1 : std::min(o.window_right, limit);
   p.num_threads = o.num_threads > 0 ? o.num_threads : default_num_threads();
+  p.variants.softcap = o.softcap;
 
   // Operands over the call's batch: q's batch dims, the head dim split in
   // (Hk, group) with grouped-query heads (k and v broadcast over group).
@@ -207,6 +253,19 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
     }
     mv = view_of(m, sh, st);
   }
+  // Per-query-head arrays over the batch dims (size-1 dims prepended up to them).
+  auto per_head_view = [&](const py::object& x) {
+    const auto a = py::reinterpret_borrow<py::array>(x);
+    const py::ssize_t nb0 = nd - 2;
+    std::vector<py::ssize_t> sh(nb0, 1), st(nb0, 0);
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+      sh[nb0 - a.ndim() + d] = a.shape(d);
+      st[nb0 - a.ndim() + d] = a.strides(d);
+    }
+    return view_of(a, sh, st);
+  };
+  py::object slv = have_slopes ? py::object(per_head_view(o.alibi_slopes)) : py::none();
+  py::object skv = have_sinks ? py::object(per_head_view(o.sinks)) : py::none();
   if (o.gqa) {
     const int64_t hk = k.shape(hd);
     batch[hd] = hk;
@@ -229,6 +288,11 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
     if (have_mask) {  // per query head, or one for all heads
       const auto m = py::reinterpret_borrow<py::array>(mv);
       mv = m.shape(hd) == 1 ? split(m, 1, 1) : split(m, hk, group);
+    }
+    for (py::object* x : {&slv, &skv}) {  // the same
+      if (x->is_none()) continue;
+      const auto a = py::reinterpret_borrow<py::array>(*x);
+      *x = a.shape(hd) == 1 ? split(a, 1, 1) : split(a, hk, group);
     }
   }
   const size_t nb = batch.size();
@@ -255,6 +319,13 @@ bool prepare_plain_call(AttentionParams& p, StridedArray* q_view, StridedArray* 
     add_operand(builder, batch, nv, "kv_lengths", 0, &p.vis.lengths);
     call->views[7] = std::move(nv);
   }
+  if (have_slopes)
+    add_operand(builder, batch, py::reinterpret_borrow<py::array>(slv), "alibi_slopes", 0,
+                &p.variants.alibi_slopes);
+  if (have_sinks)
+    add_operand(builder, batch, py::reinterpret_borrow<py::array>(skv), "sinks", 0, &p.variants.sinks);
+  call->views[8] = std::move(slv);
+  call->views[9] = std::move(skv);
   call->views[0] = std::move(qv);
   call->views[1] = std::move(kv);
   call->views[2] = std::move(vv);

@@ -18,7 +18,8 @@ namespace {
 
 void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
           const py::object& mask, const py::object& lengths, const py::object& weights,
-          const py::object& lse, double scale, int storage, bool causal, bool lower_right,
+          const py::object& lse, double scale, int storage, double softcap,
+          const py::object& alibi_slopes, const py::object& sinks, bool causal, bool lower_right,
           int64_t window_left, int64_t window_right, int num_threads) {
   SdpaParams p;
   // storage 2 / 3: q, k, v hold bfloat16 / float16 bits (uint16 arrays) and
@@ -56,6 +57,7 @@ void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::
 
   SharedOperands keep;
   add_shared_operands(p, builder, batch, dt, mask, lengths, weights, lse, keep);
+  add_score_variants(p, builder, batch, dt, softcap, alibi_slopes, sinks, keep);
   std::vector<const StridedArray*> shared = {&p.k, &p.v};
   if (p.vis.lengths.data) shared.push_back(&p.vis.lengths);
   p.fold = builder.fold_shared(shared);
@@ -75,9 +77,13 @@ py::object sdpa_plain(const py::handle& q, const py::handle& k, const py::handle
                       const py::object& mask, const py::object& scale, int causal,
                       int64_t window_left, int64_t window_right, const py::object& lengths,
                       const py::object& out, bool want_weights, bool want_lse, bool gqa,
-                      int num_threads) {
+                      int num_threads, double softcap, const py::object& alibi_slopes,
+                      const py::object& sinks) {
   PlainOptions o(mask, causal, window_left, window_right, lengths, out, want_weights, want_lse,
                  gqa, num_threads);
+  o.softcap = softcap;
+  o.alibi_slopes = alibi_slopes;
+  o.sinks = sinks;
   o.half_inputs = true;  // the SDPA kernels read bfloat16 / float16 q, k, v in place
   SdpaParams p;
   PlainCall call;
@@ -100,11 +106,13 @@ void register_sdpa(py::module_& m) {
         py::arg("mask"), py::arg("scale"), py::arg("causal"), py::arg("window_left"),
         py::arg("window_right"), py::arg("lengths"), py::arg("out"), py::arg("want_weights"),
         py::arg("want_lse"),
-        py::arg("gqa"), py::arg("num_threads"),
+        py::arg("gqa"), py::arg("num_threads"), py::arg("softcap") = 0.0,
+        py::arg("alibi_slopes") = py::none(), py::arg("sinks") = py::none(),
         "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),
         py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),
-        py::arg("scale"), py::arg("storage"), py::arg("causal"), py::arg("lower_right"), py::arg("window_left"),
+        py::arg("scale"), py::arg("storage"), py::arg("softcap"), py::arg("alibi_slopes"),
+        py::arg("sinks"), py::arg("causal"), py::arg("lower_right"), py::arg("window_left"),
         py::arg("window_right"), py::arg("num_threads"),
         "Low-level SDPA on prepared arrays (see pyattn.attention). Writes out/weights/lse.");
 }

@@ -10,6 +10,7 @@
 #include <new>
 
 #include "pyattn/attention_params.h"
+#include "../kernels/row_finish.h"
 #include "../kernels/tiling.h"
 #include "parallel.h"
 
@@ -18,14 +19,18 @@ namespace pyattn {
 // Combines the num_splits partial states (m, l, acc) of every row, in split
 // order, into out and lse -- the same algebra as merge_attention_states (m in
 // log2 units if `log2`, as the kernels of an op whose scorer keeps them so).
+// The parts hold no sink: a row's sink joins its denominator here, once
+// (finish_row, as the kernels finish unsplit rows).
 template <class T>
 void merge_splits(const AttentionParams& p, const Tiling& t, bool log2) {
   const int64_t rows_total = p.fold * p.L, Ev = p.Ev, ns = t.num_splits;
   const T* state = static_cast<const T*>(t.split_state);
   const T ninf = -std::numeric_limits<T>::infinity();
+  const StridedArray& sinks = p.variants.sinks;
   for (int64_t b = 0; b < p.batch.count; ++b) {
     T* out = static_cast<T*>(p.out.data) + p.out.batch_offset(p.batch, b);
     T* lse = p.lse.data ? static_cast<T*>(p.lse.data) + p.lse.batch_offset(p.batch, b) : nullptr;
+    const T* sink_b = sinks.data ? static_cast<const T*>(sinks.data) + sinks.batch_offset(p.batch, b) : nullptr;
     for (int64_t g = 0; g < t.num_groups; ++g) {
       const int64_t g0 = g * t.group_rows;
       const int64_t item0 = (b * t.num_groups + g) * ns;
@@ -40,9 +45,10 @@ void merge_splits(const AttentionParams& p, const Tiling& t, bool log2) {
           any = true;
         }
         T* o = out + p.out.row_offset(g0 + gr, p.L);
+        const T sink = sink_b ? sink_b[((g0 + gr) / p.L) * sinks.fold_stride] : ninf;
         if (!any) {
           for (int64_t c = 0; c < Ev; ++c) o[c] = T(0);
-          if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = ninf;
+          if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = sink;
           continue;
         }
         T l = T(0);
@@ -54,9 +60,10 @@ void merge_splits(const AttentionParams& p, const Tiling& t, bool log2) {
           l += r[1] * f;
           for (int64_t c = 0; c < Ev; ++c) o[c] += r[2 + c] * f;
         }
-        const T inv = T(1) / l;
-        for (int64_t c = 0; c < Ev; ++c) o[c] *= inv;
-        if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = (log2 ? m * static_cast<T>(kLn2) : m) + std::log(l);
+        const RowFinish<T> fin = finish_row(m, l, sink, log2);
+        const T oscale = fin.carry * fin.inv;  // (= 1 / l without a sink)
+        for (int64_t c = 0; c < Ev; ++c) o[c] *= oscale;
+        if (lse) lse[p.lse.row_offset(g0 + gr, p.L)] = fin.lse;
       }
     }
   }

@@ -1,7 +1,9 @@
 // The blocked online-softmax loop shared by every attention op, written once
-// over the Vec layer and a Scorer (how the op scores a query block against a
-// key block: sdpa-inl.h, additive-inl.h). Included INSIDE a target namespace
-// after the Vec types and vec_math-inl.h; no include guard.
+// over the Vec layer, a Scorer (how the op scores a query block against a
+// key block: sdpa-inl.h, additive-inl.h) and a Variant (kernel_switch.h:
+// the score epilogue and the sink, score_variants-inl.h). Included INSIDE a
+// target namespace after the Vec types, vec_math-inl.h and
+// score_variants-inl.h; no include guard.
 //
 // One work item = (batch element, block of q_block query rows):
 //   1. scorer.begin_item packs what the scorer needs of the query block.
@@ -11,18 +13,49 @@
 //      Row by row in strips of Shape::strip rows (the strip's scores stay in
 //      L1 from the product to the softmax to P V; each strip stops at its
 //      own last visible key, so causal tiles waste at most a strip):
-//        S = scorer.scores(block) (strip x ncols), add the mask (bool:
-//        -inf where False; float: + bias), hide keys outside each row's
-//        interval (only boundary blocks pay), then the online softmax
+//        S = scorer.scores(block) (strip x ncols), then per row the score
+//        epilogue's transform (softcap), the mask (bool: -inf where False;
+//        float: + bias, add_bias_rule), the epilogue's bias (ALiBi); hide
+//        keys outside each row's interval (only boundary blocks pay), then
+//        the online softmax
 //        m' = max(m, rowmax S), P = exp(S - m') (2^ in log2 units: `log2`),
 //        l = l e^(m - m') + sum P,
 //        acc = acc e^(m - m') + P V with an MR x NC register tile.
-//   3. out = acc / l, lse = m + log l; rows that saw no key: out 0, lse -inf.
+//   3. Finalisation (row_finish.h; the sink's denominator term, once):
+//      out = acc / l, lse = m + log l; rows that saw no key: out 0, lse -inf
+//      (lse = sink with a sink). With key splits (decoding) each item keeps
+//      its partial (m, l, acc) and the driver's merge_splits finishes the
+//      rows the same way.
 //   With weights: P of each block is stored as it is made, with its m', in
 //   scratch (or, for very long rows, in `weights` itself: tiling.cpp); the
 //   finalisation writes it to `weights` rescaled by e^(m' - m) / l -- with
 //   two scratch buffers a few rows per (tile, key block) while the thread's
 //   next item computes (PendingWeights). No score is computed twice.
+//
+// The Scorer contract (DotScorer in sdpa-inl.h, AdditiveScorer in
+// additive-inl.h):
+//   kPanelWidth                 score columns come in multiples of it;
+//   kLog2Scores                 it can make scores in log2 units (folding
+//                               log2 e into its scale) when scores_in_log2(p);
+//   begin_item(b, g0, rows)     prepare query rows [g0, g0 + rows) of batch b;
+//   pack_keys(j0, nk)           prepare keys [j0, j0 + nk) (once per key block);
+//   scores(r0, rows, nk, st, ld_s)  scores of group rows [r0, r0 + rows)
+//                               against the packed keys into st (row stride
+//                               ld_s), round_up(nk, kPanelWidth) columns;
+//   kAddsBias: it also has scores_biased(r0, rows, nk, st, ld_s, bias_rows),
+//                               the same plus a float mask (row r's biases
+//                               for these keys at bias_rows[r], added by
+//                               add_bias_rule); false if it did not add them
+//                               (the loop then does). Not used when the
+//                               epilogue transforms scores (softcap comes
+//                               before the mask's bias).
+// The score epilogue hook (ScoreEpilogue<V, Variant>, score_variants-inl.h):
+//   begin_item(b)                          per work item;
+//   transform(s, ncols)                    one row's raw scores, before the mask;
+//   add_bias(s, ncols, r, pos, j0)         the same row after the mask (folded
+//                                          row r, key position pos, keys from j0).
+// Both run only on rows with a visible key in the block, over whole vectors;
+// the loop then hides what the row may not see, so neither can reveal a key.
 //
 // Numerics: accumulation in the input precision (float32 or float64); 2^x
 // from vec_math-inl.h (<= 2 ulp; natural-unit scores: see the README). Each
@@ -40,8 +73,13 @@ struct KeyInterval {
   int64_t lo, hi;
 };
 
+// The key position p(i) of query row i (see Visibility).
+inline int64_t query_position(const Visibility& vis, int64_t i, int64_t L, int64_t n) {
+  return vis.lower_right ? i + n - L : i;
+}
+
 inline KeyInterval visible_keys(const Visibility& vis, int64_t i, int64_t L, int64_t n) {
-  const int64_t p = vis.lower_right ? i + n - L : i;
+  const int64_t p = query_position(vis, i, L, n);
   int64_t lo = 0, hi = n;
   if (vis.causal) hi = imin(hi, p + 1);
   if (vis.window_left >= 0) lo = imax(lo, p - vis.window_left);
@@ -173,6 +211,22 @@ inline void pv_skip_zeros(const T* p, int64_t ldp, int64_t rows, int64_t nk, con
     }
 }
 
+// The float mask's element rule, written once (apply_mask_row, and
+// qk_tile as it stores a register tile): s + bias, but a -inf bias hides the
+// key (like False in a bool mask): the score becomes -inf even if it was
+// NaN, so a NaN key it hides stays out.
+template <class V>
+inline typename V::R add_bias_rule(typename V::R s, typename V::R bias) {
+  using T = typename V::T;
+  return V::select_less(bias, V::set1(std::numeric_limits<T>::lowest()), V::set1(neg_inf<T>()),
+                        V::add(s, bias));
+}
+
+template <class T>
+inline T add_bias_rule(T s, T bias) {
+  return bias < std::numeric_limits<T>::lowest() ? neg_inf<T>() : s + bias;
+}
+
 // Adds the explicit mask of one row to its scores s[0, nk). `ahead`: the
 // same columns of a later row, prefetched as this one is read (one line per
 // vector, spread through the loop: prefetching a whole row at once stalls on
@@ -193,23 +247,15 @@ inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, 
     for (; c < nk; ++c)
       if (!m[c * col_stride]) s[c] = neg_inf<T>();
   } else {
-    // A -inf bias hides the key (like False in a bool mask): the score
-    // becomes -inf even if it was NaN, so a NaN key it hides stays out.
     const T* m = reinterpret_cast<const T*>(mrow);
-    const T lowest = std::numeric_limits<T>::lowest();
     int64_t c = 0;
     if (col_stride == 1) {
-      const auto vlow = V::set1(lowest), vninf = V::set1(neg_inf<T>());
       for (; c + V::W <= nk; c += V::W) {
         __builtin_prefetch(ahead + c * int64_t(sizeof(T)));
-        const auto mv = V::load(m + c);
-        V::store(s + c, V::select_less(mv, vlow, vninf, V::add(V::load(s + c), mv)));
+        V::store(s + c, add_bias_rule<V>(V::load(s + c), V::load(m + c)));
       }
     }
-    for (; c < nk; ++c) {
-      const T b = m[c * col_stride];
-      s[c] = b < lowest ? neg_inf<T>() : s[c] + b;
-    }
+    for (; c < nk; ++c) s[c] = add_bias_rule(s[c], m[c * col_stride]);
   }
 }
 
@@ -311,11 +357,12 @@ inline void write_weight_rows(const AttentionParams& p, const Tiling& t, Pending
 }
 
 // Runs the work items it takes from `work` of an attention op whose scores come
-// from `Scorer` (see DotScorer in sdpa-inl.h for the interface). SV is the
-// element type values are stored in (T, or bfloat16/float16 for T = float). An item is a
-// row group of one batch element; key blocks are aligned to k_block, packed
-// once per group, and scored tile by tile (q_block rows) against each.
-template <class V, class Shape, class Scorer, class SV = typename V::T>
+// from `Scorer` (the contract at the top of this file). SV is the element
+// type values are stored in (T, or bfloat16/float16 for T = float); Var the
+// score variants compiled in (kernel_switch.h). An item is a row group of
+// one batch element; key blocks are aligned to k_block, packed once per
+// group, and scored tile by tile (q_block rows) against each.
+template <class V, class Shape, class Scorer, class SV = typename V::T, class Var = PlainVariant>
 void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, WorkItems& work,
                     typename V::T* scratch) {
   using T = typename V::T;
@@ -355,7 +402,10 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
   // A float mask with contiguous rows is added by a scorer that can (as it
   // stores each score tile: sdpa-inl.h) instead of in a pass of its own
   // (AVX-512, L = 2048, 1 thread: mask / no-mask time 1.16 -> 1.12).
-  const bool fuse_bias = p.mask_kind == MaskKind::additive && p.mask.col_stride == 1;
+  // Not with softcap, which comes before the mask's bias.
+  const bool fuse_bias = p.mask_kind == MaskKind::additive && p.mask.col_stride == 1 && !Var::kSoftcap;
+  ScoreEpilogue<V, Var> epi(p, log2);
+  const StridedArray& sinks = p.variants.sinks;
   // Values whose rows are whole vectors are read in place, else packed. Rows
   // that are not vector-aligned (NumPy aligns to 16 bytes) are packed too
   // when many strips read them: split loads cost P V more than packing the
@@ -437,6 +487,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
       }
     }
     scorer.begin_item(b, g0, grows);
+    epi.begin_item(b);
     for (int64_t r = 0; r < grows; ++r) {
       mrow[r] = neg_inf<T>();
       lrow[r] = T(0);
@@ -486,7 +537,7 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
           if (tk == 0) continue;  // the strip sees nothing in this block
           const int64_t tcols = round_up(tk, PW);
           bool biased = false;  // the scorer added the float mask
-          if constexpr (Scorer::kAddsBias) {
+          if constexpr (Scorer::kAddsBias && !Var::kSoftcap) {
             if (fuse_bias) {
               const T* brows[kStrip];
               for (int64_t r = 0; r < srows; ++r)
@@ -503,6 +554,8 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
               for (int64_t c = 0; c < tcols; ++c) s[c] = T(0);
               continue;
             }
+            const int64_t ecols = round_up(tk, W);  // (<= tcols: whole vectors)
+            if constexpr (Var::kSoftcap) epi.transform(s, ecols);
             if (mask && !biased) {
               // Mask rows are far apart (a row of S entries each): the row
               // kMaskAhead ahead (across strips) is fetched while this one
@@ -514,6 +567,8 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
                                 p.mask.col_stride, tk, s,
                                 mask + (p.mask.row_offset(g0 + ra, L) + j0 * p.mask.col_stride) * mask_esz);
             }
+            if constexpr (Var::kAlibi)
+              epi.add_bias(s, ecols, g0 + gr, query_position(p.vis, (g0 + gr) % L, L, n), j0);
             for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
             for (int64_t c = hi; c < tcols; ++c) s[c] = neg_inf<T>();
             const T m_use = log2 ? softmax_step<V, true>(s, tcols, mrow + gr, lrow + gr, acc + gr * ev_pad, ev_pad)
@@ -562,29 +617,32 @@ void attention_loop(const AttentionParams& p, Scorer& scorer, const Tiling& t, W
       continue;
     }
 
-    // Normalise; write out, lse and weights.
+    // Finish each row (row_finish.h: the sink joins its denominator here);
+    // write out, lse and weights.
+    const T* sink_b = sinks.data ? static_cast<const T*>(sinks.data) + sinks.batch_offset(p.batch, b) : nullptr;
     for (int64_t gr = 0; gr < grows; ++gr) {
       const int64_t i = g0 + gr;
-      const T l = lrow[gr];
-      const bool empty = l == T(0);
-      const T inv = empty ? T(0) : T(1) / l;
+      const T sink = sink_b ? sink_b[(i / L) * sinks.fold_stride] : neg_inf<T>();
+      const RowFinish<T> fin = finish_row(mrow[gr], lrow[gr], sink, log2);
+      const T inv = fin.inv;
+      const T oscale = fin.carry * inv;  // (= inv without a sink)
       T* o = out + p.out.row_offset(i, L);
       const T* a = acc + gr * ev_pad;
-      for (int64_t c = 0; c < Ev; ++c) o[c] = a[c] * inv;
+      for (int64_t c = 0; c < Ev; ++c) o[c] = a[c] * oscale;
       if (p.lse.data) {
         T* lse = static_cast<T*>(p.lse.data) + p.lse.batch_offset(p.batch, b);
-        lse[p.lse.row_offset(i, L)] = empty ? neg_inf<T>() : (log2 ? mrow[gr] * static_cast<T>(kLn2) : mrow[gr]) + std::log(l);
+        lse[p.lse.row_offset(i, L)] = fin.lse;
       }
       if (want_w) {
         // Blocks this row's tile processed hold exp(s - m_block) (2^ of the
-        // difference in log2 units); they are rescaled to exp(s - m) / l,
+        // difference in log2 units); they are rescaled to exp(s - top) / den,
         // everything else is an exact 0 (write_weight_rows).
-        const T m_fin = mrow[gr] == neg_inf<T>() ? T(0) : mrow[gr];
+        const T m_fin = fin.top == neg_inf<T>() ? T(0) : fin.top;
         T* f = wmax + gr * t.num_k_blocks;
         for (int64_t kb = 0; kb < t.num_k_blocks; ++kb) {
           const T wm = f[kb];
-          f[kb] = empty || wm == neg_inf<T>() ? neg_inf<T>()
-                                              : (log2 ? std::exp2(wm - m_fin) : std::exp(wm - m_fin)) * inv;
+          f[kb] = fin.empty || wm == neg_inf<T>() ? neg_inf<T>()
+                                                  : (log2 ? std::exp2(wm - m_fin) : std::exp(wm - m_fin)) * inv;
         }
       }
     }

@@ -13,8 +13,8 @@
 // Speed: see benchmarks/ (GFLOP/s against the machine's matmul roof).
 
 // C[MR x NR*W] = A[MR x E] * Bpanel[E x NR*W], plus (kBias) the float mask:
-// row m's biases from bias[m] + boff, added as apply_mask_row does (a -inf
-// bias gives -inf even for a NaN score). Adding them as the tile is stored
+// row m's biases from bias[m] + boff, added by the mask's element rule
+// (add_bias_rule, attention_loop-inl.h). Adding them as the tile is stored
 // spares the scores a pass of their own, and their loads (prefetched at the
 // start) wait on nothing.
 template <class V, int MR, int NR, bool kBias = false>
@@ -43,12 +43,9 @@ inline void qk_tile(const typename V::T* a, int64_t lda, const typename V::T* b,
     }
   }
   if constexpr (kBias) {
-    const R vlow = V::set1(std::numeric_limits<T>::lowest()), vninf = V::set1(neg_inf<T>());
     for (int m = 0; m < MR; ++m)
-      for (int n = 0; n < NR; ++n) {
-        const R bv = V::load(bias[m] + boff + n * W);
-        V::store(c + m * ldc + n * W, V::select_less(bv, vlow, vninf, V::add(acc[m][n], bv)));
-      }
+      for (int n = 0; n < NR; ++n)
+        V::store(c + m * ldc + n * W, add_bias_rule<V>(acc[m][n], V::load(bias[m] + boff + n * W)));
   } else {
     for (int m = 0; m < MR; ++m)
       for (int n = 0; n < NR; ++n) V::store(c + m * ldc + n * W, acc[m][n]);
@@ -172,18 +169,9 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* 
   }
 }
 
-// The Scorer interface the shared loop uses:
-//   kPanelWidth                 score columns come in multiples of it;
-//   begin_item(b, g0, rows)     prepare query rows [g0, g0 + rows) of batch b;
-//   pack_keys(j0, nk)           prepare keys [j0, j0 + nk) (once per key block);
-//   scores(r0, rows, nk, st, ld_s)  scores of group rows [r0, r0 + rows)
-//                               against the packed keys into st (row stride
-//                               ld_s), round_up(nk, kPanelWidth) columns;
-//   kAddsBias: it also has scores_biased(r0, rows, nk, st, ld_s, bias_rows),
-//                               the same plus a float mask (row r's biases
-//                               for these keys at bias_rows[r]); false if it
-//                               did not add them (the loop then does).
-// S: the storage type of q and k (T, or bfloat16/float16 for T = float).
+// The dot-product Scorer of the shared loop (its contract: the top of
+// attention_loop-inl.h). S: the storage type of q and k (T, or
+// bfloat16/float16 for T = float).
 template <class V, class Shape, class S = typename V::T>
 struct DotScorer {
   using T = typename V::T;
@@ -261,11 +249,12 @@ struct DotScorer {
   }
 };
 
-// S: the storage type of q, k, v (T, or bfloat16/float16 for T = float).
-template <class V, class Shape, class S = typename V::T>
+// S: the storage type of q, k, v (T, or bfloat16/float16 for T = float);
+// Var: the score variants compiled in (kernel_switch.h).
+template <class V, class Shape, class S, class Var>
 void sdpa_kernel(const SdpaParams& p, const Tiling& t, WorkItems& work, void* scratch_void) {
   using T = typename V::T;
   T* scratch = static_cast<T*>(scratch_void);
   DotScorer<V, Shape, S> scorer(p, t, scratch);
-  attention_loop<V, Shape, DotScorer<V, Shape, S>, S>(p, scorer, t, work, scratch);
+  attention_loop<V, Shape, DotScorer<V, Shape, S>, S, Var>(p, scorer, t, work, scratch);
 }

@@ -4,22 +4,29 @@
 // register-tile shapes SdpaShape / AdditiveShape; no include guard.
 
 #include "../kernels/vec_math-inl.h"
+#include "../kernels/score_variants-inl.h"
 #include "../kernels/attention_loop-inl.h"
 #include "../kernels/sdpa-inl.h"
 #include "../kernels/additive-inl.h"
 
+// Each SDPA entry point picks its score-variant instantiation at the one
+// switch point (kernel_switch.h, which lists them).
+template <class V, class S>
+void sdpa_switch(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
+  switch_variants(p, [&](auto var) { sdpa_kernel<V, SdpaShape, S, decltype(var)>(p, t, w, s); });
+}
 void sdpa_f32(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
-  sdpa_kernel<VecF32, SdpaShape>(p, t, w, s);
+  sdpa_switch<VecF32, float>(p, t, w, s);
 }
 void sdpa_f64(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
-  sdpa_kernel<VecF64, SdpaShape>(p, t, w, s);
+  sdpa_switch<VecF64, double>(p, t, w, s);
 }
 // bfloat16 / float16 q, k, v: float32 kernels that convert as they read.
 void sdpa_bf16(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
-  sdpa_kernel<VecF32, SdpaShape, Bf16>(p, t, w, s);
+  sdpa_switch<VecF32, Bf16>(p, t, w, s);
 }
 void sdpa_f16(const SdpaParams& p, const Tiling& t, WorkItems& w, void* s) {
-  sdpa_kernel<VecF32, SdpaShape, F16>(p, t, w, s);
+  sdpa_switch<VecF32, F16>(p, t, w, s);
 }
 void additive_f32(const AdditiveParams& p, const Tiling& t, WorkItems& w, void* s) {
   additive_kernel<VecF32, AdditiveShape>(p, t, w, s);

@@ -17,6 +17,8 @@
 #include "pyattn/sdpa.h"
 #include "../dispatch/kernel_table.h"
 #include "../kernels/core_limits.h"
+#include "../kernels/kernel_switch.h"
+#include "../kernels/row_finish.h"
 #include "../kernels/tiling.h"
 #include "../kernels/work_items.h"
 

@@ -117,6 +117,8 @@ def make_runner(impl, case, inputs, threads):
     ok, why = available(impl)
     if not ok:
         raise Unsupported(why)
+    if case.variant and impl != "pyattn":
+        raise Unsupported(f"{case.variant}: timed beside pyattn's own call without it, not against {impl}")
     return {"pyattn": _pyattn, "numpy": _numpy, "torch": _torch, "onnxruntime": _ort}[impl](case, inputs, threads)
 
 

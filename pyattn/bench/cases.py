@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 PRESETS = ("smoke", "quick", "full")
 
 # Group names, in the order tables and plots list them.
-GROUPS = ("prefill", "causal", "masked", "weights", "decode", "gqa-decode", "tiny")
+GROUPS = ("prefill", "causal", "masked", "weights", "variants", "decode", "gqa-decode", "tiny")
 
 
 def flops(B, H, L, S, E, Ev=None, causal=False):
@@ -53,6 +53,9 @@ class Case:
     ``"bool"`` or ``"float"`` (an ``(L, S)`` mask broadcast over the heads).
     ``scaling``: its multi-thread rows also time pyattn at 1 thread, in the
     same rounds (the thread speed-up as a ratio measured side by side).
+    ``variant``: ``None``, ``"softcap"`` (50, Gemma 2's), ``"alibi"`` (one
+    slope per head, ALiBi's geometric ones) or ``"sinks"`` (one logit per
+    head): a score variant, timed beside the call without it.
     """
 
     name: str
@@ -68,6 +71,7 @@ class Case:
     causal: bool = False
     mask: str | None = None
     weights: bool = False
+    variant: str | None = None
     scaling: bool = False
     presets: tuple = ("full",)
 
@@ -105,13 +109,18 @@ class Case:
         return self.dtype != "bfloat16" or BFLOAT16 is not None
 
     def without_extras(self):
-        """The same call without its mask and weights, or ``None`` if it has
-        neither: timed beside it, so that what they cost is a ratio measured
-        in one run."""
-        if not (self.mask or self.weights):
+        """The same call without its mask, weights and score variant, or
+        ``None`` if it has none: timed beside it, so that what they cost is
+        a ratio measured in one run."""
+        if not (self.mask or self.weights or self.variant):
             return None
         return dataclasses.replace(self, name=f"{self.name} (plain)", mask=None, weights=False,
-                                   presets=())
+                                   variant=None, presets=())
+
+    @property
+    def extras(self):
+        """What without_extras leaves out, in words."""
+        return "mask" if self.mask else "weights" if self.weights else self.variant
 
     def describe(self):
         """Shape and options in one short string."""
@@ -126,6 +135,8 @@ class Case:
             parts.append(f"{self.mask} mask")
         if self.weights:
             parts.append("return_weights")
+        if self.variant:
+            parts.append(self.variant)
         return " ".join(parts)
 
     def sdpa_kwargs(self, inputs):
@@ -139,7 +150,24 @@ class Case:
             kw["enable_gqa"] = True
         if self.weights:
             kw["return_weights"] = True
+        if self.variant == "softcap":
+            kw["softcap"] = SOFTCAP
+        elif self.variant == "alibi":
+            kw["alibi_slopes"] = inputs.slopes
+        elif self.variant == "sinks":
+            kw["sinks"] = inputs.sinks
+        elif self.variant is not None:
+            raise ValueError(f"unknown score variant {self.variant!r}")
         return kw
+
+
+SOFTCAP = 50.0  # Gemma 2's attention logit cap
+
+
+def alibi_slopes(H):
+    """ALiBi's slopes for H heads: 2^(-8 h / H), h = 1..H (H a power of 2;
+    the same formula for other H here)."""
+    return (2.0 ** (-8.0 * np.arange(1, H + 1) / H)).astype(np.float32)
 
 
 _Q = ("quick", "full")
@@ -154,6 +182,9 @@ CASES = (
     Case("mask-bool-2048", "masked", L=2048, S=2048, mask="bool"),
     Case("mask-float-2048", "masked", L=2048, S=2048, mask="float"),
     Case("weights-2048", "weights", L=2048, S=2048, weights=True),
+    Case("softcap-2048", "variants", L=2048, S=2048, variant="softcap"),
+    Case("alibi-2048", "variants", L=2048, S=2048, variant="alibi"),
+    Case("sinks-2048", "variants", L=2048, S=2048, variant="sinks"),
     Case("decode-16k", "decode", H=32, L=1, S=16384, E=128, presets=_Q),
     Case("gqa-decode-8k", "gqa-decode", H=32, Hkv=8, L=1, S=8192, E=128, presets=_Q),
     Case("decode-bf16-16k", "decode", H=32, L=1, S=16384, E=128, dtype="bfloat16"),
@@ -163,6 +194,7 @@ CASES = (
     Case("smoke-causal-128", "causal", H=2, L=128, S=128, causal=True, presets=("smoke",)),
     Case("smoke-mask-bool-128", "masked", H=2, L=128, S=128, mask="bool", presets=("smoke",)),
     Case("smoke-weights-128", "weights", H=2, L=128, S=128, weights=True, presets=("smoke",)),
+    Case("smoke-alibi-128", "variants", H=2, L=128, S=128, variant="alibi", presets=("smoke",)),
 )
 
 CASES_BY_NAME = {c.name: c for c in CASES}
@@ -187,12 +219,15 @@ def select(preset=None, patterns=None):
 @dataclasses.dataclass
 class Inputs:
     """Arrays of one case: q (B, H, L, E), k (B, Hkv, S, E), v (B, Hkv, S, Ev)
-    of the case dtype; ``mask`` (L, S) bool or float32, or None."""
+    of the case dtype; ``mask`` (L, S) bool or float32, or None; ALiBi
+    ``slopes`` and ``sinks``, float32 (H,)."""
 
     q: np.ndarray
     k: np.ndarray
     v: np.ndarray
     mask: np.ndarray | None = None
+    slopes: np.ndarray | None = None
+    sinks: np.ndarray | None = None
 
 
 def make_inputs(case, seed=0):
@@ -218,7 +253,8 @@ def make_inputs(case, seed=0):
         mask = rng.standard_normal((case.L, case.S), dtype=np.float32)
     elif case.mask is not None:
         raise ValueError(f"unknown mask kind {case.mask!r}")
-    return Inputs(q, k, v, mask)
+    sinks = rng.standard_normal(case.H, dtype=np.float32)
+    return Inputs(q, k, v, mask, alibi_slopes(case.H), sinks)
 
 
 def run_pyattn(case, inputs, threads=None):
@@ -298,9 +334,17 @@ def validate(case, inputs, result, budget=1 << 22):
         if case.causal:
             tri = np.arange(case.S)[None, :] <= rows[:, None]
             mask = tri if mask is None else (mask & tri if mask.dtype == bool else np.where(tri, mask, -np.inf))
+        variant = {}
+        if case.variant == "softcap":
+            variant["softcap"] = SOFTCAP
+        elif case.variant == "sinks":
+            variant["sinks"] = inputs.sinks[h]
+        elif case.variant == "alibi":  # (the selected rows' own positions: an explicit bias)
+            assert mask is None
+            mask = -float(inputs.slopes[h]) * np.abs(rows[:, None] - np.arange(case.S)[None, :]).astype(np.float64)
         ref = reference.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(case.E) if case.E else None,
-            return_weights=case.weights,
+            return_weights=case.weights, **variant,
         )
         pairs = [(out[0, h, rows], ref[0] if case.weights else ref)]
         if case.weights:

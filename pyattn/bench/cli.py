@@ -86,8 +86,7 @@ def _side_runs(case, threads):
     runs = []
     plain = case.without_extras()
     if plain is not None:
-        what = "mask" if case.mask else "weights"
-        runs.append(("plain", f"x the time without the {what}", plain, threads))
+        runs.append(("plain", f"x the time without the {case.extras}", plain, threads))
     if case.scaling and threads > 1:
         runs.append(("1 thread", "x faster than 1 thread", case, 1))
     return runs

@@ -28,6 +28,34 @@ struct Visibility {
   StridedArray lengths;         // int64 per batch element; data null = all S
 };
 
+// Score variants of current models; every one is off by default. The order
+// in which a score is made: s = scale * <q, k> (or the op's own score), then
+//   softcap > 0:   s = softcap * tanh(s / softcap)         (Gemma 2)
+//   + the float mask's bias, then
+//   alibi_slopes:  s += -slope * |p(i) - j|                 (BLOOM, MPT)
+//                  with p(i) the query row's key position (Visibility);
+// then the softmax, whose denominator gains exp(sink) once per row if
+//   sinks:         p[i, j] = exp(s[i, j]) / (exp(sink) + sum_j' exp(s[i, j']))
+//                  (gpt-oss; no value vector; lse = log(exp(sink) + sum ...);
+//                  a row with no visible key: out 0, weights 0, lse = sink).
+// alibi_slopes and sinks hold one value per query head: arrays over the batch
+// with no trailing dimensions (row_stride 0, col_stride 1; with folded rows,
+// fold_stride steps between the heads of one item), in the compute dtype
+// `dtype`; value_at() finds the one of a (batch element, folded row).
+// Slopes must be finite; a sink may be -inf (no sink) but not +inf or NaN
+// (the argument rules check both).
+struct ScoreVariants {
+  double softcap = 0;           // > 0: on; 0: off
+  StridedArray alibi_slopes;    // data null: off
+  StridedArray sinks;           // data null: off
+
+  // Element offset of the value for row r (of rows_total = fold * L) of batch element b.
+  static int64_t value_offset(const StridedArray& a, const BatchShape& batch, int64_t b, int64_t r,
+                              int64_t L) {
+    return a.batch_offset(batch, b) + (r / L) * a.fold_stride;
+  }
+};
+
 struct AttentionParams {
   DType dtype = DType::f32;     // compute and storage type of inputs and out
   BatchShape batch;
@@ -42,6 +70,7 @@ struct AttentionParams {
   StridedArray mask;            // (batch, L, S): uint8 (bool) or dtype, any strides
 
   Visibility vis;
+  ScoreVariants variants;
 
   StridedArray weights;         // (batch, L, S) in dtype, col_stride 1; null = not wanted
   bool weights_resident = false;  // weights memory written before (a reused buffer), so

@@ -1,0 +1,84 @@
+// Score epilogues: the steps the shared loop (attention_loop-inl.h) applies
+// to each row of a strip's score tile, chosen at compile time by the
+// kernel's Variant (kernel_switch.h), so a call without them pays nothing
+// per score. Included INSIDE a target namespace after vec_math-inl.h and
+// before attention_loop-inl.h; no include guard.
+//
+// The loop makes a score in this order:
+//   s = the scorer's score (scale <q, k> for SDPA)
+//   transform(s)           softcap: s = c tanh(s / c)           (Gemma 2)
+//   + the float mask       (the loop; the mask's rule: add_bias_rule)
+//   add_bias(s)            ALiBi: s += -slope |p(i) - j|         (BLOOM, MPT)
+//   then it hides the keys outside the row's visible interval (so a hidden
+//   key stays -inf whatever an epilogue made of it) and runs the softmax.
+// The sink is not an epilogue but a term of the row's denominator, added
+// when the row is finished (row_finish.h).
+//
+// Units: scores may be kept in log2 units (s log2 e: attention_loop-inl.h).
+// Softcap is defined on the natural score; in log2 units it becomes
+//   c' tanh(s' / c')  with s' = s log2 e, c' = c log2 e,
+// which is log2 e times c tanh(s / c) exactly (the tanh argument s' / c' is
+// the natural s / c); ALiBi's slope is likewise taken times log2 e.
+//
+// Numerics: softcap takes vtanh (vec_math-inl.h, <= 1.25 ulp) of s times
+// 1/c' (one rounding), then one product: the capped score is within ~3 ulp
+// of c tanh(s / c) relative to itself (float32: ~4e-7 |s|). ALiBi adds
+// fma(|p - j|, -slope', s), the distance exact while below 2^24 (float32).
+
+template <class V, class Var>
+struct ScoreEpilogue {
+  using T = typename V::T;
+  using R = typename V::R;
+  static constexpr int W = V::W;
+
+  T cap = T(0), inv_cap = T(0);  // softcap c' and 1 / c' in score units
+  T unit = T(1);                  // score units per natural unit
+  const AttentionParams& p;
+  const T* slopes = nullptr;      // of the current batch element
+  T iota[W];                      // 0, 1, ..., W - 1
+
+  ScoreEpilogue(const AttentionParams& params, bool log2) : p(params) {
+    const double u = log2 ? kLog2e : 1.0;
+    unit = static_cast<T>(u);
+    if constexpr (Var::kSoftcap) {
+      cap = static_cast<T>(p.variants.softcap * u);
+      inv_cap = static_cast<T>(1.0 / (p.variants.softcap * u));
+    }
+    for (int i = 0; i < W; ++i) iota[i] = T(i);
+  }
+
+  void begin_item(int64_t b) {
+    if constexpr (Var::kAlibi) {
+      const StridedArray& a = p.variants.alibi_slopes;
+      slopes = static_cast<const T*>(a.data) + a.batch_offset(p.batch, b);
+    }
+  }
+
+  // Before the float mask: scores s[0, ncols) (ncols a multiple of W).
+  void transform(T* s, int64_t ncols) const {
+    if constexpr (Var::kSoftcap) {
+      const R vc = V::set1(cap), vi = V::set1(inv_cap);
+      for (int64_t c = 0; c < ncols; c += W) V::store(s + c, V::mul(vc, vtanh<V>(V::mul(V::load(s + c), vi))));
+    }
+  }
+
+  // After the float mask: scores s[0, ncols) of keys j0, j0 + 1, ... for
+  // folded row r of the batch element, whose key position is pos.
+  void add_bias(T* s, int64_t ncols, int64_t r, int64_t pos, int64_t j0) const {
+    if constexpr (Var::kAlibi) {
+      const T slope = slopes[(r / p.L) * p.variants.alibi_slopes.fold_stride];
+      // -slope in score units; a slope whose product with log2 e overflows
+      // stays the largest finite value (at distance 0 the bias stays 0).
+      T ns = -slope * unit;
+      const T big = std::numeric_limits<T>::max();
+      if (!(ns <= big)) ns = big;
+      if (!(ns >= -big)) ns = -big;
+      const R vns = V::set1(ns), step = V::set1(T(W));
+      R d = V::sub(V::set1(static_cast<T>(pos - j0)), V::load(iota));  // p - j per lane
+      for (int64_t c = 0; c < ncols; c += W) {
+        V::store(s + c, V::fma(V::abs(d), vns, V::load(s + c)));
+        d = V::sub(d, step);
+      }
+    }
+  }
+};

@@ -395,7 +395,7 @@ def draw_threads(ch, faults):
     bad = [0, -1, True, 2.0, "2", 1.5, -(2**40), 10**6, 2**31 - 1, 2**31, 2**64]
     if ch.chance(0.12):
         t = ch.choice(bad)
-        if not (isinstance(t, int) and not isinstance(t, bool) and t >= 1):
+        if not (isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= 2**31 - 1):
             faults.append("num_threads")
         return t
     if ch.chance(0.05):

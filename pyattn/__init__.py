@@ -29,9 +29,11 @@ from .attention import scaled_dot_product_attention
 from .kv_cache import KVCache
 from .merge import merge_attention_states
 from .multihead import MultiHeadAttention
+from .varlen import varlen_attention
 
 __all__ = [
     "scaled_dot_product_attention",
+    "varlen_attention",
     "additive_attention",
     "merge_attention_states",
     "MultiHeadAttention",

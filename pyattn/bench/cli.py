@@ -17,12 +17,16 @@ The "x" columns are speed-ups of pyattn: baseline time / pyattn time
 (> 1: pyattn is faster). Ratios between pyattn calls that a comparison
 needs side by side are timed in the same rounds too, and printed below the
 table: a masked or weights case against the same call without its mask or
-weights, and a multi-thread prefill-2048 row against 1 thread.
+weights, a multi-thread prefill-2048 row against 1 thread, and a packed
+variable-length case against pyattn on the same sequences padded into one
+batch (with kv_lengths, and with a boolean key-padding mask; its torch
+column is SDPA on the padded batch with that mask).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -89,12 +93,18 @@ def _side_runs(case, threads):
         runs.append(("plain", f"x the time without the {case.extras}", plain, threads))
     if case.scaling and threads > 1:
         runs.append(("1 thread", "x faster than 1 thread", case, 1))
+    if case.seqlens and case.padded is None:
+        for how, what in (("kv_lengths", "kv_lengths"), ("mask", "a bool key-padding mask")):
+            padded = dataclasses.replace(case, name=f"{case.name} (padded, {how})", padded=how, presets=())
+            runs.append((f"padded {how}", f"x faster than pyattn on the padded batch with {what}",
+                         padded, threads))
     return runs
 
 
 def _side_ratio(key, pyattn_s, side_s):
     """The ratio printed for a side run: time with / time without the
-    extras, or 1-thread time / this row's time."""
+    extras, or the side run's time (1 thread, a padded batch) / this row's
+    time."""
     return pyattn_s / side_s if key == "plain" else side_s / pyattn_s
 
 

@@ -164,6 +164,8 @@ def _check_num_threads(num_threads):
         )
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    if num_threads > 2**31 - 1:  # pyattn counts threads in a C int
+        raise ValueError(f"num_threads must be <= {2**31 - 1}, got {num_threads}")
 
 
 def _parse_softcap(softcap):

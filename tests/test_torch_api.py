@@ -270,7 +270,6 @@ def test_merge_attention_states(dtype):
     _close(out, _truth(q, k, v), dtype)
 
 
-@pytest.mark.skipif(not hasattr(pyattn, "varlen_attention"), reason="this build of pyattn has no varlen_attention yet")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_varlen_attention(dtype):
     g = torch.Generator().manual_seed(7)

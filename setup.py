@@ -15,11 +15,18 @@ floor from glibc 2.34 to 2.36: docs/building.md has the measurements).
 Two extensions: pyattn._core (the C++ core, with pybind11) and
 pyattn._capi_check (Cython: a user of the C API's capi.pxd built with the
 package, through which the tests call the C API).
+
+PYATTN_SANITIZE=address,undefined (or thread, or any list -fsanitize takes)
+builds a sanitizer-instrumented core for tools/sanitize.sh: -O1 -g
+-fno-omit-frame-pointer plus -fsanitize=<list> when compiling and linking.
+Such a build must have OpenMP (the threaded code is what it checks), so it
+fails instead of falling back to a single-threaded build.
 """
 
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,19 +40,45 @@ from setuptools import Extension, setup
 _OPENMP_PROBE = "#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
 
 
-def _compiler_accepts(compiler, flags, src=_OPENMP_PROBE):
+def _compiler_accepts(compiler, flags, src=_OPENMP_PROBE, base=()):
     """True if `compiler` builds and links a tiny program (by default an
-    OpenMP one) with `flags`."""
+    OpenMP one) with `flags` on top of `base` (the flags every file of the
+    extension gets, e.g. the sanitizer's: the probe must be built the way the
+    extension will be, or it fails for reasons unrelated to `flags`)."""
+    flags = list(base) + list(flags)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "t.cpp")
         with open(path, "w") as f:
             f.write(src)
         try:
+            # link_executable links with the C compiler driver by default;
+            # the probe is C++ and a sanitizer runtime needs the same driver
+            # for compiling and linking, so link with the C++ one.
             objs = compiler.compile([path], output_dir=tmp, extra_postargs=flags)
-            compiler.link_executable(objs, os.path.join(tmp, "t"), extra_postargs=flags)
-        except Exception:
+            compiler.link_executable(objs, os.path.join(tmp, "t"), extra_postargs=flags,
+                                     target_lang="c++")
+        except Exception as e:  # CompileError, LinkError
+            if os.environ.get("PYATTN_BUILD_VERBOSE") == "1":
+                print(f"pyattn: probe with {flags} failed: {e}", file=sys.stderr)
             return False
     return True
+
+
+def _sanitizer_flags():
+    """-fsanitize flags from PYATTN_SANITIZE (empty when unset)."""
+    wanted = os.environ.get("PYATTN_SANITIZE", "").strip()
+    if not wanted:
+        return []
+    return [f"-fsanitize={wanted}", "-fno-omit-frame-pointer", "-g"]
+
+
+def _env_sanitizer_flags():
+    """-fsanitize flags given through CFLAGS/CXXFLAGS/LDFLAGS instead. The
+    compiler adds CFLAGS/CXXFLAGS to the probe's compile but LDFLAGS only to
+    shared-library links, so the probe executable must get them explicitly
+    (otherwise its link misses the sanitizer runtime and OpenMP looks absent)."""
+    words = shlex.split(" ".join(os.environ.get(v, "") for v in ("CFLAGS", "CXXFLAGS", "LDFLAGS")))
+    return sorted({w for w in words if w.startswith("-fsanitize")})
 
 
 class BuildExt(build_ext):
@@ -58,17 +91,27 @@ class BuildExt(build_ext):
             if ext.name != "pyattn._core":
                 continue
             if ct == "unix":
-                ext.extra_compile_args += ["-O3", "-fno-math-errno"]
+                sanitize = _sanitizer_flags()
+                # A sanitizer build keeps -O1: fast enough to run the whole
+                # suite, and instrumented code stays close to the source.
+                ext.extra_compile_args += ["-O1" if sanitize else "-O3", "-fno-math-errno"] + sanitize
+                ext.extra_link_args += sanitize
+                probe_base = sanitize + _env_sanitizer_flags()
                 # GCC's default inlining budget per translation unit runs out in
                 # the ISA targets (each holds the float32, float64, bfloat16,
                 # float16 and additive kernels): the attention loop then calls
                 # tail tiles and helpers out of line, ~2% of a prefill call.
                 inline = ["--param", "inline-unit-growth=200", "--param", "large-function-growth=400"]
-                if _compiler_accepts(self.compiler, inline, src="int main() { return 0; }\n"):
+                if _compiler_accepts(self.compiler, inline, src="int main() { return 0; }\n", base=probe_base):
                     ext.extra_compile_args += inline
-                if _compiler_accepts(self.compiler, ["-fopenmp"]):
+                if _compiler_accepts(self.compiler, ["-fopenmp"], base=probe_base):
                     ext.extra_compile_args.append("-fopenmp")
                     ext.extra_link_args.append("-fopenmp")
+                elif probe_base:
+                    raise RuntimeError(
+                        f"pyattn: sanitizer build: the compiler cannot build an OpenMP program with "
+                        f"{probe_base} (set PYATTN_BUILD_VERBOSE=1 to see why); "
+                        "a sanitizer build must check the threaded code, so it does not fall back")
                 else:
                     print("pyattn: compiler has no OpenMP; building single-threaded", file=sys.stderr)
                 if os.environ.get("PYATTN_NATIVE") == "1":  # opt-in, local builds only

@@ -4,7 +4,7 @@ The cases, the flops() helper and the baselines are pyattn.bench's, the same
 ones the ``pyattn-bench`` CLI runs. Every pyattn result is validated against
 the float64 reference before it is timed. Groups are named
 ``<group> | <case> | <threads> thr`` (groups: prefill, causal, masked,
-weights, decode, gqa-decode, tiny; plus ``roof``, NumPy's float32 2048^3
+weights, decode, gqa-decode, varlen, tiny; plus ``roof``, NumPy's float32 2048^3
 matmul). Baselines that are not installed or cannot run a case are skipped.
 
     pytest benchmarks --bench-preset quick --bench-threads 1

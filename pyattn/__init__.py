@@ -25,22 +25,29 @@ except ImportError as _exc:  # pragma: no cover - depends on how pyattn was inst
     ) from _exc
 
 from . import reference
-from ._config import __version__, get_config, get_num_threads, set_num_threads, show_config
+from ._config import (
+    __version__, get_config, get_num_threads, get_thread_wait, set_num_threads, set_thread_wait, show_config,
+)
+from ._config import _thread_wait_from_environment
 from ._config import warn_if_isa_refused as _warn_if_isa_refused
 from .additive import additive_attention
 from .attention import scaled_dot_product_attention
 from .kv_cache import KVCache
 from .merge import merge_attention_states
 from .multihead import MultiHeadAttention
+from .varlen import varlen_attention
 
 __all__ = [
     "scaled_dot_product_attention",
+    "varlen_attention",
     "additive_attention",
     "merge_attention_states",
     "MultiHeadAttention",
     "KVCache",
     "set_num_threads",
     "get_num_threads",
+    "set_thread_wait",
+    "get_thread_wait",
     "get_config",
     "show_config",
     "reference",
@@ -57,3 +64,4 @@ def get_include() -> str:
 
 
 _warn_if_isa_refused()
+_thread_wait_from_environment()

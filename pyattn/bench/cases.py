@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 PRESETS = ("smoke", "quick", "full")
 
 # Group names, in the order tables and plots list them.
-GROUPS = ("prefill", "causal", "masked", "weights", "variants", "decode", "gqa-decode", "tiny")
+GROUPS = ("prefill", "causal", "masked", "weights", "variants", "decode", "gqa-decode", "varlen", "tiny")
 
 
 def flops(B, H, L, S, E, Ev=None, causal=False):
@@ -53,6 +53,14 @@ class Case:
     ``"bool"`` or ``"float"`` (an ``(L, S)`` mask broadcast over the heads).
     ``scaling``: its multi-thread rows also time pyattn at 1 thread, in the
     same rounds (the thread speed-up as a ratio measured side by side).
+
+    ``seqlens = (N, shortest, longest)`` makes it a packed variable-length
+    case: N self-attention sequences (L_n = S_n) of lengths drawn uniformly
+    from ``shortest..longest`` (a fixed seed), run by ``varlen_attention``
+    (``L = S = longest``: the batch padded). ``padded`` (its side runs):
+    the same sequences as a padded ``(N, H, longest, E)`` batch through
+    ``scaled_dot_product_attention`` with ``"kv_lengths"`` or a boolean
+    key-padding ``"mask"``, as a user without varlen would run them.
     ``variant``: ``None``, ``"softcap"`` (50, Gemma 2's), ``"alibi"`` (one
     slope per head, ALiBi's geometric ones) or ``"sinks"`` (one logit per
     head): a score variant, timed beside the call without it.
@@ -73,6 +81,8 @@ class Case:
     weights: bool = False
     variant: str | None = None
     scaling: bool = False
+    seqlens: tuple | None = None
+    padded: str | None = None
     presets: tuple = ("full",)
 
     @property
@@ -88,7 +98,18 @@ class Case:
         return self.hkv != self.H
 
     @property
+    def lengths(self):
+        """The sequence lengths of a varlen case (int64, fixed seed)."""
+        n, lo, hi = self.seqlens
+        return np.random.default_rng(20261205).integers(lo, hi + 1, n).astype(np.int64)
+
+    @property
     def flops(self):
+        """Varlen cases: the FLOPs of the sequences themselves (none of the
+        padding), also for their padded side runs."""
+        if self.seqlens:
+            return float(sum(flops(1, self.H, int(n), int(n), self.E, self.ev, self.causal)
+                             for n in self.lengths))
         return flops(self.B, self.H, self.L, self.S, self.E, self.ev, self.causal)
 
     @property
@@ -124,6 +145,12 @@ class Case:
 
     def describe(self):
         """Shape and options in one short string."""
+        if self.seqlens:
+            n, lo, hi = self.seqlens
+            run = {None: "varlen_attention", "kv_lengths": f"padded to {hi}, kv_lengths",
+                   "mask": f"padded to {hi}, bool key-padding mask"}[self.padded]
+            return (f"N={n} seqs of L=S in {lo}..{hi} (total {int(self.lengths.sum())}) H={self.H} "
+                    f"E={self.E} {self.dtype} {run}")
         heads = f"H={self.H}" + (f"/{self.hkv}kv" if self.gqa else "")
         parts = [f"B={self.B}", heads, f"L={self.L}", f"S={self.S}", f"E={self.E}"]
         if self.Ev is not None:
@@ -188,12 +215,14 @@ CASES = (
     Case("decode-16k", "decode", H=32, L=1, S=16384, E=128, presets=_Q),
     Case("gqa-decode-8k", "gqa-decode", H=32, Hkv=8, L=1, S=8192, E=128, presets=_Q),
     Case("decode-bf16-16k", "decode", H=32, L=1, S=16384, E=128, dtype="bfloat16"),
+    Case("varlen-32x16..512", "varlen", L=512, S=512, seqlens=(32, 16, 512), presets=_Q),
     Case("tiny", "tiny", B=1, H=1, L=1, S=16, E=64, presets=_ALL),
     # Only for the smoke preset (the test suite): small and fast.
     Case("smoke-prefill-128", "prefill", H=2, L=128, S=128, scaling=True, presets=("smoke",)),
     Case("smoke-causal-128", "causal", H=2, L=128, S=128, causal=True, presets=("smoke",)),
     Case("smoke-mask-bool-128", "masked", H=2, L=128, S=128, mask="bool", presets=("smoke",)),
     Case("smoke-weights-128", "weights", H=2, L=128, S=128, weights=True, presets=("smoke",)),
+    Case("smoke-varlen-6x4..40", "varlen", H=2, L=40, S=40, seqlens=(6, 4, 40), presets=("smoke",)),
     Case("smoke-alibi-128", "variants", H=2, L=128, S=128, variant="alibi", presets=("smoke",)),
 )
 
@@ -220,12 +249,21 @@ def select(preset=None, patterns=None):
 class Inputs:
     """Arrays of one case: q (B, H, L, E), k (B, Hkv, S, E), v (B, Hkv, S, Ev)
     of the case dtype; ``mask`` (L, S) bool or float32, or None; ALiBi
-    ``slopes`` and ``sinks``, float32 (H,)."""
+    ``slopes`` and ``sinks``, float32 (H,).
+
+    Varlen cases: q (total, H, E), k (total, Hkv, E), v (total, Hkv, Ev)
+    packed, ``cu_seqlens`` (N + 1,) int64; ``padded`` the same sequences as
+    (q, k, v) of shape (N, H, longest, E) with zeros beyond each length,
+    ``kv_lengths`` (N,) and ``mask`` the (N, 1, 1, longest) boolean
+    key-padding mask."""
 
     q: np.ndarray
     k: np.ndarray
     v: np.ndarray
     mask: np.ndarray | None = None
+    cu_seqlens: np.ndarray | None = None
+    kv_lengths: np.ndarray | None = None
+    padded: tuple | None = None
     slopes: np.ndarray | None = None
     sinks: np.ndarray | None = None
 
@@ -241,6 +279,8 @@ def make_inputs(case, seed=0):
         a = rng.standard_normal(shape, dtype=np.float32)
         return a if dt == np.float32 else a.astype(dt)
 
+    if case.seqlens:
+        return _make_varlen_inputs(case, randn)
     q = randn((case.B, case.H, case.L, case.E))
     k = randn((case.B, case.hkv, case.S, case.E))
     v = randn((case.B, case.hkv, case.S, case.ev))
@@ -254,13 +294,36 @@ def make_inputs(case, seed=0):
     elif case.mask is not None:
         raise ValueError(f"unknown mask kind {case.mask!r}")
     sinks = rng.standard_normal(case.H, dtype=np.float32)
-    return Inputs(q, k, v, mask, alibi_slopes(case.H), sinks)
+    return Inputs(q, k, v, mask, slopes=alibi_slopes(case.H), sinks=sinks)
+
+
+def _make_varlen_inputs(case, randn):
+    lengths = case.lengths
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    total, n, longest = int(cu[-1]), len(lengths), case.seqlens[2]
+    q = randn((total, case.H, case.E))
+    k = randn((total, case.hkv, case.E))
+    v = randn((total, case.hkv, case.ev))
+    padded = tuple(np.zeros((n, a.shape[1], longest, a.shape[2]), a.dtype) for a in (q, k, v))
+    for i in range(n):
+        for p, a in zip(padded, (q, k, v)):
+            p[i, :, : lengths[i]] = a[cu[i]:cu[i + 1]].transpose(1, 0, 2)
+    mask = (np.arange(longest)[None, :] < lengths[:, None])[:, None, None, :]
+    return Inputs(q, k, v, mask=mask, cu_seqlens=cu, kv_lengths=lengths, padded=padded)
 
 
 def run_pyattn(case, inputs, threads=None):
     """One pyattn call for ``case`` (``out`` or ``(out, weights)``)."""
     import pyattn
 
+    if case.seqlens and case.padded is None:
+        cu = inputs.cu_seqlens
+        return pyattn.varlen_attention(inputs.q, inputs.k, inputs.v, cu, cu, is_causal=case.causal,
+                                       num_threads=threads)
+    if case.seqlens:
+        kw = {"kv_lengths": inputs.kv_lengths} if case.padded == "kv_lengths" else {"attn_mask": inputs.mask}
+        return pyattn.scaled_dot_product_attention(*inputs.padded, is_causal=case.causal,
+                                                   enable_gqa=case.gqa, num_threads=threads, **kw)
     return pyattn.scaled_dot_product_attention(
         inputs.q, inputs.k, inputs.v, num_threads=threads, **case.sdpa_kwargs(inputs)
     )
@@ -318,6 +381,8 @@ def validate(case, inputs, result, budget=1 << 22):
     an explicit boolean mask; GQA picks the kv head of each query head."""
     from pyattn import reference
 
+    if case.seqlens:
+        return _validate_varlen(case, inputs, result)
     out, weights = (result if case.weights else (result, None))
     rtol, atol = tolerance(out.dtype)
     heads, rows = validation_slice(case, budget)
@@ -359,4 +424,27 @@ def validate(case, inputs, result, budget=1 << 22):
                 max_err = max(max_err, float(np.nanmax(err)))
                 worst = max(worst, float(np.nanmax(err / bound)))
     checked = f"batch 0, heads {heads}, {len(rows)}/{case.L} rows"
+    return Validation(ok=worst <= 1.0, max_abs_err=max_err, worst_ratio=worst, checked=checked)
+
+
+def _validate_varlen(case, inputs, out):
+    """A varlen result against ``pyattn.reference.varlen_attention`` on the
+    first and the last query head (with their kv heads), every sequence."""
+    from pyattn import reference
+
+    rtol, atol = tolerance(out.dtype)
+    heads = sorted({0, case.H - 1})
+    kv_heads = sorted({h // (case.H // case.hkv) for h in heads})
+    q = inputs.q[:, heads].astype(np.float64)
+    k = inputs.k[:, kv_heads].astype(np.float64)
+    v = inputs.v[:, kv_heads].astype(np.float64)
+    cu = inputs.cu_seqlens
+    want = reference.varlen_attention(q, k, v, cu, cu, is_causal=case.causal)
+    got = np.asarray(out[:, heads], dtype=np.float64)
+    err = np.abs(got - want)
+    worst = float(np.max(err / (atol + rtol * np.abs(want)))) if err.size else 0.0
+    if not np.all(np.isfinite(got)):
+        worst = math.inf
+    max_err = float(np.max(err)) if err.size else 0.0
+    checked = f"heads {heads}, all {len(cu) - 1} sequences"
     return Validation(ok=worst <= 1.0, max_abs_err=max_err, worst_ratio=worst, checked=checked)

@@ -4,10 +4,10 @@ The cases, the flops() helper and the baselines are pyattn.bench's, the same
 ones the ``pyattn-bench`` CLI runs. Every pyattn result is validated against
 the float64 reference before it is timed. Groups are named
 ``<group> | <case> | <threads> thr`` (groups: prefill, causal, masked,
-weights, decode, gqa-decode, kv-decode, tiny; plus ``roof``, NumPy's float32
-2048^3 matmul). Memory-bound cases record GB/s (the bytes of q, K, V and out
-per call) in extra_info too. Baselines that are not installed or cannot run
-a case are skipped. Additive-attention cases: bench_additive.py.
+weights, decode, gqa-decode, kv-decode, varlen, tiny; plus ``roof``, NumPy's
+float32 2048^3 matmul). Memory-bound cases record GB/s (the bytes of q, K, V
+and out per call) in extra_info too. Baselines that are not installed or
+cannot run a case are skipped. Additive-attention cases: bench_additive.py.
 
     pytest benchmarks --bench-preset quick --bench-threads 1
     pytest benchmarks -k "decode and torch" --benchmark-json out.json

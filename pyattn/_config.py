@@ -1,7 +1,8 @@
-"""Threads, dispatch and build configuration."""
+"""Threads, dispatch and build configuration (docs/api.md section 5)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 from . import _args, _core
@@ -31,6 +32,54 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+_THREAD_WAITS = ("auto", "passive", "active")
+
+
+def set_thread_wait(policy: str) -> None:
+    """What pyattn's OpenMP threads do between calls (process-wide).
+
+    - ``"passive"``: after each multi-threaded call the calling thread's
+      OpenMP pool is released (its threads exit), so none of pyattn's threads
+      spins while the process runs something else; each call starts its
+      threads anew (tens of microseconds).
+    - ``"active"``: threads stay in the OpenMP runtime's pool, which spins
+      idle threads for a while (``GOMP_SPINCOUNT``/``OMP_WAIT_POLICY``)
+      before they sleep: fastest for back-to-back pyattn calls, but the
+      spinning takes CPU time from the next operation of another runtime.
+    - ``"auto"`` (default): passive when pyattn's OpenMP runtime is a private
+      copy (a wheel's renamed ``libgomp-<hash>.so``: nothing else reuses its
+      threads), active when it is the process's shared ``libgomp.so.1``, whose
+      threads torch's OpenMP regions reuse as well (then nothing spins beside
+      torch: it is the same team).
+
+    The environment variable ``PYATTN_THREAD_WAIT`` sets it at import.
+    Results never depend on it.
+    """
+    if policy not in _THREAD_WAITS:
+        raise ValueError(f"thread wait policy must be one of {_THREAD_WAITS}, got {policy!r}")
+    _core.set_thread_wait(policy)
+
+
+def get_thread_wait() -> str:
+    """The thread wait setting (``"auto"``, ``"passive"`` or ``"active"``)."""
+    return _core.thread_wait_info()["setting"]
+
+
+def _thread_wait_description() -> str:
+    info = _core.thread_wait_info()
+    shared = "private OpenMP runtime" if info["private_runtime"] else "shared OpenMP runtime"
+    return f"{info['setting']} ({'passive' if info['passive'] else 'active'}; {shared})"
+
+
+def _thread_wait_from_environment() -> None:
+    policy = os.environ.get("PYATTN_THREAD_WAIT")
+    if policy:
+        try:
+            set_thread_wait(policy.strip().lower())
+        except ValueError as exc:
+            warnings.warn(f"PYATTN_THREAD_WAIT ignored: {exc}", RuntimeWarning, stacklevel=3)
+
+
 def get_config() -> dict:
     """Version, ISAs (selected, supported by this CPU, compiled in), OpenMP
     runtime, default thread count and compiler."""
@@ -44,6 +93,7 @@ def get_config() -> dict:
         "isa_requested": d["requested"] or None,
         "openmp": b["openmp"],
         "num_threads": get_num_threads(),
+        "thread_wait": _thread_wait_description(),
         "compiler": b["compiler"],
     }
 

@@ -123,6 +123,8 @@ def additive_attention(
 
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
+
+    The full contract: docs/api.md, section 2.
     """
     plain = _plain_options(attn_mask, is_causal, window, kv_lengths, return_weights, return_lse, out,
                            num_threads)

@@ -243,6 +243,8 @@ def scaled_dot_product_attention(
 
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
+
+    The full contract (every option, error and promise): docs/api.md, section 1.
     """
     plain = _plain_options(attn_mask, is_causal, window, kv_lengths, return_weights, return_lse, out,
                            num_threads)
@@ -261,7 +263,28 @@ def scaled_dot_product_attention(
         if result is not None:
             return result
     arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
-    q, k, v = arrays["query"], arrays["key"], arrays["value"]
+    return _sdpa_general(
+        arrays["query"], arrays["key"], arrays["value"], dtype, _args.half_storage_code(dtype),
+        attn_mask=attn_mask, is_causal=is_causal, scale=scale, window=window,
+        kv_lengths=kv_lengths, enable_gqa=enable_gqa, return_weights=return_weights,
+        return_lse=return_lse, out=out, num_threads=num_threads,
+        softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks,
+        inputs={"query": query, "key": key, "value": value},
+    )
+
+
+def _sdpa_general(q, k, v, dtype, storage, *, attn_mask, is_causal, scale, window, kv_lengths,
+                  enable_gqa, return_weights, return_lse, out, num_threads, inputs,
+                  softcap=None, alibi_slopes=None, sinks=None):
+    """The general path of scaled_dot_product_attention on checked q, k, v.
+
+    ``dtype`` is the result's dtype; ``storage`` the core's code for q, k, v
+    held in 16 bits (``_args.half_storage_code``; 0 for float32/float64):
+    then q, k, v may also be uint16 arrays of those bits, which is how
+    pyattn.torch passes bfloat16 tensors without ml_dtypes (with ``dtype``
+    float32, the compute dtype). ``inputs``: what the user passed, by name
+    (``out`` may not overlap it).
+    """
     L, E = q.shape[-2:]
     S, Ek = k.shape[-2:]
     Sv, Ev = v.shape[-2:]
@@ -280,13 +303,12 @@ def scaled_dot_product_attention(
         dtype, batch, layout, L, S, Ev,
         attn_mask=attn_mask, is_causal=is_causal, window=window, kv_lengths=kv_lengths,
         return_weights=return_weights, return_lse=return_lse, out=out, num_threads=num_threads,
-        inputs={"query": (query, q), "key": (key, k), "value": (value, v),
-                "alibi_slopes": (alibi_slopes, slopes), "sinks": (sinks, sink)},
+        inputs=dict({name: (inputs[name], a) for name, a in (("query", q), ("key", k), ("value", v))},
+                    alibi_slopes=(alibi_slopes, slopes), sinks=(sinks, sink)),
     )
     # float16 / bfloat16 q, k, v are read (and widened) by the kernels in place.
-    storage = _args.half_storage_code(dtype)
     if storage:
-        qc, kc, vc = (_args.for_core(a, dtype).view(np.uint16) for a in (q, k, v))
+        qc, kc, vc = (_args.for_core(a, a.dtype).view(np.uint16) for a in (q, k, v))
     else:
         qc, kc, vc = (_args.for_core(a, call.cdt) for a in (q, k, v))
     return call.run(_core.sdpa, (layout.query(qc), layout.kv(kc), layout.kv(vc)), scale, storage,

@@ -86,6 +86,8 @@ class KVCache:
             q, k, v = project(next_token)  # T = 1
             cache.append(k, v)
             out = cache.attend(q)          # attends to every cached position
+
+    The full contract: docs/api.md, section 4.
     """
 
     def __init__(self, batch, num_kv_heads, head_dim, max_seq_len, *, value_dim=None, dtype=np.float32,

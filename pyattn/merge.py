@@ -8,7 +8,8 @@ from . import _args
 
 
 def merge_attention_states(outputs, lses, *, sinks=None):
-    """Combines attention computed over disjoint key chunks.
+    """Combines attention computed over disjoint key chunks (docs/api.md
+    section 3; ``sinks``: docs/score_variants.md).
 
     Args:
         outputs: sequence of P >= 1 arrays ``(..., L, Ev)``, one per chunk.

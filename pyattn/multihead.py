@@ -89,6 +89,8 @@ class MultiHeadAttention:
     * Inference only: no dropout, no ``add_bias_kv``/``add_zero_attn``.
     * Invalid arguments raise ``ValueError``/``TypeError`` naming the
       argument where torch raises ``AssertionError``/``RuntimeError``.
+
+    The full contract: docs/api.md, section 4.
     """
 
     def __init__(self, embed_dim, num_heads, *, bias=True, kdim=None, vdim=None,

@@ -1,7 +1,8 @@
-"""Pure-NumPy reference implementation of pyattn: the executable form of SPEC.md.
+"""Pure-NumPy reference implementation of pyattn: the executable form of the contract
+(docs/api.md).
 
 Every public function of pyattn has a twin here with the same signature and the
-behaviour written down in SPEC.md sections 1-3. This module is the oracle the
+behaviour written down in docs/api.md sections 1-3. This module is the oracle the
 tests compare the fast C++ path against, so it is written to be obviously
 right rather than fast:
 
@@ -14,7 +15,7 @@ right rather than fast:
   visibility rule (causal alignment, window, kv_lengths, boolean mask), and the
   softmax runs over the visible keys only;
 * additive attention forms the ``(rows, S, A)`` tanh tensor in row chunks --
-  the memory bound of SPEC section 2 applies to the fast path, not to this
+  the memory bound of docs/api.md section 2 applies to the fast path, not to this
   oracle.
 
 ``num_threads`` is accepted (and validated) but ignored.
@@ -38,6 +39,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "additive_attention",
     "merge_attention_states",
+    "varlen_attention",
 ]
 
 _FLOAT_DTYPES = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)}
@@ -162,6 +164,8 @@ def _check_num_threads(num_threads):
         )
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    if num_threads > 2**31 - 1:  # pyattn counts threads in a C int
+        raise ValueError(f"num_threads must be <= {2**31 - 1}, got {num_threads}")
 
 
 def _parse_softcap(softcap):
@@ -420,7 +424,8 @@ def scaled_dot_product_attention(
     out=None, num_threads=None,
     softcap=None, alibi_slopes=None, sinks=None,
 ):
-    """Reference scaled-dot-product attention, with the score variants.
+    """Reference scaled-dot-product attention (docs/api.md section 1), with
+    the score variants (docs/score_variants.md).
 
     query (..., L, E), key (..., S, E), value (..., S, Ev) -> (batch..., L, Ev);
     with return_weights also weights (batch..., L, S), with return_lse also
@@ -474,7 +479,7 @@ def additive_attention(
     attn_mask=None, is_causal=False, window=None, kv_lengths=None,
     return_weights=False, return_lse=False, out=None, num_threads=None,
 ):
-    """Reference additive (Bahdanau) attention (SPEC section 2).
+    """Reference additive (Bahdanau) attention (docs/api.md section 2).
 
     s[i, j] = sum_a v_a[a] * tanh((q_i W_q)[a] + (k_j W_k)[a] + bias[a]);
     masks, returns and fully-masked rows as in scaled_dot_product_attention.
@@ -537,7 +542,8 @@ def additive_attention(
 
 
 def merge_attention_states(outputs, lses, *, sinks=None):
-    """Reference merge of attention over disjoint key chunks (SPEC section 3).
+    """Reference merge of attention over disjoint key chunks (docs/api.md
+    section 3; ``sinks``: docs/score_variants.md).
 
     outputs: sequence of (..., L, Ev) arrays, lses: sequence of (..., L) arrays.
     Returns (out, lse) with lse = logsumexp_p(lse_p) and
@@ -589,3 +595,81 @@ def merge_attention_states(outputs, lses, *, sinks=None):
         coef = np.where(absent, 0.0, np.exp(X - np.where(empty, 0.0, lse)))
         out = np.where(absent[..., None], 0.0, coef[..., None] * O).sum(axis=0)
     return out.astype(out_dtype), lse.astype(lse_dtype)
+
+
+def _cu_offsets(x, name, total):
+    """A cumulative sequence-length array as Python ints, checked."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+    if a.ndim != 1 or a.shape[0] < 1:
+        raise ValueError(f"{name} must be 1-D with at least one entry, got shape {a.shape}")
+    cu = [int(x) for x in a]
+    if cu[0] != 0 or cu[-1] != total:
+        raise ValueError(f"{name} must start at 0 and end at {total}, got {cu[0]} ... {cu[-1]}")
+    if any(b < a for a, b in zip(cu, cu[1:])):
+        raise ValueError(f"{name} must be non-decreasing")
+    return cu
+
+
+def varlen_attention(
+    query, key, value, cu_seqlens_q, cu_seqlens_k, *,
+    is_causal=False, scale=None, window=None,
+    softcap=None, alibi_slopes=None, sinks=None,
+    return_lse=False, out=None, num_threads=None,
+):
+    """Reference attention over a packed batch of sequences (flash-attention's
+    varlen layout).
+
+    query (total_q, Hq, E), key (total_k, Hkv, E), value (total_k, Hkv, Ev)
+    -> out (total_q, Hq, Ev), with return_lse also lse (total_q, Hq).
+    Sequence n is query rows cu_seqlens_q[n]:cu_seqlens_q[n+1] attending to
+    key rows cu_seqlens_k[n]:cu_seqlens_k[n+1], each computed by
+    scaled_dot_product_attention on its own (grouped-query heads: query head
+    h uses key/value head h // (Hq // Hkv)); softcap, and alibi_slopes and
+    sinks of shape (Hq,), apply to every sequence.
+    """
+    q, k, v = _qkv(query, key, value)
+    for arr, name in ((q, "query"), (k, "key"), (v, "value")):
+        if arr.ndim != 3:
+            raise ValueError(f"{name} must have 3 dims (rows, heads, features), got shape {arr.shape}")
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"query and key must have the same feature size, got {q.shape} and {k.shape}")
+    if v.shape[:2] != k.shape[:2]:
+        raise ValueError(f"value {v.shape} and key {k.shape} must have the same rows and heads")
+    hq, hkv = q.shape[1], k.shape[1]
+    if (hkv == 0 and hq != 0) or (hkv != 0 and hq % hkv != 0):
+        raise ValueError(f"key/value heads ({hkv}) must divide query heads ({hq})")
+    cu_q = _cu_offsets(cu_seqlens_q, "cu_seqlens_q", q.shape[0])
+    cu_k = _cu_offsets(cu_seqlens_k, "cu_seqlens_k", k.shape[0])
+    if len(cu_q) != len(cu_k):
+        raise ValueError("cu_seqlens_q and cu_seqlens_k must have the same length")
+    scale = _parse_scale(scale, q.shape[2])
+    _parse_causal(is_causal)
+    _parse_window(window)
+    _check_num_threads(num_threads)
+    dtype = q.dtype
+    shape = (q.shape[0], hq, v.shape[2])
+    _parse_softcap(softcap)
+    _per_head(alibi_slopes, "alibi_slopes", (hq,))
+    _per_head(sinks, "sinks", (hq,))
+    _check_out(out, shape, dtype, (query, key, value, cu_seqlens_q, cu_seqlens_k, alibi_slopes, sinks))
+
+    result = np.zeros(shape, dtype)
+    lse_dtype = np.float64 if dtype == np.float64 else np.float32
+    lse = np.full(shape[:2], -np.inf, lse_dtype)
+    for n in range(len(cu_q) - 1):
+        rows, keys = slice(cu_q[n], cu_q[n + 1]), slice(cu_k[n], cu_k[n + 1])
+        if hq == 0 or rows.stop == rows.start:
+            continue
+        o, l = scaled_dot_product_attention(
+            q[rows].transpose(1, 0, 2), k[keys].transpose(1, 0, 2), v[keys].transpose(1, 0, 2),
+            is_causal=is_causal, scale=scale, window=window, enable_gqa=True, return_lse=True,
+            softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks,
+        )
+        result[rows] = o.transpose(1, 0, 2)
+        lse[rows] = l.T
+    if out is not None:
+        out[...] = result
+        result = out
+    return (result, lse) if return_lse else result

@@ -154,3 +154,13 @@ def test_num_threads_beyond_a_c_int_names_the_argument():
         pyattn.set_num_threads(2**31)
     with pytest.raises(TypeError, match="num_threads"):
         pyattn.set_num_threads(None)
+
+
+def test_reference_refuses_num_threads_beyond_a_c_int_like_pyattn():
+    """Found by the fuzzer: the reference accepted num_threads=2**31, which
+    pyattn refuses (threads are counted in a C int); both raise now."""
+    q = np.ones((1, 2, 4), np.float32)
+    for fn in (pyattn.reference.scaled_dot_product_attention, pyattn.scaled_dot_product_attention):
+        with pytest.raises(ValueError, match="num_threads"):
+            fn(q, q, q, num_threads=2**31)
+        assert fn(q, q, q, num_threads=2**31 - 1).shape == (1, 2, 4)

@@ -169,7 +169,7 @@ def test_gil_is_released_during_a_call():
     assert ticks > 100_000, ticks
 
 
-def test_os_fork_right_after_the_first_parallel_call():
+def test_os_fork_right_after_the_first_parallel_call(tmp_path):
     """A fresh process whose first parallel call is followed by os.fork():
     the child (whose fork handler, installed when pyattn was imported, saw
     that the parent went parallel) computes the same bits and does not hang."""
@@ -191,6 +191,9 @@ def test_os_fork_right_after_the_first_parallel_call():
         _, status = os.waitpid(pid, 0)
         sys.exit(os.waitstatus_to_exitcode(status))
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    r = subprocess.run([sys.executable, "-c", code], env=env, timeout=120)
+    # The pyattn this test imported, from a neutral directory (in a checkout,
+    # `python -c` would import the source tree first).
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyattn.__file__)))
+    env = dict(os.environ, PYTHONPATH=here)
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, timeout=120)
     assert r.returncode == 0

@@ -40,6 +40,20 @@ void register_config(py::module_& m) {
   // Testing hooks: whether set_num_threads was called; back to following OpenMP.
   m.def("num_threads_set", &num_threads_set);
   m.def("reset_num_threads", [] { set_num_threads(0); });
+  m.def("set_thread_wait", [](const std::string& policy) {
+    if (policy == "auto") set_thread_wait(ThreadWait::automatic);
+    else if (policy == "passive") set_thread_wait(ThreadWait::passive);
+    else if (policy == "active") set_thread_wait(ThreadWait::active);
+    else throw py::value_error("thread wait policy must be 'auto', 'passive' or 'active', got '" + policy + "'");
+  });
+  m.def("thread_wait_info", [] {
+    static const char* names[] = {"auto", "passive", "active"};
+    py::dict r;
+    r["setting"] = names[static_cast<int>(thread_wait())];
+    r["passive"] = thread_wait_is_passive();
+    r["private_runtime"] = openmp_runtime_private();
+    return r;
+  });
   m.def("dispatch_info", [] {
     const DispatchInfo d = dispatch_info();
     py::dict r;

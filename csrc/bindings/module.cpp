@@ -9,5 +9,7 @@ PYBIND11_MODULE(_core, m) {
   pyattn::install_fork_handler();  // before any fork a user may do after importing pyattn
   pyattn::bindings::register_sdpa(m);
   pyattn::bindings::register_additive(m);
+  pyattn::bindings::register_varlen(m);
   pyattn::bindings::register_config(m);
+  pyattn::bindings::register_capi(m);
 }

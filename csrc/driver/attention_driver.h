@@ -12,6 +12,7 @@
 #include "pyattn/attention_params.h"
 #include "../kernels/row_finish.h"
 #include "../kernels/tiling.h"
+#include "fp_mode.h"
 #include "parallel.h"
 
 namespace pyattn {
@@ -102,7 +103,10 @@ void run_attention(const Params& p, int64_t width, bool log2_scores, KernelFn ke
   order.groups = t.num_groups;
   order.longest_first = p.vis.causal && p.fold == 1 && t.num_splits == 1 && t.num_groups > 1;
   parallel_for_items(t.items, p.num_threads, static_cast<size_t>(t.scratch_elems) * elem, order,
-                     [&](WorkItems& work, void* scratch) { kernel(p, t, work, scratch); });
+                     [&](WorkItems& work, void* scratch) {
+                       FlushDenormals ftz;  // (fp_mode.h)
+                       kernel(p, t, work, scratch);
+                     });
   if (t.num_splits > 1) {
     if (p.dtype == DType::f64)
       merge_splits<double>(p, t, log2_scores);

@@ -91,6 +91,7 @@ void parallel_for_items(int64_t items, int num_threads, size_t scratch_bytes, It
     WorkItems shared(items, &taken, order);
     kernel(shared, mine);
   }
+  after_parallel_region();  // (passive wait: the pool's threads are released)
 #endif
 }
 

@@ -13,11 +13,36 @@
 #include <omp.h>
 #endif
 
+// omp_pause_resource_all (OpenMP 5.0): GCC >= 9 and clang >= 8 declare it
+// while still reporting an older _OPENMP.
+#if defined(_OPENMP) && (_OPENMP >= 201811 || (defined(__clang__) && __clang_major__ >= 8) || \
+                         (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 9))
+#define PYATTN_CAN_RELEASE_POOL 1
+#else
+#define PYATTN_CAN_RELEASE_POOL 0
+#endif
+
 namespace pyattn {
 namespace {
 std::atomic<int> g_num_threads{0};  // 0: follow OpenMP's default
 std::atomic<bool> g_went_parallel{false};
 std::atomic<bool> g_forked_after_parallel{false};
+std::atomic<int> g_thread_wait{static_cast<int>(ThreadWait::automatic)};
+
+#ifdef _OPENMP
+// The file name of the loaded OpenMP runtime ("" if unknown).
+std::string openmp_runtime_file() {
+#if defined(__unix__) || defined(__APPLE__)
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&omp_get_max_threads), &info) && info.dli_fname) {
+    std::string lib = info.dli_fname;
+    const size_t slash = lib.rfind('/');
+    return slash == std::string::npos ? lib : lib.substr(slash + 1);
+  }
+#endif
+  return "";
+}
+#endif
 
 // Runs in the child of a fork(); the child's memory is a copy of the parent's,
 // so g_went_parallel says whether the parent had entered a parallel region.
@@ -40,6 +65,37 @@ void before_parallel_region() {
 }
 
 bool parallel_regions_usable() { return !g_forked_after_parallel.load(); }
+
+void set_thread_wait(ThreadWait w) { g_thread_wait.store(static_cast<int>(w)); }
+
+ThreadWait thread_wait() { return static_cast<ThreadWait>(g_thread_wait.load(std::memory_order_relaxed)); }
+
+bool openmp_runtime_private() {
+#ifdef _OPENMP
+  // auditwheel / delocate rename a bundled runtime to <name>-<hash>.<ext>.
+  static const bool renamed = [] {
+    const std::string f = openmp_runtime_file();
+    for (const char* base : {"libgomp-", "libomp-", "libiomp5-"})
+      if (f.rfind(base, 0) == 0) return true;
+    return false;
+  }();
+  return renamed;
+#else
+  return false;
+#endif
+}
+
+bool thread_wait_is_passive() {
+  if (!PYATTN_CAN_RELEASE_POOL) return false;
+  const ThreadWait w = thread_wait();
+  return w == ThreadWait::passive || (w == ThreadWait::automatic && openmp_runtime_private());
+}
+
+void after_parallel_region() {
+#if PYATTN_CAN_RELEASE_POOL
+  if (thread_wait_is_passive()) omp_pause_resource_all(omp_pause_soft);
+#endif
+}
 
 int max_team_size() {
 #ifdef _OPENMP
@@ -86,15 +142,8 @@ const char* openmp_description() {
 #define PYATTN_STR(x) PYATTN_STR2(x)
   // The runtime library that provides OpenMP here (libgomp, libomp, ...).
   static const std::string desc = [] {
-    std::string lib = "OpenMP runtime";
-#if defined(__unix__) || defined(__APPLE__)
-    Dl_info info;
-    if (dladdr(reinterpret_cast<void*>(&omp_get_max_threads), &info) && info.dli_fname) {
-      lib = info.dli_fname;
-      const size_t slash = lib.rfind('/');
-      if (slash != std::string::npos) lib = lib.substr(slash + 1);
-    }
-#endif
+    std::string lib = openmp_runtime_file();
+    if (lib.empty()) lib = "OpenMP runtime";
     return lib + " (OpenMP " PYATTN_STR(_OPENMP) ")";
   }();
   return desc.c_str();

@@ -20,9 +20,12 @@
 // which is log2 e times c tanh(s / c) exactly (the tanh argument s' / c' is
 // the natural s / c); ALiBi's slope is likewise taken times log2 e.
 //
-// Numerics: softcap takes vtanh (vec_math-inl.h, <= 1.25 ulp) of s times
-// 1/c' (one rounding), then one product: the capped score is within ~3 ulp
-// of c tanh(s / c) relative to itself (float32: ~4e-7 |s|). ALiBi adds
+// Numerics: softcap takes vtanh<V, kRecip = true> (vec_math-inl.h: <= 2.1
+// ulp, a reciprocal instead of a division) of s times 1/c' (one rounding),
+// then one product: the capped score is within ~4 ulp of c tanh(s / c)
+// relative to itself (float32: ~5e-7 |s|). A row whose |s / c'| are all
+// below 1 (typical: Gemma 2's c = 50) takes vtanh's |x| < 1 branch alone,
+// which gives the same bits without its exponential. ALiBi adds
 // fma(|p - j|, -slope', s), the distance exact while below 2^24 (float32).
 
 template <class V, class Var>
@@ -58,7 +61,16 @@ struct ScoreEpilogue {
   void transform(T* s, int64_t ncols) const {
     if constexpr (Var::kSoftcap) {
       const R vc = V::set1(cap), vi = V::set1(inv_cap);
-      for (int64_t c = 0; c < ncols; c += W) V::store(s + c, V::mul(vc, vtanh<V>(V::mul(V::load(s + c), vi))));
+      R amax = V::zero();  // max |x| of the row (NaN: the full vtanh)
+      for (int64_t c = 0; c < ncols; c += W) amax = V::max(amax, V::abs(V::mul(V::load(s + c), vi)));
+      const T xmax = V::reduce_max(amax);
+      if (xmax < T(1)) {
+        for (int64_t c = 0; c < ncols; c += W)
+          V::store(s + c, V::mul(vc, vtanh_small<V, true>(V::mul(V::load(s + c), vi))));
+      } else {
+        for (int64_t c = 0; c < ncols; c += W)
+          V::store(s + c, V::mul(vc, vtanh<V, true>(V::mul(V::load(s + c), vi))));
+      }
     }
   }
 
@@ -73,11 +85,25 @@ struct ScoreEpilogue {
       const T big = std::numeric_limits<T>::max();
       if (!(ns <= big)) ns = big;
       if (!(ns >= -big)) ns = -big;
-      const R vns = V::set1(ns), step = V::set1(T(W));
-      R d = V::sub(V::set1(static_cast<T>(pos - j0)), V::load(iota));  // p - j per lane
-      for (int64_t c = 0; c < ncols; c += W) {
-        V::store(s + c, V::fma(V::abs(d), vns, V::load(s + c)));
-        d = V::sub(d, step);
+      // p - j per lane, in four independent chains (one would wait on the
+      // latency of each subtraction).
+      const R vns = V::set1(ns), step = V::set1(T(4 * W));
+      R d0 = V::sub(V::set1(static_cast<T>(pos - j0)), V::load(iota));
+      R d1 = V::sub(d0, V::set1(T(W))), d2 = V::sub(d0, V::set1(T(2 * W))), d3 = V::sub(d0, V::set1(T(3 * W)));
+      int64_t c = 0;
+      for (; c + 4 * W <= ncols; c += 4 * W) {
+        V::store(s + c, V::fma(V::abs(d0), vns, V::load(s + c)));
+        V::store(s + c + W, V::fma(V::abs(d1), vns, V::load(s + c + W)));
+        V::store(s + c + 2 * W, V::fma(V::abs(d2), vns, V::load(s + c + 2 * W)));
+        V::store(s + c + 3 * W, V::fma(V::abs(d3), vns, V::load(s + c + 3 * W)));
+        d0 = V::sub(d0, step);
+        d1 = V::sub(d1, step);
+        d2 = V::sub(d2, step);
+        d3 = V::sub(d3, step);
+      }
+      for (; c < ncols; c += W) {
+        V::store(s + c, V::fma(V::abs(d0), vns, V::load(s + c)));
+        d0 = V::sub(d0, V::set1(T(W)));
       }
     }
   }

@@ -120,7 +120,41 @@ inline typename V::R vexp2(typename V::R x) {
 //     is where tanh rounds to 1 in T (9.1 float, 19.1 double), so inf gives
 //     +-1. The subtracted term is at most 0.31 of the result here too.
 // NaN returns NaN; tanh(-0) = -0. Measured error (<= 1.25 ulp): top of this file.
-template <class V>
+// The |x| < 1 branch of vtanh alone: bitwise vtanh's result for such x (a
+// caller that knows every lane is below 1 skips the exponential).
+// kRecip: n * recip(d) instead of n / d (see vtanh).
+template <class V, bool kRecip = false>
+inline typename V::R vtanh_small(typename V::R x) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr bool f32 = sizeof(T) == 4;
+  const R y = V::mul(x, x);
+  R c, q;  // C(y), Q(y)
+  if constexpr (f32) {
+    c = V::fma(V::add(y, V::set1(T(189))), y, V::set1(T(3465)));
+    q = V::fma(V::add(y, V::set1(T(210))), y, V::set1(T(4725)));
+    q = V::fma(q, y, V::set1(T(10395)));
+  } else {
+    c = V::fma(V::add(y, V::set1(T(1430))), y, V::set1(T(289575)));
+    c = V::fma(c, y, V::set1(T(16081065)));
+    c = V::fma(c, y, V::set1(T(218243025)));
+    q = V::fma(V::add(y, V::set1(T(1485))), y, V::set1(T(315315)));
+    q = V::fma(q, y, V::set1(T(18918900)));
+    q = V::fma(q, y, V::set1(T(310134825)));
+    q = V::fma(q, y, V::set1(T(654729075)));
+  }
+  const R num = V::mul(V::mul(x, y), c);
+  const R t = kRecip ? V::mul(num, V::recip(q)) : V::div(num, q);
+  return V::copysign(V::sub(x, t), x);
+}
+
+// kRecip: the quotient as n * recip(d) (the Vec's reciprocal, within 2 ulp:
+// an rcp estimate and a Newton step for float on AVX2 / AVX-512, exact
+// elsewhere) instead of a division, whose unit takes ~10 cycles per vector.
+// The quotient is at most 0.31 of the result, so its extra 2.5 ulp add at
+// most 0.8 ulp: <= 2.1 ulp in all (derived from the 1.25 ulp measured for
+// kRecip = false; softcap uses it, score_variants-inl.h).
+template <class V, bool kRecip = false>
 inline typename V::R vtanh(typename V::R x) {
   using T = typename V::T;
   using R = typename V::R;
@@ -149,5 +183,6 @@ inline typename V::R vtanh(typename V::R x) {
   const R base = V::select_less(ax, threshold, x, one);
   const R num = V::select_less(ax, threshold, V::mul(V::mul(x, y), c), V::set1(T(2)));
   const R den = V::select_less(ax, threshold, q, V::add(e, one));
-  return V::copysign(V::sub(base, V::div(num, den)), x);
+  const R t = kRecip ? V::mul(num, V::recip(den)) : V::div(num, den);
+  return V::copysign(V::sub(base, t), x);
 }

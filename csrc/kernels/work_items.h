@@ -34,6 +34,14 @@ class WorkItems {
   // A member of a team that shares `taken` (starting at 0).
   WorkItems(int64_t items, std::atomic<int64_t>* taken, ItemOrder order)
       : items_(items), taken_(taken), order_(order) {}
+  // Items order(begin), ..., order(end - 1), one thread (for a driver that
+  // hands out ranges of items itself).
+  static WorkItems range(int64_t begin, int64_t end, ItemOrder order) {
+    WorkItems w(end);
+    w.own_ = begin;
+    w.order_ = order;
+    return w;
+  }
 
   // The next item to run, or -1 when every item has been taken.
   int64_t next() {

@@ -151,6 +151,10 @@ def _pyattn(case, inputs, threads):
     if case.op == "kvcache":
         attend, q = inputs.extra["caches"][case.kv_dtype].attend, inputs.q
         return Runner("pyattn", lambda: attend(q, num_threads=threads))
+    if case.seqlens:  # varlen_attention, or (side runs) the padded batch through SDPA
+        from .cases import run_varlen
+
+        return Runner("pyattn", lambda: run_varlen(case, inputs, threads))
     kw = case.sdpa_kwargs(inputs)
     q, k, v = inputs.q, inputs.k, inputs.v
     sdpa = pyattn.scaled_dot_product_attention
@@ -165,6 +169,8 @@ def _numpy(case, inputs, threads):
         q, k, v, v_a = inputs.q, inputs.k, inputs.v, inputs.extra["v_a"]
         return Runner("numpy", lambda: additive_numpy_recipe(q, k, v, v_a, causal=case.causal, **kw),
                       enter=lambda: blas_threads(threads))
+    if case.seqlens:
+        raise Unsupported("the recipe has no packed variable-length layout")
     scale = np.float32(1.0 / math.sqrt(case.E))
     q, k, v = inputs.q, inputs.k, inputs.v
     convert = q.dtype != np.float32  # bfloat16: the float32 conversion is timed
@@ -226,10 +232,6 @@ def _torch(case, inputs, threads):
     if case.op == "kvcache":
         raise Unsupported("no torch KV cache of this storage (see the float32-cache row)")
 
-    q, k, v = (_torch_tensor(a) for a in (inputs.q, inputs.k, inputs.v))
-    mask = None if inputs.mask is None else torch.from_numpy(inputs.mask)
-    scale = 1.0 / math.sqrt(case.E)
-
     @contextlib.contextmanager
     def torch_threads():
         prev = torch.get_num_threads()
@@ -239,6 +241,12 @@ def _torch(case, inputs, threads):
                 yield
         finally:
             torch.set_num_threads(prev)
+
+    if case.seqlens:
+        return _torch_padded(case, inputs, torch_threads)
+    q, k, v = (_torch_tensor(a) for a in (inputs.q, inputs.k, inputs.v))
+    mask = None if inputs.mask is None else torch.from_numpy(inputs.mask)
+    scale = 1.0 / math.sqrt(case.E)
 
     if case.op == "additive":
         need = case.B * case.L * case.S * case.a * 4
@@ -267,9 +275,35 @@ def _torch(case, inputs, threads):
     return Runner("torch", lambda: sdpa(q, k, v, **kw), enter=torch_threads, to_output=_torch_to_numpy)
 
 
+def _torch_padded(case, inputs, torch_threads):
+    """A varlen case as torch users run it: SDPA on the padded batch with a
+    boolean key-padding mask; the output is unpacked (outside the timing)."""
+    import torch.nn.functional as F
+
+    q, k, v = (_torch_tensor(a) for a in inputs.padded)
+    mask = _torch_tensor(inputs.mask)
+    kw = {"is_causal": bool(case.causal), "attn_mask": mask, "scale": 1.0 / math.sqrt(case.E)}
+    if case.gqa:
+        kw["enable_gqa"] = True
+    lengths, cu = inputs.kv_lengths, inputs.cu_seqlens
+
+    def unpack(out):
+        out = _torch_to_numpy(out)
+        packed = np.empty((int(cu[-1]),) + (out.shape[1], out.shape[3]), np.float32)
+        for i, n in enumerate(lengths):
+            packed[cu[i]:cu[i + 1]] = out[i, :, :n].transpose(1, 0, 2)
+        return packed
+
+    sdpa = F.scaled_dot_product_attention
+    return Runner("torch", lambda: sdpa(q, k, v, **kw), note="padded batch, bool key-padding mask",
+                  enter=torch_threads, to_output=unpack)
+
+
 def _ort(case, inputs, threads):
     if case.op != "sdpa":
         raise Unsupported("MultiHeadAttention covers scaled-dot-product attention only")
+    if case.seqlens:
+        raise Unsupported("no packed variable-length layout in this baseline")
     if case.gqa:
         raise Unsupported("MultiHeadAttention has no grouped-query attention")
     if case.weights:

@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 PRESETS = ("smoke", "quick", "full")
 
 # Group names, in the order tables and plots list them.
-GROUPS = ("prefill", "causal", "masked", "weights", "variants", "decode", "gqa-decode", "kv-decode", "additive",
-          "tiny")
+GROUPS = ("prefill", "causal", "masked", "weights", "variants", "decode", "gqa-decode", "kv-decode", "varlen",
+          "additive", "tiny")
 # Memory-bound groups: a call reads every key and value once and does ~1 flop
 # per byte, so its speed is shown as bytes per second against the machine's
 # read bandwidth rather than as flops against the matmul roof.
@@ -77,6 +77,14 @@ class Case:
     value (B, S, Ev), v_a (A,); ``projections``: with w_query, w_key and a
     bias, else Keras' form with ``A = E = Dk``) or ``"kvcache"`` (a
     ``KVCache(kv_dtype=...)`` holding S positions; one ``attend`` of L rows).
+
+    ``seqlens = (N, shortest, longest)`` makes it a packed variable-length
+    case: N self-attention sequences (L_n = S_n) of lengths drawn uniformly
+    from ``shortest..longest`` (a fixed seed), run by ``varlen_attention``
+    (``L = S = longest``: the batch padded). ``padded`` (its side runs):
+    the same sequences as a padded ``(N, H, longest, E)`` batch through
+    ``scaled_dot_product_attention`` with ``"kv_lengths"`` or a boolean
+    key-padding ``"mask"``, as a user without varlen would run them.
     ``variant``: ``None``, ``"softcap"`` (50, Gemma 2's), ``"alibi"`` (one
     slope per head, ALiBi's geometric ones) or ``"sinks"`` (one logit per
     head): a score variant, timed beside the call without it.
@@ -98,6 +106,8 @@ class Case:
     weights: bool = False
     variant: str | None = None
     scaling: bool = False
+    seqlens: tuple | None = None
+    padded: str | None = None
     presets: tuple = ("full",)
     A: int | None = None
     Dk: int | None = None
@@ -125,7 +135,18 @@ class Case:
         return self.hkv != self.H
 
     @property
+    def lengths(self):
+        """The sequence lengths of a varlen case (int64, fixed seed)."""
+        n, lo, hi = self.seqlens
+        return np.random.default_rng(20261205).integers(lo, hi + 1, n).astype(np.int64)
+
+    @property
     def flops(self):
+        """Varlen cases: the FLOPs of the sequences themselves (none of the
+        padding), also for their padded side runs."""
+        if self.seqlens:
+            return float(sum(flops(1, self.H, int(n), int(n), self.E, self.ev, self.causal)
+                             for n in self.lengths))
         if self.op == "additive":
             return additive_flops(self.B, self.L, self.S, self.a, self.ev, self.E, self.dk, self.causal,
                                   self.projections)
@@ -191,6 +212,12 @@ class Case:
 
     def describe(self):
         """Shape and options in one short string."""
+        if self.seqlens:
+            n, lo, hi = self.seqlens
+            run = {None: "varlen_attention", "kv_lengths": f"padded to {hi}, kv_lengths",
+                   "mask": f"padded to {hi}, bool key-padding mask"}[self.padded]
+            return (f"N={n} seqs of L=S in {lo}..{hi} (total {int(self.lengths.sum())}) H={self.H} "
+                    f"E={self.E} {self.dtype} {run}")
         if self.op == "additive":
             proj = f"Dq={self.E} Dk={self.dk} " if self.projections else ""
             return (f"additive B={self.B} L={self.L} S={self.S} {proj}A={self.a} Ev={self.ev} {self.dtype}"
@@ -275,6 +302,7 @@ CASES = (
     Case("additive-causal-2k", "additive", op="additive", B=1, H=1, L=2048, S=2048, E=64, causal=True),
     Case("additive-decode-4k", "additive", op="additive", B=16, H=1, L=1, S=4096, E=128),
     Case("additive-small", "additive", op="additive", B=32, H=1, L=32, S=32, E=32),
+    Case("varlen-32x16..512", "varlen", L=512, S=512, seqlens=(32, 16, 512), presets=_Q),
     Case("tiny", "tiny", B=1, H=1, L=1, S=16, E=64, presets=_ALL),
     # Only for the smoke preset (the test suite): small and fast.
     Case("smoke-prefill-128", "prefill", H=2, L=128, S=128, scaling=True, presets=("smoke",)),
@@ -286,6 +314,7 @@ CASES = (
          presets=("smoke",)),
     Case("smoke-additive-64", "additive", op="additive", B=2, H=1, L=64, S=64, E=32, A=16, Dk=24,
          projections=True, presets=("smoke",)),
+    Case("smoke-varlen-6x4..40", "varlen", H=2, L=40, S=40, seqlens=(6, 4, 40), presets=("smoke",)),
     Case("smoke-alibi-128", "variants", H=2, L=128, S=128, variant="alibi", presets=("smoke",)),
 )
 
@@ -311,16 +340,27 @@ def select(preset=None, patterns=None):
 @dataclasses.dataclass
 class Inputs:
     """Arrays of one case: q (B, H, L, E), k (B, Hkv, S, E), v (B, Hkv, S, Ev)
-    of the case dtype (additive: q (B, L, E), k (B, S, Dk), v (B, S, Ev));
-    ``mask`` (L, S) bool or float32, or None; ALiBi ``slopes`` and ``sinks``,
-    float32 (H,); ``extra``: additive's v_a and projections; a kvcache case's
-    filled caches by kv_dtype (``"caches"``: the case's, and a float one for
-    the row timed beside it), with k and v None."""
+    of the case dtype; ``mask`` (L, S) bool or float32, or None; ALiBi
+    ``slopes`` and ``sinks``, float32 (H,).
+
+    Varlen cases: q (total, H, E), k (total, Hkv, E), v (total, Hkv, Ev)
+    packed, ``cu_seqlens`` (N + 1,) int64; ``padded`` the same sequences as
+    (q, k, v) of shape (N, H, longest, E) with zeros beyond each length,
+    ``kv_lengths`` (N,) and ``mask`` the (N, 1, 1, longest) boolean
+    key-padding mask.
+
+    Additive cases: q (B, L, E), k (B, S, Dk), v (B, S, Ev); ``extra``:
+    v_a and the projections. A kvcache case's ``extra["caches"]``: its filled
+    caches by kv_dtype (the case's, and a float one for the row timed beside
+    it), with k and v None."""
 
     q: np.ndarray
     k: np.ndarray
     v: np.ndarray
     mask: np.ndarray | None = None
+    cu_seqlens: np.ndarray | None = None
+    kv_lengths: np.ndarray | None = None
+    padded: tuple | None = None
     slopes: np.ndarray | None = None
     sinks: np.ndarray | None = None
     extra: dict = dataclasses.field(default_factory=dict)
@@ -337,6 +377,8 @@ def make_inputs(case, seed=0):
         a = rng.standard_normal(shape, dtype=np.float32)
         return a if dt == np.float32 else a.astype(dt)
 
+    if case.seqlens:
+        return _make_varlen_inputs(case, randn)
     if case.op == "additive":
         return _additive_inputs(case, rng, randn)
     q = randn((case.B, case.H, case.L, case.E))
@@ -357,7 +399,22 @@ def make_inputs(case, seed=0):
     elif case.mask is not None:
         raise ValueError(f"unknown mask kind {case.mask!r}")
     sinks = rng.standard_normal(case.H, dtype=np.float32)
-    return Inputs(q, k, v, mask, alibi_slopes(case.H), sinks)
+    return Inputs(q, k, v, mask, slopes=alibi_slopes(case.H), sinks=sinks)
+
+
+def _make_varlen_inputs(case, randn):
+    lengths = case.lengths
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    total, n, longest = int(cu[-1]), len(lengths), case.seqlens[2]
+    q = randn((total, case.H, case.E))
+    k = randn((total, case.hkv, case.E))
+    v = randn((total, case.hkv, case.ev))
+    padded = tuple(np.zeros((n, a.shape[1], longest, a.shape[2]), a.dtype) for a in (q, k, v))
+    for i in range(n):
+        for p, a in zip(padded, (q, k, v)):
+            p[i, :, : lengths[i]] = a[cu[i]:cu[i + 1]].transpose(1, 0, 2)
+    mask = (np.arange(longest)[None, :] < lengths[:, None])[:, None, None, :]
+    return Inputs(q, k, v, mask=mask, cu_seqlens=cu, kv_lengths=lengths, padded=padded)
 
 
 def _additive_inputs(case, rng, randn):
@@ -390,13 +447,28 @@ def additive_kwargs(case, inputs):
     return kw
 
 
+def run_varlen(case, inputs, threads=None):
+    """A varlen case: ``varlen_attention`` over the packed sequences, or (its
+    side runs, ``case.padded``) the same sequences padded into one batch
+    through ``scaled_dot_product_attention``."""
+    import pyattn
+
+    if case.padded is None:
+        cu = inputs.cu_seqlens
+        return pyattn.varlen_attention(inputs.q, inputs.k, inputs.v, cu, cu, is_causal=case.causal,
+                                       num_threads=threads)
+    kw = {"kv_lengths": inputs.kv_lengths} if case.padded == "kv_lengths" else {"attn_mask": inputs.mask}
+    return pyattn.scaled_dot_product_attention(*inputs.padded, is_causal=case.causal,
+                                               enable_gqa=case.gqa, num_threads=threads, **kw)
+
+
 # --------------------------------------------------------------------------
-# Validation against the float64 reference (SPEC section 7)
+# Validation against the float64 reference (docs/api.md section 7)
 # --------------------------------------------------------------------------
 
 
 def tolerance(dtype):
-    """SPEC section 7: rtol/atol against the float64 reference."""
+    """docs/api.md section 7: rtol/atol against the float64 reference."""
     dtype = np.dtype(dtype)
     if dtype == np.float64:
         return 1e-12, 1e-12
@@ -437,11 +509,13 @@ def validate(case, inputs, result, budget=1 << 22):
     """Compares a pyattn ``result`` for ``case`` with
     ``pyattn.reference.scaled_dot_product_attention`` run in float64 on the
     same inputs, restricted to batch element 0, the first and last query head
-    and (for big cases) a subset of the query rows, within the SPEC section 7
+    and (for big cases) a subset of the query rows, within the docs/api.md section 7
     tolerance of the case dtype. Causal masking of the selected rows becomes
     an explicit boolean mask; GQA picks the kv head of each query head."""
     from pyattn import reference
 
+    if case.seqlens:
+        return _validate_varlen(case, inputs, result)
     out, weights = (result if case.weights else (result, None))
     rtol, atol = tolerance(out.dtype)
     if case.op == "additive":
@@ -516,3 +590,26 @@ def _validate_additive(case, inputs, out, rtol, atol, budget):
     max_err = float(np.nanmax(err)) if err.size else 0.0
     return Validation(ok=worst <= 1.0, max_abs_err=max_err, worst_ratio=worst,
                       checked=f"batch 0, {len(rows)}/{case.L} rows")
+
+
+def _validate_varlen(case, inputs, out):
+    """A varlen result against ``pyattn.reference.varlen_attention`` on the
+    first and the last query head (with their kv heads), every sequence."""
+    from pyattn import reference
+
+    rtol, atol = tolerance(out.dtype)
+    heads = sorted({0, case.H - 1})
+    kv_heads = sorted({h // (case.H // case.hkv) for h in heads})
+    q = inputs.q[:, heads].astype(np.float64)
+    k = inputs.k[:, kv_heads].astype(np.float64)
+    v = inputs.v[:, kv_heads].astype(np.float64)
+    cu = inputs.cu_seqlens
+    want = reference.varlen_attention(q, k, v, cu, cu, is_causal=case.causal)
+    got = np.asarray(out[:, heads], dtype=np.float64)
+    err = np.abs(got - want)
+    worst = float(np.max(err / (atol + rtol * np.abs(want)))) if err.size else 0.0
+    if not np.all(np.isfinite(got)):
+        worst = math.inf
+    max_err = float(np.max(err)) if err.size else 0.0
+    checked = f"heads {heads}, all {len(cu) - 1} sequences"
+    return Validation(ok=worst <= 1.0, max_abs_err=max_err, worst_ratio=worst, checked=checked)

@@ -2,7 +2,7 @@
 baselines on a preset suite and print a table.
 
 Every pyattn result is first checked against the float64 reference
-(``pyattn.reference``) on a slice of the case (SPEC section 7 tolerance); a
+(``pyattn.reference``) on a slice of the case (the tolerance of docs/api.md section 7); a
 case that fails is not timed and makes the exit status 1. Times are medians
 over repeats after a warm-up; a case's implementations are timed in
 interleaved rounds (2 with --quick, 6 with --full), so that a burst of load
@@ -24,14 +24,17 @@ The "x" columns are speed-ups of pyattn: baseline time / pyattn time
 (> 1: pyattn is faster). Ratios between pyattn calls that a comparison
 needs side by side are timed in the same rounds too, and printed below the
 table: a masked or weights case against the same call without its mask or
-weights, a multi-thread prefill-2048 row against 1 thread, and a decoding
+weights, a multi-thread prefill-2048 row against 1 thread, a decoding
 step over a quantised (int8) or bfloat16 KV cache against the same step over
-a float32 cache.
+a float32 cache, and a packed variable-length case against pyattn on the
+same sequences padded into one batch (with kv_lengths, and with a boolean
+key-padding mask; its torch column is SDPA on the padded batch with that mask).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -106,12 +109,18 @@ def _side_runs(case, threads):
     if float_cache is not None:
         runs.append(("float cache", f"x faster than the same step over a {case.dtype} cache", float_cache,
                      threads))
+    if case.seqlens and case.padded is None:
+        for how, what in (("kv_lengths", "kv_lengths"), ("mask", "a bool key-padding mask")):
+            padded = dataclasses.replace(case, name=f"{case.name} (padded, {how})", padded=how, presets=())
+            runs.append((f"padded {how}", f"x faster than pyattn on the padded batch with {what}",
+                         padded, threads))
     return runs
 
 
 def _side_ratio(key, pyattn_s, side_s):
     """The ratio printed for a side run: time with / time without the
-    extras, or the other call's time / this row's time."""
+    extras, or the other call's time (1 thread, a padded batch, a float32
+    cache) / this row's time."""
     return pyattn_s / side_s if key == "plain" else side_s / pyattn_s
 
 
@@ -151,6 +160,16 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default 0)")
     p.add_argument("--list", action="store_true", help="list the case table and exit")
+    p.add_argument("--e2e", action="store_true",
+                   help="instead of the case table: a small Llama-shaped model (transformers, random "
+                        "weights), prefill of --e2e-prefill tokens and --e2e-decode decode steps, pyattn's "
+                        "transformers backend against sdpa (default threads: 1,2; needs transformers)")
+    p.add_argument("--e2e-prefill", type=int, default=2048, metavar="N", help="prompt length for --e2e")
+    p.add_argument("--e2e-decode", type=int, default=64, metavar="N", help="decode steps for --e2e")
+    p.add_argument("--neighbours", action="store_true",
+                   help="instead of the case table: a torch matmul right after a pyattn call and pyattn "
+                        "right after torch (and ONNX Runtime) against each alone, for each pyattn thread "
+                        "wait policy (threads: the first of --threads, default 2; needs torch)")
     return p
 
 
@@ -608,6 +627,25 @@ def main(argv=None):
     except ImportError as exc:
         print(f"pyattn-bench: cannot import pyattn: {exc}", file=sys.stderr)
         return 2
+    if args.neighbours:
+        if importlib.util.find_spec("torch") is None:
+            print("pyattn-bench: --neighbours needs torch", file=sys.stderr)
+            return 2
+        from .neighbours import run_neighbours
+
+        run_neighbours((args.threads or [2])[0], rounds=25 if args.preset == "full" else 15,
+                       progress=not args.no_progress)
+        return 0
+    if args.e2e:
+        if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None:
+            print("pyattn-bench: --e2e needs torch and transformers (pip install 'pyattn[bench]')",
+                  file=sys.stderr)
+            return 2
+        from .e2e import run_e2e
+
+        rows, agree = run_e2e(args.threads or [1, 2], prefill=args.e2e_prefill, decode=args.e2e_decode,
+                              rounds=6 if args.preset == "full" else 3, progress=not args.no_progress)
+        return 0 if agree else 1
     return run(args)
 
 

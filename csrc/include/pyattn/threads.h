@@ -28,4 +28,24 @@ void before_parallel_region();
 bool parallel_regions_usable();
 const char* openmp_description();
 
+// What the OpenMP threads a call started do once it returns.
+//   active:  stay in the OpenMP runtime's pool, which spins idle threads for
+//            a while (GOMP_SPINCOUNT / OMP_WAIT_POLICY) before they sleep:
+//            the next call starts fastest, but until they sleep they take
+//            CPU time from whatever the process runs next;
+//   passive: the calling thread's pool is released after every
+//            multi-threaded call (omp_pause_resource_all), so nothing of
+//            pyattn's runs between calls; each call starts its threads anew;
+//   automatic: passive when pyattn's OpenMP runtime is a private copy (a
+//            wheel's renamed libgomp-<hash>.so), whose pool nothing else in
+//            the process reuses; active when it is the shared runtime
+//            (libgomp.so.1), whose pool torch's OpenMP regions reuse too --
+//            releasing it would make them start their threads anew.
+enum class ThreadWait { automatic = 0, passive = 1, active = 2 };
+void set_thread_wait(ThreadWait w);
+ThreadWait thread_wait();
+bool thread_wait_is_passive();       // the policy in effect (automatic resolved)
+bool openmp_runtime_private();       // the runtime's file is a renamed private copy
+void after_parallel_region();        // releases the pool when passive
+
 }  // namespace pyattn

@@ -13,9 +13,12 @@ import json
 import os
 import pathlib
 import subprocess
+import tempfile
 import sys
 
 import pytest
+
+import pyattn
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +46,13 @@ def test_a_leak_of_one_result_per_call_is_seen(tmp_path):
 def run_leak_check(tmp_path, *extra):
     out = tmp_path / "leak.json"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    # The pyattn under test first (in CI the installed one: the checkout's
+    # sources, which have no built core, must not shadow it), then the checkout.
+    tested = os.path.dirname(os.path.dirname(os.path.abspath(pyattn.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([tested, str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "leak_check.py"), "--calls", "3000",
                         "--warmup", "1000", "--json", str(out), *extra],
-                       capture_output=True, text=True, env=env, timeout=1200)
+                       capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), timeout=1200)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = json.loads(out.read_text())["rows"]
     return {name: row["rss"][2] - row["rss"][1] for name, row in rows.items()}, r.stdout

@@ -6,9 +6,12 @@ runs in a child process (signals, limits and pools act on a whole process)."""
 import os
 import pathlib
 import subprocess
+import tempfile
 import sys
 
 import pytest
+
+import pyattn
 
 pytestmark = pytest.mark.integration
 
@@ -18,9 +21,12 @@ UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 def stress(*args, timeout=600):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    # The pyattn under test first (in CI the installed one: the checkout's
+    # sources, which have no built core, must not shadow it), then the checkout.
+    tested = os.path.dirname(os.path.dirname(os.path.abspath(pyattn.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([tested, str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "stress.py"), *args],
-                       capture_output=True, text=True, env=env, timeout=timeout)
+                       capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr[-4000:]
     assert "stress: OK" in r.stdout
     return r.stdout

@@ -273,6 +273,24 @@ def scaled_dot_product_attention(
     )
 
 
+def _shapes_and_scores(q, k, v, enable_gqa, scale, softcap, alibi_slopes, sinks, cdt):
+    """The sizes of a general-path call, checked ((L, S, Ev)), its batch and
+    head layout, and its score options (scale, softcap, and the ALiBi slopes
+    and sinks per head in the compute dtype ``cdt``)."""
+    L, E = q.shape[-2:]
+    S, Ek = k.shape[-2:]
+    Sv, Ev = v.shape[-2:]
+    if Ek != E:
+        raise ValueError(f"key feature size {Ek} (shape {k.shape}) != query feature size {E} (shape {q.shape})")
+    if Sv != S:
+        raise ValueError(f"value has {Sv} rows (shape {v.shape}) but key has {S} (shape {k.shape})")
+    batch, layout = _batch_and_layout(q, k, v, bool(enable_gqa))
+    scores = (_args.parse_scale(scale, E), _args.parse_softcap(softcap),
+              _args.prepare_per_head(alibi_slopes, "alibi_slopes", batch, cdt),
+              _args.prepare_per_head(sinks, "sinks", batch, cdt))
+    return (L, S, Ev), batch, layout, scores
+
+
 def _sdpa_general(q, k, v, dtype, storage, *, attn_mask, is_causal, scale, window, kv_lengths,
                   enable_gqa, return_weights, return_lse, out, num_threads, inputs,
                   softcap=None, alibi_slopes=None, sinks=None):
@@ -285,20 +303,8 @@ def _sdpa_general(q, k, v, dtype, storage, *, attn_mask, is_causal, scale, windo
     float32, the compute dtype). ``inputs``: what the user passed, by name
     (``out`` may not overlap it).
     """
-    L, E = q.shape[-2:]
-    S, Ek = k.shape[-2:]
-    Sv, Ev = v.shape[-2:]
-    if Ek != E:
-        raise ValueError(f"key feature size {Ek} (shape {k.shape}) != query feature size {E} (shape {q.shape})")
-    if Sv != S:
-        raise ValueError(f"value has {Sv} rows (shape {v.shape}) but key has {S} (shape {k.shape})")
-    batch, layout = _batch_and_layout(q, k, v, bool(enable_gqa))
-
-    scale = _args.parse_scale(scale, E)
-    cap = _args.parse_softcap(softcap)
-    cdt = _args.compute_dtype(dtype)
-    slopes = _args.prepare_per_head(alibi_slopes, "alibi_slopes", batch, cdt)
-    sink = _args.prepare_per_head(sinks, "sinks", batch, cdt)
+    (L, S, Ev), batch, layout, (scale, cap, slopes, sink) = _shapes_and_scores(
+        q, k, v, enable_gqa, scale, softcap, alibi_slopes, sinks, _args.compute_dtype(dtype))
     call = _Call(
         dtype, batch, layout, L, S, Ev,
         attn_mask=attn_mask, is_causal=is_causal, window=window, kv_lengths=kv_lengths,
@@ -335,19 +341,9 @@ def _sdpa_over_stored_kv(query, key, value, kv_storage, key_scale=None, value_sc
     arrays, dtype = _args.check_inputs({"query": query})
     q = arrays["query"]
     k, v = _args.as_array(key, "key"), _args.as_array(value, "value")
-    L, E = q.shape[-2:]
-    S, Ek = k.shape[-2:]
-    Sv, Ev = v.shape[-2:]
-    if Ek != E:
-        raise ValueError(f"key feature size {Ek} (shape {k.shape}) != query feature size {E} (shape {q.shape})")
-    if Sv != S:
-        raise ValueError(f"value has {Sv} rows (shape {v.shape}) but key has {S} (shape {k.shape})")
-    batch, layout = _batch_and_layout(q, k, v, bool(enable_gqa))
-    scale = _args.parse_scale(scale, E)
     f32 = np.dtype(np.float32)
-    cap = _args.parse_softcap(softcap)
-    slopes = _args.prepare_per_head(alibi_slopes, "alibi_slopes", batch, f32)
-    sink = _args.prepare_per_head(sinks, "sinks", batch, f32)
+    (L, S, Ev), batch, layout, (scale, cap, slopes, sink) = _shapes_and_scores(
+        q, k, v, enable_gqa, scale, softcap, alibi_slopes, sinks, f32)
     call = _Call(
         dtype, batch, layout, L, S, Ev,
         attn_mask=attn_mask, is_causal=is_causal, window=window, kv_lengths=kv_lengths,

@@ -1,13 +1,13 @@
-// Score epilogues: the steps the shared loop (attention_loop-inl.h) applies
-// to each row of a strip's score tile, chosen at compile time by the
+// Score epilogues: the steps the shared loop's strip step (score_strip-inl.h)
+// applies to each row of a strip's score tile, chosen at compile time by the
 // kernel's Variant (kernel_switch.h), so a call without them pays nothing
 // per score. Included INSIDE a target namespace after vec_math-inl.h and
-// before attention_loop-inl.h; no include guard.
+// before the loop's parts (attention_loop-inl.h); no include guard.
 //
 // The loop makes a score in this order:
 //   s = the scorer's score (scale <q, k> for SDPA)
 //   transform(s)           softcap: s = c tanh(s / c)           (Gemma 2)
-//   + the float mask       (the loop; the mask's rule: add_bias_rule)
+//   + the float mask       (the strip step; the mask's rule: add_bias_rule)
 //   add_bias(s)            ALiBi: s += -slope |p(i) - j|         (BLOOM, MPT)
 //   then it hides the keys outside the row's visible interval (so a hidden
 //   key stays -inf whatever an epilogue made of it) and runs the softmax.

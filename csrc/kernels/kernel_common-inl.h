@@ -111,7 +111,7 @@ inline void apply_mask_row(MaskKind kind, const char* mrow, int64_t col_stride, 
 // stores and a few shuffles per W^2 elements instead of a scalar load and
 // store each (key packing was 3-4% of a long prefill call).
 template <class V, int PW, class S>
-inline void pack_key_panels(const S* k, int64_t k_row, int64_t nk,
+PYATTN_OUTLINE void pack_key_panels(const S* k, int64_t k_row, int64_t nk,
                             int64_t E, typename V::T* kp, const float* kscale = nullptr) {
   using T = typename V::T;
   constexpr int W = V::W;

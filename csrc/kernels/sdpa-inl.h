@@ -153,7 +153,7 @@ struct DotScorer {
   DotScorer(const SdpaParams& params, const Tiling& t, T* scratch)
       : p(params), qs(scratch + t.off_q), kp(scratch + t.off_k) {}
 
-  void begin_item(int64_t b, int64_t g0, int64_t rows) {
+  PYATTN_OUTLINE void begin_item(int64_t b, int64_t g0, int64_t rows) {
     direct = rows < Shape::qk_mr;
     const SQ* q = static_cast<const SQ*>(p.q.data) + p.q.batch_offset(p.batch, b);
     const T scale = static_cast<T>(scores_in_log2(p) ? p.scale * kLog2e : p.scale);

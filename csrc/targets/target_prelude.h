@@ -26,6 +26,9 @@
 // of their own that must compile to the same code as if written inline in
 // the loop: their per-item and per-strip steps are forced inline.
 #define PYATTN_INLINE inline __attribute__((always_inline))
+// Steps run once per key block or per item that stay calls (keeping the
+// loop's code small).
+#define PYATTN_OUTLINE __attribute__((noinline))
 
 // Compile what follows for one ISA (a comma-separated GCC/clang target list),
 // up to PYATTN_TARGET_END.

@@ -171,3 +171,15 @@ def check_out(out, shape: tuple, dtype: np.dtype, inputs: dict) -> np.ndarray:
 def check_size(shape: tuple, itemsize: int, name: str) -> None:
     """Refuse results whose byte size overflows before asking for memory."""
     _core.check_size(shape, itemsize, name)
+
+
+def call_shape(q, k, v, enable_gqa) -> tuple:
+    """(batch, L, S, E, Ev) of an attention call on q, k, v (the core's rule:
+    feature sizes, rows, batch broadcasting, grouped-query heads)."""
+    return _core.call_shape((q, k, v), bool(enable_gqa))
+
+
+def scale_value(scale, E: int) -> float:
+    """The scale a call uses: ``scale`` (a finite real number), or 1/sqrt(E)
+    (1 for E = 0) for None."""
+    return _core.scale_or_default(real_or_none(scale, "scale"), E)

@@ -198,6 +198,14 @@ struct HeadLayout {
   }
 };
 
+// The sizes and batch of a call.
+struct CallShape {
+  std::vector<py::ssize_t> batch;  // the user's batch shape
+  HeadLayout layout;
+  int64_t L = 0, S = 0, E = 0, Ev = 0;
+};
+
+
 const char* const kFloatNames = "float16, bfloat16, float32 or float64";
 
 // alibi_slopes / sinks: a float array of one value per query head over the
@@ -434,14 +442,16 @@ py::object PreparedCall::result() const {
   return o;
 }
 
-void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view,
-                  const CallOperands& ops, const CallOptions& o, PreparedCall* call) {
+CallShape call_shape(const CallOperands& ops, bool gqa) {
   const py::array &q = ops.q, &k = ops.k, &v = ops.v;
   const char *qn = ops.names[0], *kn = ops.names[1], *vn = ops.names[2];
   auto shown_shape = [&](int i, const py::array& a) {  // the shape the user passed
     const py::handle x = ops.shown[i];
     return x && py::isinstance<py::array>(x) ? shape_of(py::reinterpret_borrow<py::array>(x)) : shape_of(a);
   };
+  for (int i = 0; i < 3; ++i)
+    if ((i == 0 ? q : i == 1 ? k : v).ndim() < 2)
+      throw py::value_error(std::string(ops.names[i]) + " must have at least 2 dimensions (..., rows, features)");
   const py::ssize_t qd = q.ndim(), kd = k.ndim(), vd = v.ndim();
   const int64_t L = q.shape(qd - 2), E = q.shape(qd - 1), S = k.shape(kd - 2), Ev = v.shape(vd - 1);
   if (k.shape(kd - 1) != E)
@@ -454,9 +464,10 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
                           shown_shape(1, k) + ")");
 
   // The user's batch shape and the grouped-query head layout.
-  std::vector<py::ssize_t> batch;
-  HeadLayout layout;
-  if (!o.gqa) {
+  CallShape r;
+  std::vector<py::ssize_t>& batch = r.batch;
+  HeadLayout& layout = r.layout;
+  if (!gqa) {
     batch = broadcast_batch({{qn, shape_vec(q, 0, 2)}, {kn, shape_vec(k, 0, 2)}, {vn, shape_vec(v, 0, 2)}});
   } else {
     for (const py::array* a : {&q, &k, &v})
@@ -478,6 +489,21 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
     layout.group = hk ? hq / hk : 1;
   }
   layout.nb = batch.size();
+  r.L = L;
+  r.S = S;
+  r.E = E;
+  r.Ev = Ev;
+  return r;
+}
+
+void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view,
+                  const CallOperands& ops, const CallOptions& o, PreparedCall* call) {
+  const py::array &q = ops.q, &k = ops.k, &v = ops.v;
+  const char *qn = ops.names[0], *kn = ops.names[1], *vn = ops.names[2];
+  const CallShape sh = call_shape(ops, o.gqa);
+  const std::vector<py::ssize_t>& batch = sh.batch;
+  const HeadLayout& layout = sh.layout;
+  const int64_t L = sh.L, E = sh.E, S = sh.S, Ev = sh.Ev;
   const py::dtype& cdt = ops.cdt;
 
   // Score options.
@@ -640,6 +666,17 @@ void register_call_args(py::module_& m) {
     return check_out(out, shape, dtype, named);
   }, py::arg("out"), py::arg("shape"), py::arg("dtype"), py::arg("inputs"),
         "out checked for a result of shape and dtype, against [(name, array), ...] inputs.");
+  m.def("call_shape", [](const py::tuple& qkv, bool gqa) {
+    CallOperands ops;
+    ops.q = as_array(qkv[0], "query");
+    ops.k = as_array(qkv[1], "key");
+    ops.v = as_array(qkv[2], "value");
+    const CallShape sh = call_shape(ops, gqa);
+    return py::make_tuple(py::tuple(py::cast(sh.batch)), sh.L, sh.S, sh.E, sh.Ev);
+  }, py::arg("qkv"), py::arg("enable_gqa"),
+        "(batch, L, S, E, Ev) of a call on (query, key, value) (2-D or more), or the named ValueError.");
+  m.def("scale_or_default", [](py::handle scale, int64_t E) { return scale_or_default(scale, E); },
+        py::arg("scale"), py::arg("E"), "scale (a float) checked, or 1/sqrt(E) (1 for E = 0) for None.");
   m.def("check_size", [](const std::vector<py::ssize_t>& shape, int64_t item, const std::string& name) {
     check_size(shape, item, name.c_str());
   }, py::arg("shape"), py::arg("itemsize"), py::arg("name"),

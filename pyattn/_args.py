@@ -13,7 +13,6 @@ core's shared rules by name.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np

@@ -83,11 +83,12 @@ def scaled_dot_product_attention(
 
     The full contract (every option, error and promise): docs/api.md, section 1.
     """
+    # (Identity tests first: this is part of every small call's cost.)
+    left, right = (-1, -1) if window is None else _args.window_sides(window)
     return _core.sdpa(
         query, key, value, attn_mask,
         scale if scale is None or type(scale) is float else _args.real_or_none(scale, "scale"),
-        _NO_CAUSAL if is_causal is False else _args.causal_code(is_causal),
-        *((-1, -1) if window is None else _args.window_sides(window)),
+        _NO_CAUSAL if is_causal is False else _args.causal_code(is_causal), left, right,
         kv_lengths, out, return_weights, return_lse, enable_gqa,
         0 if num_threads is None else _args.thread_count(num_threads),
         softcap if softcap is None or type(softcap) is float else _args.real_or_none(softcap, "softcap"),

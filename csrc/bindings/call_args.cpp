@@ -467,7 +467,12 @@ CallShape call_shape(const CallOperands& ops, bool gqa) {
   CallShape r;
   std::vector<py::ssize_t>& batch = r.batch;
   HeadLayout& layout = r.layout;
-  if (!gqa) {
+  const bool same_batch = qd == kd && kd == vd &&
+                          std::equal(q.shape(), q.shape() + qd - 2, k.shape()) &&
+                          std::equal(q.shape(), q.shape() + qd - 2, v.shape());
+  if (!gqa && same_batch) {  // the common case, without the general rule
+    batch.assign(q.shape(), q.shape() + qd - 2);
+  } else if (!gqa) {
     batch = broadcast_batch({{qn, shape_vec(q, 0, 2)}, {kn, shape_vec(k, 0, 2)}, {vn, shape_vec(v, 0, 2)}});
   } else {
     for (const py::array* a : {&q, &k, &v})

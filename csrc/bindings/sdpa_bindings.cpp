@@ -40,7 +40,10 @@ py::object sdpa(py::handle query, py::handle key, py::handle value, py::handle m
   py::array q = as_array(query, "query"), k = as_array(key, "key"), v = as_array(value, "value");
   DType storage;
   if (bits < 0) {
-    const py::dtype dt = check_float_inputs({{"query", q}, {"key", k}, {"value", v}});
+    const py::dtype qdt = q.dtype();
+    const bool plain = (has_dtype<float>(q) || has_dtype<double>(q)) && k.dtype().is(qdt) && v.dtype().is(qdt) &&
+                       q.ndim() >= 2 && k.ndim() >= 2 && v.ndim() >= 2;  // (the common case, checked quickly)
+    const py::dtype dt = plain ? qdt : check_float_inputs({{"query", q}, {"key", k}, {"value", v}});
     storage = float_kind(dt);
     ops.cdt = storage == DType::f64 ? dt : py::dtype::of<float>();
     ops.result_dtype = dt;

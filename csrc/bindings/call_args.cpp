@@ -430,7 +430,8 @@ CallOptions call_options(py::handle mask, py::handle scale, int causal, int64_t 
 py::object PreparedCall::result() const {
   py::object o = out, w = weights;
   if (o.is_none()) {
-    o = same_dtype(target.dtype(), result_dtype) ? py::object(target) : target.attr("astype")(result_dtype);
+    const auto t = py::reinterpret_borrow<py::array>(target);
+    o = same_dtype(t.dtype(), result_dtype) ? target : target.attr("astype")(result_dtype);
   } else if (!o.is(target)) {
     o.attr("__setitem__")(py::ellipsis(), target);
   }
@@ -548,6 +549,7 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
   if (o.out.is_none()) {
     call->out = py::none();
     call->target = py::array(cdt, out_shape);
+    call->keep.reserve(12);
   } else {
     // Both what the user passed and what the kernels read (a conversion of it).
     std::vector<std::pair<const char*, py::handle>> inputs;
@@ -601,7 +603,8 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
   add_operand(builder, cbatch, keep(layout(q, 2, HeadLayout::query)), qn, 2, q_view);
   add_operand(builder, cbatch, keep(layout(k, 2, HeadLayout::kv)), kn, 2, k_view);
   add_operand(builder, cbatch, keep(layout(v, 2, HeadLayout::kv)), vn, 2, &p.v);
-  add_operand(builder, cbatch, keep(layout(call->target, 2, HeadLayout::batched)), "out", 2, &p.out, true);
+  add_operand(builder, cbatch, keep(layout(py::reinterpret_borrow<py::array>(call->target), 2, HeadLayout::batched)),
+              "out", 2, &p.out, true);
   if (o.want_weights)
     add_operand(builder, cbatch, keep(layout(py::reinterpret_borrow<py::array>(call->weights), 2, HeadLayout::batched)),
                 "weights", 2, &p.weights, true);
@@ -672,10 +675,7 @@ void register_call_args(py::module_& m) {
   }, py::arg("out"), py::arg("shape"), py::arg("dtype"), py::arg("inputs"),
         "out checked for a result of shape and dtype, against [(name, array), ...] inputs.");
   m.def("call_shape", [](const py::tuple& qkv, bool gqa) {
-    CallOperands ops;
-    ops.q = as_array(qkv[0], "query");
-    ops.k = as_array(qkv[1], "key");
-    ops.v = as_array(qkv[2], "value");
+    CallOperands ops(as_array(qkv[0], "query"), as_array(qkv[1], "key"), as_array(qkv[2], "value"));
     const CallShape sh = call_shape(ops, gqa);
     return py::make_tuple(py::tuple(py::cast(sh.batch)), sh.L, sh.S, sh.E, sh.Ev);
   }, py::arg("qkv"), py::arg("enable_gqa"),

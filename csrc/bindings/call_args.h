@@ -56,7 +56,10 @@ struct KvExtra {
 };
 
 // The op's score operands, already in the form the kernels read.
+// (Arrays are constructed with values: a default py::array would be an
+// empty NumPy array made on every call.)
 struct CallOperands {
+  CallOperands(py::array q_, py::array k_, py::array v_) : q(std::move(q_)), k(std::move(k_)), v(std::move(v_)) {}
   py::array q, k, v;                   // q-like (..., L, E), k-like (..., S, E), v (..., S, Ev)
   const char* names[3] = {"query", "key", "value"};
   py::handle shown[3];                 // what the user passed for them (messages, overlap)
@@ -70,7 +73,7 @@ struct PreparedCall {
   int64_t E = 0;                       // the last dimension of q and k
   double scale = 1;                    // the scale option, or its default 1/sqrt(E)
   py::object out;                      // the user's out (None: the result is `target`)
-  py::array target;                    // what the kernels write (out itself when it can)
+  py::object target;                   // the array the kernels write (out itself when it can)
   py::object weights, lse;
   std::vector<py::object> keep;        // views the operands point into
   py::dtype result_dtype;

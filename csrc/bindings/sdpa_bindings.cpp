@@ -33,20 +33,17 @@ py::object sdpa(py::handle query, py::handle key, py::handle value, py::handle m
                 int causal, int64_t window_left, int64_t window_right, py::handle lengths, py::handle out,
                 py::handle want_weights, py::handle want_lse, py::handle gqa, int num_threads, py::handle softcap,
                 py::handle alibi_slopes, py::handle sinks, int bits) {
-  CallOperands ops;
-  ops.shown[0] = query;
-  ops.shown[1] = key;
-  ops.shown[2] = value;
   py::array q = as_array(query, "query"), k = as_array(key, "key"), v = as_array(value, "value");
   DType storage;
+  py::dtype cdt, result_dtype;
   if (bits < 0) {
     const py::dtype qdt = q.dtype();
     const bool plain = (has_dtype<float>(q) || has_dtype<double>(q)) && k.dtype().is(qdt) && v.dtype().is(qdt) &&
                        q.ndim() >= 2 && k.ndim() >= 2 && v.ndim() >= 2;  // (the common case, checked quickly)
     const py::dtype dt = plain ? qdt : check_float_inputs({{"query", q}, {"key", k}, {"value", v}});
     storage = float_kind(dt);
-    ops.cdt = storage == DType::f64 ? dt : py::dtype::of<float>();
-    ops.result_dtype = dt;
+    cdt = storage == DType::f64 ? dt : py::dtype::of<float>();
+    result_dtype = dt;
   } else {
     if (bits != static_cast<int>(DType::bf16) && bits != static_cast<int>(DType::f16))
       throw py::value_error("bits must be the bfloat16 or float16 storage code");
@@ -56,12 +53,15 @@ py::object sdpa(py::handle query, py::handle key, py::handle value, py::handle m
         throw py::value_error(std::string(name) + " must have at least 2 dimensions (..., rows, features)");
     }
     storage = static_cast<DType>(bits);
-    ops.cdt = py::dtype::of<float>();
-    ops.result_dtype = ops.cdt;
+    cdt = py::dtype::of<float>();
+    result_dtype = cdt;
   }
-  ops.q = kernel_ready(q);
-  ops.k = kernel_ready(k);
-  ops.v = kernel_ready(v);
+  CallOperands ops(kernel_ready(q), kernel_ready(k), kernel_ready(v));
+  ops.shown[0] = query;
+  ops.shown[1] = key;
+  ops.shown[2] = value;
+  ops.cdt = cdt;
+  ops.result_dtype = result_dtype;
   const CallOptions o = call_options(mask, scale, causal, window_left, window_right, lengths, out, want_weights,
                                      want_lse, gqa, num_threads, softcap, alibi_slopes, sinks);
   SdpaParams p;
@@ -85,13 +85,9 @@ py::object sdpa_stored_kv(py::handle query, py::handle key, py::handle value, in
   const bool i8 = storage == static_cast<int>(DType::i8);
   if (!i8 && storage != static_cast<int>(DType::bf16) && storage != static_cast<int>(DType::f16))
     throw py::value_error("storage must be the bfloat16, float16 or int8 storage code");
-  CallOperands ops;
-  ops.shown[0] = query;
-  ops.shown[1] = key;
-  ops.shown[2] = value;
   py::array q = as_array(query, "query"), k = as_array(key, "key"), v = as_array(value, "value");
-  ops.result_dtype = check_float_inputs({{"query", q}});
-  ops.cdt = py::dtype::of<float>();
+  const py::dtype result_dtype = check_float_inputs({{"query", q}});
+  const py::dtype f32 = py::dtype::of<float>();
   const py::ssize_t want_item = i8 ? 1 : 2;
   for (const auto& [name, a] : {std::pair{"key", &k}, {"value", &v}}) {
     if (a->itemsize() != want_item || (i8 && !has_dtype<int8_t>(*a)))
@@ -100,11 +96,15 @@ py::object sdpa_stored_kv(py::handle query, py::handle key, py::handle value, in
     if (a->ndim() < 2)
       throw py::value_error(std::string(name) + " must have at least 2 dimensions (..., rows, features)");
   }
-  ops.q = has_dtype<float>(q) ? kernel_ready(q)
-                              : py::module_::import("numpy").attr("ascontiguousarray")(q, py::arg("dtype") = ops.cdt)
-                                    .cast<py::array>();
-  ops.k = kernel_ready(k);
-  ops.v = kernel_ready(v);
+  CallOperands ops(has_dtype<float>(q) ? kernel_ready(q)
+                                      : py::module_::import("numpy").attr("ascontiguousarray")(q, py::arg("dtype") = f32)
+                                            .cast<py::array>(),
+                   kernel_ready(k), kernel_ready(v));
+  ops.shown[0] = query;
+  ops.shown[1] = key;
+  ops.shown[2] = value;
+  ops.result_dtype = result_dtype;
+  ops.cdt = f32;
   SdpaParams p;
   if (i8) {  // (..., S) -> (..., S, 1) float32 with contiguous positions
     if (key_scale.is_none() || value_scale.is_none())

@@ -289,7 +289,7 @@ py::array prepare_lengths(py::handle x, const std::vector<py::ssize_t>& batch, i
         first = false;
         return true;
       });
-      if (lo < 0 || hi > S) {
+      if (!length_in_range(lo, S) || !length_in_range(hi, S)) {
         los = std::to_string(lo);
         his = std::to_string(hi);
       }
@@ -358,7 +358,7 @@ py::array kernel_ready(const py::array& a) {
 }
 
 double scale_or_default(py::handle scale, int64_t E) {
-  if (scale.is_none()) return E > 0 ? 1.0 / std::sqrt(static_cast<double>(E)) : 1.0;
+  if (scale.is_none()) return default_scale(E);
   const double s = scale.cast<double>();
   if (!std::isfinite(s)) throw py::value_error("scale must be finite, got " + str(py::float_(s)));
   return s;
@@ -367,13 +367,13 @@ double scale_or_default(py::handle scale, int64_t E) {
 double softcap_or_off(py::handle softcap) {
   if (softcap.is_none()) return 0;
   const double c = softcap.cast<double>();
-  if (!(std::isfinite(c) && c > 0)) throw py::value_error("softcap must be a finite number > 0, got " + repr_of(softcap));
+  if (!softcap_ok(c)) throw py::value_error("softcap must be a finite number > 0, got " + repr_of(softcap));
   return c;
 }
 
 void check_per_head_values(const py::array& a, const char* name, py::handle shown) {
   const bool slopes = std::strcmp(name, "alibi_slopes") == 0;
-  auto good = [slopes](auto v) { return slopes ? std::isfinite(v) : !std::isnan(v) && v != INFINITY; };
+  auto good = [slopes](auto v) { return slopes ? alibi_slope_ok(v) : sink_ok(v); };
   const bool ok = has_dtype<double>(a) ? all_elements<double>(a, good) : all_elements<float>(a, good);
   if (ok) return;
   if (slopes)
@@ -485,7 +485,7 @@ CallShape call_shape(const CallOperands& ops, bool gqa) {
     if (hk != hv)
       throw py::value_error("enable_gqa: key and value must have the same number of heads, got " + std::to_string(hk) +
                             " and " + std::to_string(hv));
-    if ((hk == 0 && hq != 0) || (hk && hq % hk))
+    if (!kv_heads_divide(hq, hk))
       throw py::value_error("enable_gqa: key/value heads (" + std::to_string(hk) + ") must divide query heads (" +
                             std::to_string(hq) + ")");
     batch = broadcast_batch({{qn, shape_vec(q, 0, 3)}, {kn, shape_vec(k, 0, 3)}, {vn, shape_vec(v, 0, 3)}});
@@ -526,11 +526,10 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
   full.push_back(S);
   py::object mask = o.mask.is_none() ? py::object(py::none()) : py::object(prepare_mask(o.mask, full, cdt));
   py::object lengths = o.lengths.is_none() ? py::object(py::none()) : py::object(prepare_lengths(o.lengths, batch, S));
-  const int64_t limit = L + S + 1;  // a side wider than any distance is unbounded
   p.vis.causal = o.causal != static_cast<int>(Causal::none);
   p.vis.lower_right = o.causal == static_cast<int>(Causal::lower_right);
-  p.vis.window_left = o.window_left < 0 ? -1 : std::min(o.window_left, limit);
-  p.vis.window_right = o.window_right < 0 ? -1 : std::min(o.window_right, limit);
+  p.vis.window_left = window_side(o.window_left, L, S);
+  p.vis.window_right = window_side(o.window_right, L, S);
   p.num_threads = o.num_threads > 0 ? o.num_threads : default_num_threads();
   p.variants.softcap = softcap;
 

@@ -14,9 +14,12 @@
 // Then it lays the operands out over the core's batch (grouped-query heads
 // split as (Hkv, group), nothing copied) and fills the op's params.
 //
-// The integer codes that cross the Python/C++ boundary are defined here and
-// in pyattn/strided.h (DType); pyattn._core exports them as CAUSAL and
-// STORAGE, which is where the Python layer reads them.
+// The value rules themselves (default scale, window clamping, lengths range,
+// softcap, slopes, sinks, grouped heads) are pyattn/call_rules.h, shared
+// with the C API. The integer codes that cross the Python/C++ boundary are
+// defined in pyattn/call_rules.h (Causal) and pyattn/strided.h (DType);
+// pyattn._core exports them as CAUSAL and STORAGE, which is where the
+// Python layer reads them.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -27,13 +30,11 @@
 #include <vector>
 
 #include "pyattn/attention_params.h"
+#include "pyattn/call_rules.h"
 
 namespace pyattn::bindings {
 
 namespace py = pybind11;
-
-// is_causal as the Python layer passes it (pyattn._core.CAUSAL).
-enum class Causal : int { none = 0, upper_left = 1, lower_right = 2 };
 
 // The options of a call, as pyattn/_args.py parsed them.
 struct CallOptions {

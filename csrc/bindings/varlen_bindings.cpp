@@ -77,7 +77,7 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
   if (k.shape(2) != p.E || v.shape(0) != total_k || v.shape(1) != hkv || out.shape(0) != total_q ||
       out.shape(1) != hq || out.shape(2) != p.Ev)
     throw py::value_error("query/key/value/out: inconsistent shapes");
-  if (hkv == 0 ? hq != 0 : hq % hkv != 0)
+  if (!kv_heads_divide(hq, hkv))
     throw py::value_error("key/value heads must divide query heads");
   if (!out.writeable()) throw py::value_error("out is read-only");
   const std::vector<int64_t> cq = offsets(cu_q, "cu_seqlens_q", total_q);
@@ -91,11 +91,9 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
 
   p.scale = scale_or_default(scale, p.E);
   const double cap = softcap_or_off(softcap);
-  // Sides wider than any distance are unbounded (as prepare_call clamps them).
-  const int64_t limit = total_q + total_k + 1;
   set_visibility(p, causal != static_cast<int>(Causal::none), causal == static_cast<int>(Causal::lower_right),
-                 window_left < 0 ? -1 : std::min(window_left, limit),
-                 window_right < 0 ? -1 : std::min(window_right, limit), num_threads > 0 ? num_threads : default_num_threads());
+                 window_side(window_left, total_q, total_k), window_side(window_right, total_q, total_k),
+                 num_threads > 0 ? num_threads : default_num_threads());
   // Heads as the batch (hkv, group), laid out as scaled_dot_product_attention
   // lays out one sequence's (Hq, L, E) query against (Hkv, S, E) keys with
   // grouped-query heads: the same fold, so the same tiling and bits.

@@ -19,36 +19,11 @@ import numpy as np
 
 from . import _core
 
-try:  # bfloat16 is optional: it comes from ml_dtypes when installed
-    from ml_dtypes import bfloat16 as _bfloat16
-
-    _BF16 = np.dtype(_bfloat16)
-except ImportError:  # pragma: no cover - depends on the environment
-    _BF16 = None
-
-_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-_STORAGE_DTYPES = tuple(d for d in (_F16, _BF16, _F32, _F64) if d is not None)
-FLOAT_DTYPE_NAMES = "float16, bfloat16, float32 or float64"
-
-
-def is_float_dtype(dt: np.dtype) -> bool:
-    return dt in _STORAGE_DTYPES
-
-
-def compute_dtype(dt: np.dtype) -> np.dtype:
-    """float64 computes in float64; every other float type in float32."""
-    return _F64 if dt == _F64 else _F32
-
-
-def as_array(x, name: str) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if x is None:
-        raise TypeError(f"{name} must be an array, got None")
-    try:
-        return np.asarray(x)
-    except Exception as exc:  # e.g. a tensor that needs .detach()
-        raise TypeError(f"{name} could not be converted to a NumPy array: {exc}") from exc
+# The core's definitions (csrc/bindings/call_args.h), under the names the ops use.
+FLOAT_DTYPE_NAMES = _core.FLOAT_DTYPE_NAMES
+as_array = _core.as_array  # (x, name) -> ndarray, else TypeError naming it
+is_float_dtype = _core.is_float_dtype  # float16, bfloat16, float32 or float64
+compute_dtype = _core.compute_dtype  # float64 for float64, else float32
 
 
 def check_inputs(named: dict) -> tuple[dict, np.dtype]:

@@ -351,6 +351,10 @@ py::dtype check_float_inputs(const std::vector<std::pair<const char*, py::array>
   return dt;
 }
 
+py::dtype compute_dtype(const py::dtype& dt) {
+  return float_kind(dt) == DType::f64 ? dt : py::dtype::of<float>();
+}
+
 py::array kernel_ready(const py::array& a) {
   const py::ssize_t nd = a.ndim();
   if (nd && a.shape(nd - 1) > 1 && a.strides(nd - 1) != a.itemsize()) return contiguous(a);
@@ -512,28 +516,11 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
   const int64_t L = sh.L, E = sh.E, S = sh.S, Ev = sh.Ev;
   const py::dtype& cdt = ops.cdt;
 
-  // Score options.
-  call->E = E;
-  call->scale = scale_or_default(o.scale, E);
-  const double softcap = softcap_or_off(o.softcap);
-  py::object slopes = o.alibi_slopes.is_none() ? py::object(py::none())
-                                               : py::object(per_head(o.alibi_slopes, "alibi_slopes", batch, cdt));
-  py::object sinks = o.sinks.is_none() ? py::object(py::none()) : py::object(per_head(o.sinks, "sinks", batch, cdt));
-
-  // Visibility.
+  // Result sizes, all checked before anything (the results, converted
+  // masks, lengths, slopes, sinks) is allocated.
   std::vector<py::ssize_t> full = batch;
   full.push_back(L);
   full.push_back(S);
-  py::object mask = o.mask.is_none() ? py::object(py::none()) : py::object(prepare_mask(o.mask, full, cdt));
-  py::object lengths = o.lengths.is_none() ? py::object(py::none()) : py::object(prepare_lengths(o.lengths, batch, S));
-  p.vis.causal = o.causal != static_cast<int>(Causal::none);
-  p.vis.lower_right = o.causal == static_cast<int>(Causal::lower_right);
-  p.vis.window_left = window_side(o.window_left, L, S);
-  p.vis.window_right = window_side(o.window_right, L, S);
-  p.num_threads = o.num_threads > 0 ? o.num_threads : default_num_threads();
-  p.variants.softcap = softcap;
-
-  // Result sizes, all checked before anything is allocated.
   std::vector<py::ssize_t> out_shape = batch, w_shape = full, lse_shape = batch;
   out_shape.push_back(L);
   out_shape.push_back(Ev);
@@ -544,11 +531,30 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
   if (o.want_weights) check_size(w_shape, cdt.itemsize(), "weights");
   if (o.want_lse) check_size(lse_shape, cdt.itemsize(), "lse");
 
+  call->keep.reserve(12);
+
+  // Score options.
+  call->E = E;
+  call->scale = scale_or_default(o.scale, E);
+  const double softcap = softcap_or_off(o.softcap);
+  py::object slopes = o.alibi_slopes.is_none() ? py::object(py::none())
+                                               : py::object(per_head(o.alibi_slopes, "alibi_slopes", batch, cdt));
+  py::object sinks = o.sinks.is_none() ? py::object(py::none()) : py::object(per_head(o.sinks, "sinks", batch, cdt));
+
+  // Visibility.
+  py::object mask = o.mask.is_none() ? py::object(py::none()) : py::object(prepare_mask(o.mask, full, cdt));
+  py::object lengths = o.lengths.is_none() ? py::object(py::none()) : py::object(prepare_lengths(o.lengths, batch, S));
+  p.vis.causal = o.causal != static_cast<int>(Causal::none);
+  p.vis.lower_right = o.causal == static_cast<int>(Causal::lower_right);
+  p.vis.window_left = window_side(o.window_left, L, S);
+  p.vis.window_right = window_side(o.window_right, L, S);
+  p.num_threads = o.num_threads > 0 ? o.num_threads : default_num_threads();
+  p.variants.softcap = softcap;
+
   // out: the result itself, or where it is copied to.
   if (o.out.is_none()) {
     call->out = py::none();
     call->target = py::array(cdt, out_shape);
-    call->keep.reserve(12);
   } else {
     // Both what the user passed and what the kernels read (a conversion of it).
     std::vector<std::pair<const char*, py::handle>> inputs;
@@ -648,6 +654,13 @@ void register_call_args(py::module_& m) {
   storage["int8"] = static_cast<int>(DType::i8);
   m.attr("CAUSAL") = causal;
   m.attr("STORAGE") = storage;
+  m.attr("FLOAT_DTYPE_NAMES") = kFloatNames;
+  m.def("as_array", [](py::handle x, const std::string& name) { return as_array(x, name.c_str()); },
+        py::arg("x"), py::arg("name"), "x as an array (np.asarray), else a TypeError naming it.");
+  m.def("is_float_dtype", [](const py::dtype& dt) { return float_kind(dt) != DType::i8; }, py::arg("dtype"),
+        "Whether dtype is one of the input float types (float16, bfloat16, float32, float64).");
+  m.def("compute_dtype", [](const py::dtype& dt) { return compute_dtype(dt); }, py::arg("dtype"),
+        "The dtype inputs of dtype are computed in: float64 for float64, else float32.");
   m.def("check_float_inputs", [](const std::vector<std::string>& names, const py::tuple& arrays) {
     std::vector<std::pair<const char*, py::array>> named;
     py::list out;

@@ -105,6 +105,9 @@ py::dtype check_float_inputs(const std::vector<std::pair<const char*, py::array>
 // DType::bf16 / f16 / f32 / f64 for those dtypes; DType::i8 for anything else.
 DType float_kind(const py::dtype& dt);
 
+// The dtype inputs of `dt` compute in: float64 for float64, else float32.
+py::dtype compute_dtype(const py::dtype& dt);
+
 // `a` with a unit-stride last dimension and whole-item strides (a copy only if needed).
 py::array kernel_ready(const py::array& a);
 

@@ -42,7 +42,7 @@ py::object sdpa(py::handle query, py::handle key, py::handle value, py::handle m
                        q.ndim() >= 2 && k.ndim() >= 2 && v.ndim() >= 2;  // (the common case, checked quickly)
     const py::dtype dt = plain ? qdt : check_float_inputs({{"query", q}, {"key", k}, {"value", v}});
     storage = float_kind(dt);
-    cdt = storage == DType::f64 ? dt : py::dtype::of<float>();
+    cdt = compute_dtype(dt);
     result_dtype = dt;
   } else {
     if (bits != static_cast<int>(DType::bf16) && bits != static_cast<int>(DType::f16))

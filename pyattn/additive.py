@@ -128,6 +128,8 @@ def additive_attention(
     causal = _args.causal_code(is_causal)
     left, right = _args.window_sides(window)
     threads = _args.thread_count(num_threads)
+    # (the core's shape and size rules, before the projections allocate)
+    _core.check_result_sizes((q, k, v), False, return_weights, return_lse, dtype)
 
     # Everything else (shapes, batch broadcasting, mask, kv_lengths, sizes,
     # out) is the core's rule, shared with scaled_dot_product_attention.

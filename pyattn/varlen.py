@@ -1,8 +1,11 @@
 """``varlen_attention``: attention over a packed batch of sequences of
 different lengths (flash-attention's "varlen" layout), without padding.
 
-The arguments are checked and normalised here; the compiled core runs the
-work items of every sequence in one parallel region (csrc/driver/varlen_driver.cpp).
+The packed layout's own rules (ranks, cu_seqlens) are checked here; the
+rules it shares with every op (dtypes, the scale, softcap, per-head slopes
+and sinks, window clamping, out) are the core's (csrc/bindings/call_args.h,
+pyattn/call_rules.h). The compiled core runs the work items of every
+sequence in one parallel region (csrc/driver/varlen_driver.cpp).
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ py::object additive(py::handle qp, py::handle kp, py::handle value, py::handle v
                     int64_t window_left, int64_t window_right, py::handle lengths, py::handle out,
                     py::handle want_weights, py::handle want_lse, int num_threads, const py::dtype& result_dtype,
                     const py::tuple& shown, const py::tuple& more_inputs) {
-  CallOperands ops(kernel_ready(as_array(qp, "qp")), kernel_ready(as_array(kp, "kp")),
-                   kernel_ready(as_array(value, "value")));
+  CallOperands ops(as_array(qp, "qp"), as_array(kp, "kp"), as_array(value, "value"));
   for (size_t i = 0; i < 3 && i < shown.size(); ++i) ops.shown[i] = shown[i];
   ops.cdt = ops.q.dtype();
   ops.result_dtype = result_dtype;

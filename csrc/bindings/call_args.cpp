@@ -447,7 +447,7 @@ py::object PreparedCall::result() const {
   return o;
 }
 
-CallShape call_shape(const CallOperands& ops, bool gqa) {
+CallShape call_shape(const CallOperands& ops, bool gqa, bool same_features = true) {
   const py::array &q = ops.q, &k = ops.k, &v = ops.v;
   const char *qn = ops.names[0], *kn = ops.names[1], *vn = ops.names[2];
   auto shown_shape = [&](int i, const py::array& a) {  // the shape the user passed
@@ -459,7 +459,7 @@ CallShape call_shape(const CallOperands& ops, bool gqa) {
       throw py::value_error(std::string(ops.names[i]) + " must have at least 2 dimensions (..., rows, features)");
   const py::ssize_t qd = q.ndim(), kd = k.ndim(), vd = v.ndim();
   const int64_t L = q.shape(qd - 2), E = q.shape(qd - 1), S = k.shape(kd - 2), Ev = v.shape(vd - 1);
-  if (k.shape(kd - 1) != E)
+  if (same_features && k.shape(kd - 1) != E)
     throw py::value_error(std::string(kn) + " feature size " + std::to_string(k.shape(kd - 1)) + " (shape " +
                           shown_shape(1, k) + ") != " + qn + " feature size " + std::to_string(E) + " (shape " +
                           shown_shape(0, q) + ")");
@@ -506,9 +506,26 @@ CallShape call_shape(const CallOperands& ops, bool gqa) {
   return r;
 }
 
+// The shapes of the scores / weights, the result and the lse of a call,
+// their byte sizes checked (ValueError naming the one too large).
+void result_shapes(const CallShape& sh, bool want_weights, bool want_lse, const py::dtype& rdt,
+                   const py::dtype& cdt, std::vector<py::ssize_t>* full, std::vector<py::ssize_t>* out_shape,
+                   std::vector<py::ssize_t>* lse_shape) {
+  *full = sh.batch;
+  full->push_back(sh.L);
+  full->push_back(sh.S);
+  *out_shape = sh.batch;
+  out_shape->push_back(sh.L);
+  out_shape->push_back(sh.Ev);
+  *lse_shape = sh.batch;
+  lse_shape->push_back(sh.L);
+  check_size(*out_shape, rdt.itemsize(), "the result");
+  if (want_weights) check_size(*full, cdt.itemsize(), "weights");
+  if (want_lse) check_size(*lse_shape, cdt.itemsize(), "lse");
+}
+
 void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view,
                   const CallOperands& ops, const CallOptions& o, PreparedCall* call) {
-  const py::array &q = ops.q, &k = ops.k, &v = ops.v;
   const char *qn = ops.names[0], *kn = ops.names[1], *vn = ops.names[2];
   const CallShape sh = call_shape(ops, o.gqa);
   const std::vector<py::ssize_t>& batch = sh.batch;
@@ -518,20 +535,19 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
 
   // Result sizes, all checked before anything (the results, converted
   // masks, lengths, slopes, sinks) is allocated.
-  std::vector<py::ssize_t> full = batch;
-  full.push_back(L);
-  full.push_back(S);
-  std::vector<py::ssize_t> out_shape = batch, w_shape = full, lse_shape = batch;
-  out_shape.push_back(L);
-  out_shape.push_back(Ev);
-  lse_shape.push_back(L);
+  std::vector<py::ssize_t> full, out_shape, lse_shape;
   const py::dtype& rdt = ops.result_dtype;
   call->result_dtype = rdt;
-  check_size(out_shape, rdt.itemsize(), "the result");
-  if (o.want_weights) check_size(w_shape, cdt.itemsize(), "weights");
-  if (o.want_lse) check_size(lse_shape, cdt.itemsize(), "lse");
+  result_shapes(sh, o.want_weights, o.want_lse, rdt, cdt, &full, &out_shape, &lse_shape);
+  const std::vector<py::ssize_t>& w_shape = full;
 
   call->keep.reserve(12);
+
+  // The operands as the kernels read them (copies only if needed).
+  const py::array q = ops.convert_q && !same_dtype(ops.q.dtype(), cdt)
+                          ? numpy().attr("ascontiguousarray")(ops.q, py::arg("dtype") = cdt).cast<py::array>()
+                          : kernel_ready(ops.q);
+  const py::array k = kernel_ready(ops.k), v = kernel_ready(ops.v);
 
   // Score options.
   call->E = E;
@@ -692,6 +708,15 @@ void register_call_args(py::module_& m) {
     return py::make_tuple(py::tuple(py::cast(sh.batch)), sh.L, sh.S, sh.E, sh.Ev);
   }, py::arg("qkv"), py::arg("enable_gqa"),
         "(batch, L, S, E, Ev) of a call on (query, key, value) (2-D or more), or the named ValueError.");
+  m.def("check_result_sizes", [](const py::tuple& qkv, bool gqa, bool want_weights, bool want_lse,
+                                 const py::dtype& result_dtype) {
+    CallOperands ops(as_array(qkv[0], "query"), as_array(qkv[1], "key"), as_array(qkv[2], "value"));
+    std::vector<py::ssize_t> full, out_shape, lse_shape;
+    result_shapes(call_shape(ops, gqa, /*same_features=*/false), want_weights, want_lse, result_dtype,
+                  compute_dtype(result_dtype), &full, &out_shape, &lse_shape);
+  }, py::arg("qkv"), py::arg("enable_gqa"), py::arg("want_weights"), py::arg("want_lse"), py::arg("result_dtype"),
+        "The shape rules of a call whose query and key features may differ (additive attention, before "
+        "its projections), and its result sizes: ValueError naming what is wrong or too large.");
   m.def("scale_or_default", [](py::handle scale, int64_t E) { return scale_or_default(scale, E); },
         py::arg("scale"), py::arg("E"), "scale (a float) checked, or 1/sqrt(E) (1 for E = 0) for None.");
   m.def("check_size", [](const std::vector<py::ssize_t>& shape, int64_t item, const std::string& name) {

@@ -56,7 +56,8 @@ struct KvExtra {
   StridedArray* view;
 };
 
-// The op's score operands, already in the form the kernels read.
+// The op's score operands (prepare_call makes them kernel-ready: unit-stride
+// rows, whole-item strides, q in the compute dtype if convert_q).
 // (Arrays are constructed with values: a default py::array would be an
 // empty NumPy array made on every call.)
 struct CallOperands {
@@ -67,6 +68,7 @@ struct CallOperands {
   std::vector<KvExtra> kv_extra;
   py::dtype cdt;                       // compute dtype: lse, weights, masks, slopes, sinks
   py::dtype result_dtype;              // dtype of out and of the weights returned
+  bool convert_q = false;              // q may be of another float dtype than cdt (stored keys/values)
 };
 
 // What a prepared call keeps alive until the kernel has run, and returns.

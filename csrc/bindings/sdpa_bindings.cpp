@@ -56,7 +56,7 @@ py::object sdpa(py::handle query, py::handle key, py::handle value, py::handle m
     cdt = py::dtype::of<float>();
     result_dtype = cdt;
   }
-  CallOperands ops(kernel_ready(q), kernel_ready(k), kernel_ready(v));
+  CallOperands ops(q, k, v);
   ops.shown[0] = query;
   ops.shown[1] = key;
   ops.shown[2] = value;
@@ -96,10 +96,8 @@ py::object sdpa_stored_kv(py::handle query, py::handle key, py::handle value, in
     if (a->ndim() < 2)
       throw py::value_error(std::string(name) + " must have at least 2 dimensions (..., rows, features)");
   }
-  CallOperands ops(has_dtype<float>(q) ? kernel_ready(q)
-                                      : py::module_::import("numpy").attr("ascontiguousarray")(q, py::arg("dtype") = f32)
-                                            .cast<py::array>(),
-                   kernel_ready(k), kernel_ready(v));
+  CallOperands ops(q, k, v);
+  ops.convert_q = true;
   ops.shown[0] = query;
   ops.shown[1] = key;
   ops.shown[2] = value;

@@ -28,19 +28,13 @@ compute_dtype = _core.compute_dtype  # float64 for float64, else float32
 
 def check_inputs(named: dict) -> tuple[dict, np.dtype]:
     """Arrays of one supported float dtype, each at least 2-D (the core's rule)."""
-    arrays, dtype = _core.check_float_inputs(list(named), tuple(named.values()))
+    arrays, dtype = _core.check_float_inputs(tuple(named), tuple(named.values()))
     return dict(zip(named, arrays)), dtype
 
 
 def for_core(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """`a` in `dtype` with a unit-stride last dimension (a copy only if needed)."""
-    if a.dtype != dtype:
-        return np.ascontiguousarray(a, dtype=dtype)
-    if a.ndim and a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
-        return np.ascontiguousarray(a)
-    if any(s % a.itemsize for s in a.strides):
-        return np.ascontiguousarray(a)
-    return a
+    return np.ascontiguousarray(a, dtype=dtype) if a.dtype != dtype else _core.kernel_ready(a)
 
 
 CAUSAL = _core.CAUSAL  # is_causal's codes (csrc/bindings/call_args.h)
@@ -72,6 +66,8 @@ def causal_code(is_causal) -> int:
 def _window_side(x, which: str) -> int:
     if x is None:
         return -1
+    if type(x) is int and 0 <= x <= _SIDE_MAX:  # (the common case first)
+        return x
     if type(x) is not int and (isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral)):
         raise TypeError(f"window {which} side must be an int or None, got {type(x).__name__}")
     x = int(x)
@@ -85,6 +81,8 @@ def window_sides(window) -> tuple[int, int]:
     or a (left, right) pair of ints or None."""
     if window is None:
         return -1, -1
+    if type(window) is int and 0 <= window <= _SIDE_MAX:
+        return window, 0
     if isinstance(window, (tuple, list)):
         if len(window) != 2:  # not one of the accepted forms: a type error, as in the reference
             raise TypeError(f"window must be None, an int or a (left, right) pair, got {window!r}")

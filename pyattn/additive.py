@@ -6,6 +6,9 @@ import numpy as np
 
 from . import _args, _core
 
+_NAMES = ["query", "key", "value"]
+_NO_CAUSAL = _core.CAUSAL["none"]
+
 
 def _parameter(x, name: str, ndim: int):
     """A weight argument as an array of a float dtype with `ndim` dims (it is
@@ -98,8 +101,7 @@ def additive_attention(
 
     The full contract: docs/api.md, section 2.
     """
-    arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
-    q, k, v = arrays["query"], arrays["key"], arrays["value"]
+    (q, k, v), dtype = _core.check_float_inputs(_NAMES, (query, key, value))
     Dq, Dk = q.shape[-1], k.shape[-1]
     wq = _parameter(w_query, "w_query", 2)
     wk = _parameter(w_key, "w_key", 2)
@@ -125,9 +127,9 @@ def additive_attention(
     b = _parameter(bias, "bias", 1)
     if b is not None and b.shape != (A,):
         raise ValueError(f"bias has shape {b.shape}; it must be (A,) = ({A},)")
-    causal = _args.causal_code(is_causal)
-    left, right = _args.window_sides(window)
-    threads = _args.thread_count(num_threads)
+    causal = _NO_CAUSAL if is_causal is False else _args.causal_code(is_causal)
+    left, right = (-1, -1) if window is None else _args.window_sides(window)
+    threads = 0 if num_threads is None else _args.thread_count(num_threads)
     # (the core's shape and size rules, before the projections allocate)
     _core.check_result_sizes((q, k, v), False, return_weights, return_lse, dtype)
 

@@ -675,14 +675,19 @@ void register_call_args(py::module_& m) {
         py::arg("x"), py::arg("name"), "x as an array (np.asarray), else a TypeError naming it.");
   m.def("is_float_dtype", [](const py::dtype& dt) { return float_kind(dt) != DType::i8; }, py::arg("dtype"),
         "Whether dtype is one of the input float types (float16, bfloat16, float32, float64).");
+  m.def("kernel_ready", &kernel_ready, py::arg("a"),
+        "a with a unit-stride last dimension and whole-item strides (a copy only if needed).");
   m.def("compute_dtype", [](const py::dtype& dt) { return compute_dtype(dt); }, py::arg("dtype"),
         "The dtype inputs of dtype are computed in: float64 for float64, else float32.");
-  m.def("check_float_inputs", [](const std::vector<std::string>& names, const py::tuple& arrays) {
+  m.def("check_float_inputs", [](const py::sequence& names, const py::tuple& arrays) {
     std::vector<std::pair<const char*, py::array>> named;
-    py::list out;
-    for (size_t i = 0; i < names.size(); ++i) {
-      named.push_back({names[i].c_str(), as_array(arrays[i], names[i].c_str())});
-      out.append(named.back().second);
+    const size_t n = arrays.size();
+    py::tuple out(n);
+    for (size_t i = 0; i < n; ++i) {
+      const char* name = PyUnicode_AsUTF8(names[i].ptr());  // (valid while `names` lives)
+      if (!name) throw py::error_already_set();
+      named.push_back({name, as_array(arrays[i], name)});
+      out[i] = named.back().second;
     }
     const py::dtype dt = check_float_inputs(named);
     return py::make_tuple(out, dt);

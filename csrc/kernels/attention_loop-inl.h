@@ -113,9 +113,10 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NC; ++n) acc[m][n] = V::load(c + m * ldc + n * W);
   for (int64_t j = 0; j < nk; ++j) {
-    if constexpr (kStream) {
+    if constexpr (kStream) {  // one fetch per cache line (a vector of int8 codes is 16 bytes)
+      constexpr int kVecsPerLine = 64 / (W * int(sizeof(SB))) > 1 ? 64 / (W * int(sizeof(SB))) : 1;
       if (j + kAhead < nk)
-        for (int n = 0; n < NC; ++n) __builtin_prefetch(b + (j + kAhead) * ldb + n * W);
+        for (int n = 0; n < NC; n += kVecsPerLine) __builtin_prefetch(b + (j + kAhead) * ldb + n * W);
     }
     R bv[NC];
     for (int n = 0; n < NC; ++n) bv[n] = load_as<V>(b + j * ldb + n * W);

@@ -93,12 +93,13 @@ def window_sides(window) -> tuple[int, int]:
 
 
 def real_or_none(x, name: str):
-    """scale / softcap as a float (their values are the core's rule), or None."""
+    """scale / softcap checked to be a real number (not a bool) or None;
+    their values are the core's rule, which reads them as floats."""
     if x is None or type(x) is float:
         return x
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name} must be a real number or None, got {type(x).__name__}")
-    return float(x)
+    return x
 
 
 def int_at_least(x, name: str, minimum: int, none_ok: bool = False, maximum=None) -> int:

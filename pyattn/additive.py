@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _args, _core
-from .attention import _Call, _HeadLayout, _plain_options
 
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_NAMES = ["query", "key", "value"]
+_NO_CAUSAL = _core.CAUSAL["none"]
 
 
 def _parameter(x, name: str, ndim: int):
@@ -35,31 +35,6 @@ def _project(x: np.ndarray, w, bias, cdt: np.dtype) -> np.ndarray:
     if bias is not None:
         return x + np.asarray(bias, dtype=cdt)
     return x
-
-
-def _fast_projections(q, k, v, v_a, w_query, w_key, bias):
-    """(q W_q + bias, k W_k) exactly as the general path computes them, for
-    ndarrays of one float32/float64 dtype with unit-stride rows and weights of
-    matching shapes; None for anything else (the general path checks it)."""
-    if not (type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray
-            and type(v_a) is np.ndarray):
-        return None
-    dt = q.dtype
-    if dt not in _FAST_DTYPES or k.dtype != dt or v.dtype != dt or q.ndim < 2 or k.ndim < 2:
-        return None
-    for x in (q, k):  # as _args.for_core would leave them
-        if (x.shape[-1] > 1 and x.strides[-1] != x.itemsize) or any(s % x.itemsize for s in x.strides):
-            return None
-    for w, x in ((w_query, q), (w_key, k)):
-        if w is not None and not (type(w) is np.ndarray and w.dtype == dt and w.ndim == 2
-                                  and w.shape[0] == x.shape[-1]):
-            return None
-    A = q.shape[-1] if w_query is None else w_query.shape[1]
-    if (k.shape[-1] if w_key is None else w_key.shape[1]) != A or v_a.dtype != dt or v_a.shape != (A,):
-        return None
-    if bias is not None and not (type(bias) is np.ndarray and bias.dtype == dt and bias.shape == (A,)):
-        return None
-    return _project(q, w_query, bias, dt), _project(k, w_key, None, dt)
 
 
 def additive_attention(
@@ -126,27 +101,8 @@ def additive_attention(
 
     The full contract: docs/api.md, section 2.
     """
-    plain = _plain_options(attn_mask, is_causal, window, kv_lengths, return_weights, return_lse, out,
-                           num_threads)
-    projected = None if plain is None else _fast_projections(query, key, value, v_a, w_query, w_key, bias)
-    if projected is not None:
-        # A plain call: projections here, everything else checked and run in
-        # C++ (None if the call needs more, or is wrong).
-        (causal_code, (left, right)) = plain
-        result = _core.additive_plain(
-            projected[0], projected[1], value, v_a, attn_mask, causal_code, left, right,
-            kv_lengths, out, return_weights, return_lse, num_threads or 0,
-            (query, key, w_query, w_key, bias))
-        if result is not None:
-            return result
-    arrays, dtype = _args.check_inputs({"query": query, "key": key, "value": value})
-    q, k, v = arrays["query"], arrays["key"], arrays["value"]
-    L, Dq = q.shape[-2:]
-    S, Dk = k.shape[-2:]
-    Sv, Ev = v.shape[-2:]
-    if Sv != S:
-        raise ValueError(f"value has {Sv} rows (shape {v.shape}) but key has {S} (shape {k.shape})")
-
+    (q, k, v), dtype = _core.check_float_inputs(_NAMES, (query, key, value))
+    Dq, Dk = q.shape[-1], k.shape[-1]
     wq = _parameter(w_query, "w_query", 2)
     wk = _parameter(w_key, "w_key", 2)
     if wq is not None and wq.shape[0] != Dq:
@@ -171,21 +127,19 @@ def additive_attention(
     b = _parameter(bias, "bias", 1)
     if b is not None and b.shape != (A,):
         raise ValueError(f"bias has shape {b.shape}; it must be (A,) = ({A},)")
+    causal = _NO_CAUSAL if is_causal is False else _args.causal_code(is_causal)
+    left, right = (-1, -1) if window is None else _args.window_sides(window)
+    threads = 0 if num_threads is None else _args.thread_count(num_threads)
+    # (the core's shape and size rules, before the projections allocate)
+    _core.check_result_sizes((q, k, v), False, return_weights, return_lse, dtype)
 
-    batch = _args.broadcast_batch({"query": q.shape[:-2], "key": k.shape[:-2], "value": v.shape[:-2]})
-    layout = _HeadLayout(len(batch))
-    call = _Call(
-        dtype, batch, layout, L, S, Ev,
-        attn_mask=attn_mask, is_causal=is_causal, window=window, kv_lengths=kv_lengths,
-        return_weights=return_weights, return_lse=return_lse, out=out, num_threads=num_threads,
-        inputs={"query": (query, q), "key": (key, k), "value": (value, v), "v_a": (v_a, va),
-                "w_query": (w_query, wq), "w_key": (w_key, wk), "bias": (bias, b)},
-    )
-    cdt = call.cdt
-    qp = _project(q, wq, b, cdt)
-    kp = _project(k, wk, None, cdt)
-    return call.run(
-        _core.additive,
-        (layout.query(qp), layout.kv(kp), layout.kv(_args.for_core(v, cdt)),
-         np.ascontiguousarray(va, dtype=cdt)),
+    # Everything else (shapes, batch broadcasting, mask, kv_lengths, sizes,
+    # out) is the core's rule, shared with scaled_dot_product_attention.
+    cdt = _args.compute_dtype(dtype)
+    return _core.additive(
+        _project(q, wq, b, cdt), _project(k, wk, None, cdt), _args.for_core(v, cdt),
+        va if va.dtype == cdt and (A <= 1 or va.strides[0] == va.itemsize) else np.ascontiguousarray(va, dtype=cdt),
+        attn_mask, causal, left, right, kv_lengths, out, return_weights, return_lse, threads, dtype,
+        (query, key, value),
+        (("v_a", v_a), ("v_a", va), ("w_query", w_query), ("w_key", w_key), ("bias", bias)),
     )

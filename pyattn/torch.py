@@ -54,7 +54,6 @@ __all__ = [
 _NUMPY_VIEWABLE = (torch.float32, torch.float64, torch.float16)
 _FLOATS = _NUMPY_VIEWABLE + (torch.bfloat16,)
 _FLOAT_NAMES = "float32, float64, float16 or bfloat16"
-_BF16_STORAGE = 2  # the core's code for q, k, v holding bfloat16 bits (_args.half_storage_code)
 
 
 def _check_tensor(t, name: str) -> torch.Tensor:
@@ -162,8 +161,8 @@ def _bf16_out_check(out: torch.Tensor, named: dict) -> None:
     float32 result is converted into it, so pyattn itself never sees it)."""
     o = _bits(out)
     for name, t in named.items():
-        if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 and _args._overlaps(o, _bits(t)):
-            raise ValueError(f"out overlaps the memory of {name}")
+        if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16:
+            _args.check_out(o, o.shape, o.dtype, {name: (_bits(t),)})
 
 
 def scaled_dot_product_attention(
@@ -233,9 +232,7 @@ def scaled_dot_product_attention(
         if out is not None:
             _bf16_out_check(out, named)
         q, k, v = (_bits(t) for t in (query, key, value))
-        res = _attention._sdpa_general(
-            q, k, v, np.dtype(np.float32), _BF16_STORAGE, out=None,
-            inputs={"query": q, "key": k, "value": v}, **options)
+        res = _attention._sdpa_of_bits(q, k, v, "bfloat16", **options)
     return _results(res, dtype, out, 1 if return_weights else 0)
 
 

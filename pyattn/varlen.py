@@ -1,8 +1,11 @@
 """``varlen_attention``: attention over a packed batch of sequences of
 different lengths (flash-attention's "varlen" layout), without padding.
 
-The arguments are checked and normalised here; the compiled core runs the
-work items of every sequence in one parallel region (csrc/driver/varlen_driver.cpp).
+The packed layout's own rules (ranks, cu_seqlens) are checked here; the
+rules it shares with every op (dtypes, the scale, softcap, per-head slopes
+and sinks, window clamping, out) are the core's (csrc/bindings/call_args.h,
+pyattn/call_rules.h). The compiled core runs the work items of every
+sequence in one parallel region (csrc/driver/varlen_driver.cpp).
 """
 
 from __future__ import annotations
@@ -130,14 +133,14 @@ def varlen_attention(
         raise ValueError(f"cu_seqlens_q and cu_seqlens_k must have the same length, "
                          f"got {cu_q.shape[0]} and {cu_k.shape[0]}")
 
-    scale = _args.parse_scale(scale, E)
-    cap = _args.parse_softcap(softcap)
+    scale = _args.real_or_none(scale, "scale")  # (its value and softcap's: the core's rule)
+    cap = _args.real_or_none(softcap, "softcap")
     cdt = _args.compute_dtype(dtype)
     slopes = _per_head(alibi_slopes, "alibi_slopes", hq, hkv, cdt)
     sink = _per_head(sinks, "sinks", hq, hkv, cdt)
-    causal, lower_right = _args.parse_causal(is_causal)
-    left, right = _args.parse_window(window, total_q, total_k)
-    threads = _args.parse_num_threads(num_threads, _core.get_num_threads)
+    causal = _args.causal_code(is_causal)
+    left, right = _args.window_sides(window)
+    threads = _args.thread_count(num_threads)
     if not isinstance(return_lse, (bool, np.bool_)):
         raise TypeError(f"return_lse must be a bool, got {type(return_lse).__name__}")
 
@@ -157,13 +160,13 @@ def varlen_attention(
     target = result if direct else np.empty(out_shape, cdt)
     lse = np.empty((total_q, hq), cdt) if return_lse else None
 
-    storage = _args.half_storage_code(dtype)
-    if storage:  # float16 / bfloat16 are read (and widened) by the kernels in place
+    storage = _args.STORAGE[dtype.name]
+    if dtype.itemsize == 2:  # float16 / bfloat16 are read (and widened) by the kernels in place
         qc, kc, vc = (_args.for_core(a, dtype).view(np.uint16) for a in (q, k, v))
     else:
         qc, kc, vc = (_args.for_core(a, cdt) for a in (q, k, v))
     _core.varlen(qc, kc, vc, cu_q, cu_k, target, lse, scale, storage, cap, slopes, sink, causal,
-                 lower_right, left, right, threads)
+                 left, right, threads)
     if not direct:
         result[...] = target
     return (result, lse) if return_lse else result

@@ -32,4 +32,5 @@ def test_neighbours_smoke():
     assert (pyattn.get_thread_wait(), pyattn._core.num_threads_set(), pyattn.get_num_threads(),
             torch.get_num_threads()) == before
     assert "torch mm after pyattn [passive]" in med and all(t > 0 for t in med.values())
-    assert "after/alone" in out.getvalue()
+    assert "after/alone" in out.getvalue() and "after/add" in out.getvalue()
+    assert "torch mm after torch add [active]" in med and "pyattn after torch add [passive]" in med

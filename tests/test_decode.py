@@ -109,3 +109,53 @@ def test_half_storage_value_nan_hidden_by_mask(isa, dtype, Ev):
     kwargs = dict(attn_mask=mask, return_lse=True)
     got, _ = assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
     assert np.isfinite(got["out"].astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64] + LOW_PRECISION)
+@pytest.mark.parametrize("heads", [(3, 3), (8, 2)], ids=["one-row", "gqa-4-rows"])
+@pytest.mark.parametrize("hide", ["mask", "window", "seen"])
+def test_decode_value_inf_in_place(isa, dtype, heads, hide):
+    """Decoding reads values in place and learns from P V's results whether
+    they held an inf/NaN (no pass of its own over V): a hidden inf reaches
+    no row, a seen one only its feature, whichever block it is in."""
+    hq, hk = heads
+    rng = np.random.default_rng(47)
+    S = 1500
+    q, k, v = (rng.standard_normal(shape).astype(dtype)
+               for shape in ((1, hq, 1, 64), (1, hk, S, 64), (1, hk, S, 64)))
+    for j, f in ((3, 5), (700, 9), (1499, 63)):  # first, middle and last block
+        v[:, :, j, f] = np.inf
+    kwargs = dict(enable_gqa=hq != hk, return_lse=True, is_causal="lower_right")
+    if hide == "mask":
+        kwargs["attn_mask"] = ~np.isin(np.arange(S), [3, 700, 1499])
+    elif hide == "window":
+        v[:, :, 1499, 63] = 0
+        kwargs["window"] = (S - 5, 0)  # keys [4, S) visible: key 3 hidden inside its block
+        v[:, :, 700, 9] = 0
+    got, _ = assert_matches_reference(sdpa(q, k, v, **kwargs), q, k, v, **kwargs)
+    out = got["out"].astype(np.float64)
+    if hide == "seen":
+        assert not np.isfinite(out[..., [5, 9, 63]]).any()
+        assert np.isfinite(np.delete(out, [5, 9, 63], axis=-1)).all()
+    else:
+        assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("heads", [(3, 3), (8, 2)], ids=["one-row", "gqa-4-rows"])
+def test_decode_finite_values_whose_sum_overflows(isa, heads):
+    """Finite values so large that P V's sum (of unnormalised probabilities
+    times values: 900 x 3e38) overflows float32 in one feature: that feature
+    is inf, as it always was, and the overflow is not taken for an inf in V
+    (the other features stay exact)."""
+    hq, hk = heads
+    rng = np.random.default_rng(48)
+    q, k, v = (rng.standard_normal(shape).astype(np.float32)
+               for shape in ((1, hq, 1, 64), (1, hk, 900, 64), (1, hk, 900, 64)))
+    k[...] = 0  # equal weights
+    v[:, :, :, 7] = 3e38
+    out = sdpa(q, k, v, enable_gqa=hq != hk)
+    assert np.isinf(out[..., 7]).all()
+    rest = np.delete(out, 7, axis=-1)
+    want = np.delete(v.astype(np.float64).mean(axis=-2, keepdims=True), 7, axis=-1)
+    want = np.repeat(want, hq // hk, axis=1)
+    np.testing.assert_allclose(rest, want, rtol=2e-5, atol=2e-6)

@@ -1,9 +1,9 @@
-"""The C++ fast path of scaled_dot_product_attention (plain, causal,
-windowed and masked calls with or without weights and lse, out=, KV-cache
-decoding steps: lower-right causal, sliding windows, 1-D kv_lengths,
-grouped-query heads) against the reference and, bitwise, against the general Python
-path (forced by making the fast path decline); calls it does not take
-(or that are wrong) must fall through to the general path and its errors."""
+"""scaled_dot_product_attention through the core's one argument path
+(csrc/bindings/call_args.h): plain, causal, windowed and masked calls with
+or without weights and lse, out=, KV-cache decoding steps (lower-right
+causal, sliding windows, 1-D kv_lengths, grouped-query heads) against the
+reference and, bitwise, against the same call on inputs laid out otherwise
+in memory; wrong calls get the errors that name the argument."""
 
 import numpy as np
 import pytest
@@ -16,16 +16,20 @@ sdpa = pyattn.scaled_dot_product_attention
 CAUSAL = [False, True, "upper_left", "lower_right"]
 
 
-def general_path(q, k, v, **kwargs):
-    """The same call through the Python path (the fast path declines it)."""
-    import pyattn.attention as attention
+def _rows_apart(a):
+    """A copy of `a` whose last dimension is not unit-stride (the core
+    copies such arrays before reading them)."""
+    if not isinstance(a, np.ndarray) or a.ndim == 0 or a.shape[-1] < 2:
+        return a
+    wide = np.empty(a.shape + (2,), a.dtype)
+    wide[..., 0] = a
+    return wide[..., 0]
 
-    fast = attention._core.sdpa_plain
-    attention._core.sdpa_plain = lambda *args: None
-    try:
-        return sdpa(q, k, v, **kwargs)
-    finally:
-        attention._core.sdpa_plain = fast
+
+def general_path(q, k, v, **kwargs):
+    """The same call on q, k, v laid out otherwise in memory (rows not
+    unit-stride: copied by the core first): the same bits."""
+    return sdpa(_rows_apart(q), _rows_apart(k), _rows_apart(v), **kwargs)
 
 
 def assert_bitwise(a, b):
@@ -199,39 +203,6 @@ def test_kv_cache_decoding_loop(isa):
     assert cache.lengths.tolist() == [15, 11] and cache.max_length == 15
 
 
-def test_decoding_steps_take_the_fast_path(monkeypatch):
-    """A KV cache's step (and plain, causal, lse, GQA calls) never reaches the
-    Python argument normalisation, which costs tens of microseconds."""
-    import pyattn.attention as attention
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("took the general path")
-
-    rng = np.random.default_rng(66)
-    cache = pyattn.KVCache(2, 2, 16, 32)
-    k = rng.standard_normal((2, 2, 5, 16)).astype(np.float32)
-    cache.append(k, k, counts=np.array([5, 3]))
-    q = rng.standard_normal((2, 4, 1, 16)).astype(np.float32)
-    want = cache.attend(q, return_lse=True)
-    monkeypatch.setattr(attention, "_Call", refuse)
-    assert_bitwise(cache.attend(q, return_lse=True), want)
-    q3 = rng.standard_normal((2, 2, 3, 16)).astype(np.float32)
-    cache.attend(q, window=3)
-    cache.attend(q, out=np.empty((2, 4, 1, 16), np.float32))
-    for kwargs in ({}, dict(is_causal=True), dict(is_causal="lower_right", scale=0.3),
-                   dict(kv_lengths=np.array([5, 2]), return_lse=True, num_threads=1),
-                   dict(window=2), dict(window=(None, 1), is_causal="lower_right")):
-        sdpa(q3, k, k, **kwargs)
-        sdpa(q3, k, k, attn_mask=np.ones(5, bool), **kwargs)
-    sdpa(q3, k, k, return_weights=True, return_lse=True)
-    h3, hk = q3.astype(np.float16), k.astype(np.float16)
-    sdpa(h3, hk, hk, is_causal="lower_right", return_lse=True)
-    with pytest.raises(AssertionError, match="general path"):
-        sdpa(h3, hk, hk, out=np.empty((2, 2, 3, 16), np.float16))
-    with pytest.raises(AssertionError, match="general path"):
-        sdpa(q3, k, k, window=np.int64(2))
-
-
 WINDOWS = [0, 3, (2, 1), (None, 4), (5, None), (None, None), (0, 0), (2 ** 61, 7)]
 
 
@@ -284,7 +255,7 @@ def test_other_window_forms_take_the_general_path(isa):
 
 def test_keys_broadcast_over_a_batch_dim_give_the_general_paths_bits(isa):
     """K/V (and lengths) broadcast along a batch dimension are folded into
-    the query rows on both paths: same tiling, same bits."""
+    the query rows, whatever q's layout: same tiling, same bits."""
     rng = np.random.default_rng(70)
     q = rng.standard_normal((4, 3, 8)).astype(np.float32)
     k = np.broadcast_to(rng.standard_normal((1, 7, 8)).astype(np.float32), (4, 7, 8))
@@ -294,7 +265,7 @@ def test_keys_broadcast_over_a_batch_dim_give_the_general_paths_bits(isa):
                    dict(attn_mask=np.ones((3, 7), bool)), dict(kv_lengths=n, return_lse=True)):
         got = sdpa(q, k, v, **kwargs)
         assert_matches_reference(got, q, k, v, **kwargs)
-        assert_bitwise(got, general_path(q, k, v, **kwargs))
+        assert_bitwise(got, sdpa(_rows_apart(q), k, v, **kwargs))  # (K/V still broadcast)
 
 
 def test_a_result_too_large_is_named():
@@ -415,14 +386,7 @@ def test_half_inputs(isa, dtype, kwargs):
         kwargs = dict(kwargs, attn_mask=rng.random((7, 9)) < 0.7)
     elif kwargs.get("attn_mask") == "float32":
         kwargs = dict(kwargs, attn_mask=rng.standard_normal((4, 1, 9)).astype(np.float32))
-    fast = pyattn.attention._core.sdpa_plain
-    taken = []
-    pyattn.attention._core.sdpa_plain = lambda *args: taken.append(fast(*args)) or taken[-1]
-    try:
-        got = sdpa(q, k, v, **kwargs)
-    finally:
-        pyattn.attention._core.sdpa_plain = fast
-    assert taken and taken[0] is not None, "the fast path declined the call"
+    got = sdpa(q, k, v, **kwargs)
     res = got if isinstance(got, tuple) else (got,)
     assert res[0].dtype == dtype
     if kwargs.get("return_weights"):
@@ -435,13 +399,11 @@ def test_half_inputs(isa, dtype, kwargs):
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
 def test_half_inputs_the_fast_path_declines(dtype):
-    """out= and masks of the input dtype take the general path (same results)."""
+    """out= and masks of the input dtype (converted by the core)."""
     rng = np.random.default_rng(67)
     q, k, v = (rng.standard_normal((3, 5, 16)).astype(dtype) for _ in range(3))
     mask = rng.standard_normal((5, 5)).astype(dtype)
-    assert pyattn._core.sdpa_plain(q, k, v, mask, None, 0, -1, -1, None, None, False, False, False, 0) is None
     out = np.empty((3, 5, 16), dtype)
-    assert pyattn._core.sdpa_plain(q, k, v, None, None, 0, -1, -1, None, out, False, False, False, 0) is None
     assert sdpa(q, k, v, out=out) is out
     assert_bitwise(out, general_path(q, k, v))
     assert_bitwise(sdpa(q, k, v, attn_mask=mask), general_path(q, k, v, attn_mask=mask))

@@ -1,7 +1,7 @@
 """Resident memory does not grow with calls (a short tools/leak_check.py run).
 
-Every workload of tools/leak_check.py (each public entry point: fast and
-general paths, weights, out=, half types, the three kinds of refused call,
+Every workload of tools/leak_check.py (each public entry point: plain calls
+and calls whose inputs are converted, weights, out=, half types, the three kinds of refused call,
 additive, merge, KVCache, MultiHeadAttention) runs 1000 warm-up calls, then
 3000 calls; RSS may not grow by more than 1 MiB over the last 1500. Each
 call's results take >= 2 KiB, so leaking them (or anything of >= 700 bytes

@@ -75,7 +75,7 @@ def test_bfloat16_without_ml_dtypes():
         "o = pt.scaled_dot_product_attention(q, k, v, is_causal=True)\n"
         "r = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)\n"
         "assert o.dtype == torch.bfloat16 and (o.double() - r).abs().max() < 2e-2\n"
-        "assert pt._args._BF16 is None\n"
+        "assert sys.modules['ml_dtypes'] is None\n"
         "print('ok')\n"
     )
     r = run_python(code)
@@ -154,13 +154,13 @@ def test_bfloat16_inputs_read_in_place(monkeypatch):
     q, k, v = _qkv(torch.bfloat16)
     q = q.transpose(1, 2).contiguous().transpose(1, 2)  # a strided view
     seen = {}
-    real = pyattn.attention._sdpa_general
+    real = pyattn.attention._sdpa_of_bits
 
     def spy(qa, ka, va, *args, **kw):
         seen.update(q=qa.ctypes.data, k=ka.ctypes.data, v=va.ctypes.data, dtype=qa.dtype)
         return real(qa, ka, va, *args, **kw)
 
-    monkeypatch.setattr(pt._attention, "_sdpa_general", spy)
+    monkeypatch.setattr(pt._attention, "_sdpa_of_bits", spy)
     out = pt.scaled_dot_product_attention(q, k, v)
     assert (seen["q"], seen["k"], seen["v"]) == (q.data_ptr(), k.data_ptr(), v.data_ptr())
     assert seen["dtype"] == np.uint16

@@ -21,13 +21,9 @@ BATCH, L, S, E = (2, 2), 1024, 1024, 16
 WEIGHTS_BYTES = 2 * 2 * L * S * 4
 
 
-@pytest.fixture(params=["fast", "general"])
-def path(request, monkeypatch):
-    """Runs each test through the C++ fast path, or the Python path (the fast
-    paths made to decline every call)."""
-    if request.param == "general":
-        monkeypatch.setattr(attention._core, "sdpa_plain", lambda *args: None)
-        monkeypatch.setattr(additive._core, "additive_plain", lambda *args: None)
+@pytest.fixture(params=["call"])
+def path(request):
+    """Each test starts and ends with no kept weights buffer."""
     pyattn._core.release_kept_weights()
     yield request.param
     pyattn._core.release_kept_weights()

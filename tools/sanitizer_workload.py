@@ -1,7 +1,7 @@
 """Every public entry point of pyattn, a few times each, for the
 LeakSanitizer and valgrind runs (tools/sanitize.sh, tools/valgrind_check.sh):
-the fast path, the general path (masks, lengths, windows, GQA, strided
-views), weights and lse, out=, refused arguments, additive attention, merge,
+plain calls, calls whose arguments are converted (masks, lengths, windows,
+GQA, strided views), weights and lse, out=, refused arguments, additive attention, merge,
 KVCache append/attend/refused append/reset, MultiHeadAttention, the global
 thread setting and the half types.
 
@@ -33,11 +33,11 @@ def one_round(rng, threads):
     q = rng.standard_normal((2, 4, 33, 16)).astype(np.float32)
     k = rng.standard_normal((2, 4, 47, 16)).astype(np.float32)
     v = rng.standard_normal((2, 4, 47, 8)).astype(np.float32)
-    sdpa(q, k, v, num_threads=threads)                                     # fast path
+    sdpa(q, k, v, num_threads=threads)                                     # plain
     sdpa(q, k, v, is_causal="lower_right", num_threads=threads)
     mask = rng.standard_normal((33, 47)) > 0
     sdpa(q, k, v, attn_mask=mask, window=(4, 2), kv_lengths=np.array([40, 47]),
-         num_threads=threads)                                              # general path
+         num_threads=threads)                                              # options
     sdpa(q, k, v, attn_mask=rng.standard_normal((4, 1, 47)).astype(np.float16),
          return_weights=True, return_lse=True, num_threads=threads)
     sdpa(q[..., ::2, :], np.swapaxes(k.copy().swapaxes(-1, -2), -1, -2), v[:, ::-1])

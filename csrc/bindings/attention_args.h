@@ -1,6 +1,5 @@
-// What the bindings of every attention op share: the dtype, the visibility
-// rules and the AttentionParams operands (mask, kv_lengths, weights, lse).
-// Each op's binding adds its own score operands, then calls these.
+// Helpers of the bindings that do not go through call_args.h's prepare_call
+// (varlen): the dtype, the visibility fields and the score-variant operands.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -37,14 +36,14 @@ struct SharedOperands {
   py::array mask, lengths, weights, lse, alibi_slopes, sinks;
 };
 
-// Registers the score variants (ScoreVariants): softcap (0 = off) and the
-// per-query-head alibi_slopes / sinks (None, or arrays over the batch in the
-// compute dtype `dt`, prepared and checked by pyattn/_args.py).
+// Registers the score variants (ScoreVariants): softcap (0 = off, else
+// checked by softcap_or_off) and the per-query-head alibi_slopes / sinks
+// (None, or arrays over the batch in the compute dtype `dt`, checked by
+// call_args.h's per_head).
 inline void add_score_variants(AttentionParams& p, BatchLayoutBuilder& builder,
                                const std::vector<int64_t>& batch, const py::dtype& dt,
                                double softcap, const py::object& alibi_slopes,
                                const py::object& sinks, SharedOperands& keep) {
-  if (!(softcap >= 0) || std::isinf(softcap)) throw py::value_error("softcap must be a finite number > 0");
   p.variants.softcap = softcap;
   const std::pair<const py::object*, std::pair<py::array*, StridedArray*>> arrays[] = {
       {&alibi_slopes, {&keep.alibi_slopes, &p.variants.alibi_slopes}},
@@ -58,43 +57,6 @@ inline void add_score_variants(AttentionParams& p, BatchLayoutBuilder& builder,
     if (!same_dtype(a.dtype(), dt))
       throw py::type_error(std::string(names[i]) + ": dtype must be the compute dtype");
     add_operand(builder, batch, a, names[i], 0, arrays[i].second.second);
-  }
-}
-
-// Registers the optional mask / kv_lengths / weights / lse (None or arrays
-// prepared by pyattn/attention.py) with the layout builder.
-inline void add_shared_operands(AttentionParams& p, BatchLayoutBuilder& builder,
-                                const std::vector<int64_t>& batch, const py::dtype& dt,
-                                const py::object& mask, const py::object& lengths,
-                                const py::object& weights, const py::object& lse,
-                                SharedOperands& keep) {
-  if (!mask.is_none()) {
-    keep.mask = mask.cast<py::array>();
-    if (has_dtype<bool>(keep.mask)) {
-      p.mask_kind = MaskKind::boolean;
-    } else if (same_dtype(keep.mask.dtype(), dt)) {
-      p.mask_kind = MaskKind::additive;
-    } else {
-      throw py::type_error("attn_mask: dtype must be bool or the dtype of query");
-    }
-    add_operand(builder, batch, keep.mask, "attn_mask", 2, &p.mask);
-  }
-  if (!lengths.is_none()) {
-    keep.lengths = lengths.cast<py::array>();
-    if (!has_dtype<int64_t>(keep.lengths)) throw py::type_error("kv_lengths: dtype must be int64");
-    add_operand(builder, batch, keep.lengths, "kv_lengths", 0, &p.vis.lengths);
-  }
-  if (!weights.is_none()) {
-    keep.weights = weights.cast<py::array>();
-    if (!same_dtype(keep.weights.dtype(), dt)) throw py::type_error("weights: wrong dtype");
-    add_operand(builder, batch, keep.weights, "weights", 2, &p.weights, true);
-    if (p.weights.col_stride != 1 && p.S > 1 && keep.weights.size() > 0)
-      throw py::value_error("weights: last dimension must have unit stride");
-  }
-  if (!lse.is_none()) {
-    keep.lse = lse.cast<py::array>();
-    if (!same_dtype(keep.lse.dtype(), dt)) throw py::type_error("lse: wrong dtype");
-    add_operand(builder, batch, keep.lse, "lse", 1, &p.lse, true);
   }
 }
 

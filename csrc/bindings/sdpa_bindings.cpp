@@ -1,127 +1,23 @@
-// pyattn._core.sdpa: build SdpaParams from prepared arrays, release the GIL,
-// call the C++ entry point. Argument normalisation lives in pyattn/attention.py.
+// pyattn._core.sdpa and sdpa_stored_kv: check and lay out the call
+// (call_args.h: every argument rule), release the GIL, call the C++ entry
+// point, return the results.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include "array_view.h"
-#include "attention_args.h"
-#include "bindings.h"
-#include "plain_call.h"
-#include "pyattn/sdpa.h"
-#include "pyattn/threads.h"
-
-#include <cmath>
 #include <string>
-#include <tuple>
+
+#include "array_view.h"
+#include "bindings.h"
+#include "call_args.h"
+#include "pyattn/sdpa.h"
 
 namespace pyattn::bindings {
 
 namespace {
 
-void sdpa(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
-          const py::object& mask, const py::object& lengths, const py::object& weights,
-          const py::object& lse, double scale, int storage, double softcap,
-          const py::object& alibi_slopes, const py::object& sinks, bool causal, bool lower_right,
-          int64_t window_left, int64_t window_right, int num_threads, bool float_query,
-          const py::object& key_scale, const py::object& value_scale) {
-  SdpaParams p;
-  // storage 2 / 3: k, v (and q unless float_query) hold bfloat16 / float16
-  // bits (uint16 arrays) and everything else is float32; storage 4: k, v hold
-  // int8 codes with float32 scales, q is float32 (float_query); else all share
-  // q's float32/float64 dtype.
-  const bool half = storage == static_cast<int>(DType::bf16) || storage == static_cast<int>(DType::f16);
-  const bool i8 = storage == static_cast<int>(DType::i8);
-  if (i8 && !float_query) throw py::value_error("int8 keys/values need float32 queries (float_query)");
-  if (float_query && !half && !i8) throw py::value_error("float_query needs a bfloat16, float16 or int8 storage");
-  if (i8 != (!key_scale.is_none() && !value_scale.is_none()) || (!i8 && !(key_scale.is_none() && value_scale.is_none())))
-    throw py::value_error("key_scale and value_scale are given with int8 keys/values only, and both");
-  p.dtype = half || i8 ? DType::f32 : dtype_of(q, "query");
-  p.storage = half || i8 ? static_cast<DType>(storage) : p.dtype;
-  p.float_query = float_query;
-  const py::dtype dt = half || i8 ? py::dtype::of<float>() : q.dtype();
-  const py::dtype st = half ? py::dtype::of<uint16_t>() : i8 ? py::dtype::of<int8_t>() : dt;
-  if (!same_dtype(q.dtype(), float_query ? dt : st)) throw py::type_error("query: wrong dtype for this call");
-  for (const py::array* a : {&k, &v})
-    if (!same_dtype(a->dtype(), st)) throw py::type_error("key and value must share one storage dtype");
-  if (!same_dtype(out.dtype(), dt)) throw py::type_error("out: wrong dtype for this call");
-  if (out.ndim() < 2) throw py::value_error("out: needs at least 2 dimensions");
-
-  const int nb = static_cast<int>(out.ndim()) - 2;
-  std::vector<int64_t> batch(out.shape(), out.shape() + nb);
-  p.L = q.shape(q.ndim() - 2);
-  p.E = q.shape(q.ndim() - 1);
-  p.S = k.shape(k.ndim() - 2);
-  p.Ev = v.shape(v.ndim() - 1);
-  if (k.shape(k.ndim() - 1) != p.E || v.shape(v.ndim() - 2) != p.S ||
-      out.shape(nb) != p.L || out.shape(nb + 1) != p.Ev)
-    throw py::value_error("query/key/value/out: inconsistent trailing shapes");
-  p.scale = scale;
-  set_visibility(p, causal, lower_right, window_left, window_right, num_threads);
-
-  BatchLayoutBuilder builder(batch);
-  add_operand(builder, batch, q, "query", 2, &p.q);
-  add_operand(builder, batch, k, "key", 2, &p.k);
-  add_operand(builder, batch, v, "value", 2, &p.v);
-  add_operand(builder, batch, out, "out", 2, &p.out, /*writable=*/true);
-  for (const auto& [view, a] : {std::pair{&p.q, &q}, {&p.k, &k}, {&p.v, &v}, {&p.out, &out}})
-    if (view->col_stride != 1 && a->shape(a->ndim() - 1) > 1 && a->size() > 0)
-      throw py::value_error("query/key/value/out: last dimension must have unit stride");
-
-  py::array ks, vs;  // int8: (batch..., S, 1) float32 scales, positions contiguous
-  if (i8) {
-    ks = key_scale.cast<py::array>();
-    vs = value_scale.cast<py::array>();
-    for (const auto& [a, view, name] : {std::tuple{&ks, &p.k_scale, "key_scale"}, {&vs, &p.v_scale, "value_scale"}}) {
-      if (!has_dtype<float>(*a)) throw py::type_error(std::string(name) + ": dtype must be float32");
-      if (a->ndim() < 2 || a->shape(a->ndim() - 2) != p.S || a->shape(a->ndim() - 1) != 1)
-        throw py::value_error(std::string(name) + ": needs shape (..., S, 1)");
-      add_operand(builder, batch, *a, name, 2, view);
-      if (view->row_stride != 1 && p.S > 1 && a->size() > 0)
-        throw py::value_error(std::string(name) + ": positions must be contiguous");
-    }
-  }
-
-  SharedOperands keep;
-  add_shared_operands(p, builder, batch, dt, mask, lengths, weights, lse, keep);
-  add_score_variants(p, builder, batch, dt, softcap, alibi_slopes, sinks, keep);
-  std::vector<const StridedArray*> shared = {&p.k, &p.v};
-  if (i8) {
-    shared.push_back(&p.k_scale);
-    shared.push_back(&p.v_scale);
-  }
-  if (p.vis.lengths.data) shared.push_back(&p.vis.lengths);
-  p.fold = builder.fold_shared(shared);
-  if (!builder.finish(&p.batch))
-    throw py::value_error("too many non-mergeable batch dimensions");
-
-  py::gil_scoped_release release;
-  scaled_dot_product_attention(p);
-}
-
-// The plain call (see plain_call.h), checked and run entirely here:
-// plain, causal, windowed and masked attention with or without weights and
-// lse, and a KV cache's decoding step (lower-right causal, sliding window,
-// kv_lengths, grouped-query heads). None if the call is not a plain one.
-// scale: None (1/sqrt(E)) or a finite float (checked by the caller).
-py::object sdpa_plain(const py::handle& q, const py::handle& k, const py::handle& v,
-                      const py::object& mask, const py::object& scale, int causal,
-                      int64_t window_left, int64_t window_right, const py::object& lengths,
-                      const py::object& out, bool want_weights, bool want_lse, bool gqa,
-                      int num_threads, double softcap, const py::object& alibi_slopes,
-                      const py::object& sinks) {
-  PlainOptions o(mask, causal, window_left, window_right, lengths, out, want_weights, want_lse,
-                 gqa, num_threads);
-  o.softcap = softcap;
-  o.alibi_slopes = alibi_slopes;
-  o.sinks = sinks;
-  o.half_inputs = true;  // the SDPA kernels read bfloat16 / float16 q, k, v in place
-  SdpaParams p;
-  PlainCall call;
-  if (!prepare_plain_call(p, &p.q, &p.k, q, k, v, o, &call)) return py::none();
-  p.storage = call.storage;
+py::object run(SdpaParams& p, const PreparedCall& call) {
   p.E = call.E;
-  p.scale = !scale.is_none() ? scale.cast<double>()
-                              : (call.E > 0 ? 1.0 / std::sqrt(static_cast<double>(call.E)) : 1.0);
+  p.scale = call.scale;
   {
     py::gil_scoped_release release;
     scaled_dot_product_attention(p);
@@ -129,25 +25,129 @@ py::object sdpa_plain(const py::handle& q, const py::handle& k, const py::handle
   return call.result();
 }
 
+// scaled_dot_product_attention (pyattn/attention.py) with its options as
+// pyattn/_args.py parsed them. bits: -1, or STORAGE["bfloat16"] /
+// STORAGE["float16"] when q, k, v are uint16 arrays holding those bits
+// (pyattn.torch's bfloat16 tensors; computed and returned in float32).
+py::object sdpa(py::handle query, py::handle key, py::handle value, py::handle mask, py::handle scale,
+                int causal, int64_t window_left, int64_t window_right, py::handle lengths, py::handle out,
+                py::handle want_weights, py::handle want_lse, py::handle gqa, int num_threads, py::handle softcap,
+                py::handle alibi_slopes, py::handle sinks, int bits) {
+  py::array q = as_array(query, "query"), k = as_array(key, "key"), v = as_array(value, "value");
+  DType storage;
+  py::dtype cdt, result_dtype;
+  if (bits < 0) {
+    const py::dtype qdt = q.dtype();
+    const bool plain = (has_dtype<float>(q) || has_dtype<double>(q)) && k.dtype().is(qdt) && v.dtype().is(qdt) &&
+                       q.ndim() >= 2 && k.ndim() >= 2 && v.ndim() >= 2;  // (the common case, checked quickly)
+    const py::dtype dt = plain ? qdt : check_float_inputs({{"query", q}, {"key", k}, {"value", v}});
+    storage = float_kind(dt);
+    cdt = compute_dtype(dt);
+    result_dtype = dt;
+  } else {
+    if (bits != static_cast<int>(DType::bf16) && bits != static_cast<int>(DType::f16))
+      throw py::value_error("bits must be the bfloat16 or float16 storage code");
+    for (const auto& [name, a] : {std::pair{"query", &q}, {"key", &k}, {"value", &v}}) {
+      if (!has_dtype<uint16_t>(*a)) throw py::type_error(std::string(name) + ": must hold 16-bit floats as uint16");
+      if (a->ndim() < 2)
+        throw py::value_error(std::string(name) + " must have at least 2 dimensions (..., rows, features)");
+    }
+    storage = static_cast<DType>(bits);
+    cdt = py::dtype::of<float>();
+    result_dtype = cdt;
+  }
+  CallOperands ops(q, k, v);
+  ops.shown[0] = query;
+  ops.shown[1] = key;
+  ops.shown[2] = value;
+  ops.cdt = cdt;
+  ops.result_dtype = result_dtype;
+  const CallOptions o = call_options(mask, scale, causal, window_left, window_right, lengths, out, want_weights,
+                                     want_lse, gqa, num_threads, softcap, alibi_slopes, sinks);
+  SdpaParams p;
+  PreparedCall call;
+  prepare_call(p, &p.q, &p.k, ops, o, &call);
+  p.storage = storage;
+  return run(p, call);
+}
+
+// scaled_dot_product_attention of float query rows over keys and values
+// stored apart from them (pyattn.KVCache): storage STORAGE["bfloat16"] /
+// STORAGE["float16"] (key and value of that dtype, or uint16 bits) or
+// STORAGE["int8"] (int8 codes with float32 scales key_scale, value_scale of
+// shape (..., S): key j is key_scale[j] * key[j]). Computed in float32;
+// out and weights in the query's dtype, lse float32.
+py::object sdpa_stored_kv(py::handle query, py::handle key, py::handle value, int storage, py::handle key_scale,
+                          py::handle value_scale, py::handle mask, py::handle scale, int causal,
+                          int64_t window_left, int64_t window_right, py::handle lengths, py::handle out,
+                          py::handle want_weights, py::handle want_lse, py::handle gqa, int num_threads,
+                          py::handle softcap, py::handle alibi_slopes, py::handle sinks) {
+  const bool i8 = storage == static_cast<int>(DType::i8);
+  if (!i8 && storage != static_cast<int>(DType::bf16) && storage != static_cast<int>(DType::f16))
+    throw py::value_error("storage must be the bfloat16, float16 or int8 storage code");
+  py::array q = as_array(query, "query"), k = as_array(key, "key"), v = as_array(value, "value");
+  const py::dtype result_dtype = check_float_inputs({{"query", q}});
+  const py::dtype f32 = py::dtype::of<float>();
+  const py::ssize_t want_item = i8 ? 1 : 2;
+  for (const auto& [name, a] : {std::pair{"key", &k}, {"value", &v}}) {
+    if (a->itemsize() != want_item || (i8 && !has_dtype<int8_t>(*a)))
+      throw py::type_error(std::string(name) + ": dtype " + py::str(a->dtype()).cast<std::string>() +
+                           " does not match the storage");
+    if (a->ndim() < 2)
+      throw py::value_error(std::string(name) + " must have at least 2 dimensions (..., rows, features)");
+  }
+  CallOperands ops(q, k, v);
+  ops.convert_q = true;
+  ops.shown[0] = query;
+  ops.shown[1] = key;
+  ops.shown[2] = value;
+  ops.result_dtype = result_dtype;
+  ops.cdt = f32;
+  SdpaParams p;
+  if (i8) {  // (..., S) -> (..., S, 1) float32 with contiguous positions
+    if (key_scale.is_none() || value_scale.is_none())
+      throw py::value_error("int8 keys/values need key_scale and value_scale");
+    StridedArray* views[2] = {&p.k_scale, &p.v_scale};
+    const char* names[2] = {"key_scale", "value_scale"};
+    const py::handle scales[2] = {key_scale, value_scale};
+    for (int i = 0; i < 2; ++i) {
+      py::array a = py::module_::import("numpy").attr("ascontiguousarray")(scales[i], py::arg("dtype") = ops.cdt)
+                        .cast<py::array>();
+      std::vector<py::ssize_t> sh(a.shape(), a.shape() + a.ndim()), st(a.strides(), a.strides() + a.ndim());
+      sh.push_back(1);
+      st.push_back(a.itemsize());
+      if (a.ndim() < 1 || sh[sh.size() - 2] != k.shape(k.ndim() - 2))
+        throw py::value_error(std::string(names[i]) + ": needs shape (..., S)");
+      ops.kv_extra.push_back({names[i], py::array(a.dtype(), sh, st, a.data(), a), views[i]});
+    }
+  } else if (!key_scale.is_none() || !value_scale.is_none()) {
+    throw py::value_error("key_scale and value_scale are given with int8 keys/values only");
+  }
+  const CallOptions o = call_options(mask, scale, causal, window_left, window_right, lengths, out, want_weights,
+                                     want_lse, gqa, num_threads, softcap, alibi_slopes, sinks);
+  PreparedCall call;
+  prepare_call(p, &p.q, &p.k, ops, o, &call);
+  p.storage = static_cast<DType>(storage);
+  p.float_query = true;
+  return run(p, call);
+}
+
 }  // namespace
 
 void register_sdpa(py::module_& m) {
-  m.def("sdpa_plain", &sdpa_plain, py::arg("query"), py::arg("key"), py::arg("value"),
-        py::arg("mask"), py::arg("scale"), py::arg("causal"), py::arg("window_left"),
-        py::arg("window_right"), py::arg("lengths"), py::arg("out"), py::arg("want_weights"),
-        py::arg("want_lse"),
-        py::arg("gqa"), py::arg("num_threads"), py::arg("softcap") = 0.0,
-        py::arg("alibi_slopes") = py::none(), py::arg("sinks") = py::none(),
-        "Fast path for the plain call (see pyattn.attention); None if it does not apply.");
-  m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("out"),
-        py::arg("mask"), py::arg("lengths"), py::arg("weights"), py::arg("lse"),
-        py::arg("scale"), py::arg("storage"), py::arg("softcap"), py::arg("alibi_slopes"),
-        py::arg("sinks"), py::arg("causal"), py::arg("lower_right"), py::arg("window_left"),
-        py::arg("window_right"), py::arg("num_threads"), py::arg("float_query") = false,
-        py::arg("key_scale") = py::none(), py::arg("value_scale") = py::none(),
-        "Low-level SDPA on prepared arrays (see pyattn.attention). Writes out/weights/lse. "
-        "float_query: float32 q over k/v stored as `storage` (bfloat16/float16 bits, or int8 codes "
-        "with key_scale/value_scale of shape (..., S, 1)).");
+  register_call_args(m);
+  m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("mask"), py::arg("scale"),
+        py::arg("causal"), py::arg("window_left"), py::arg("window_right"), py::arg("lengths"), py::arg("out"),
+        py::arg("want_weights"), py::arg("want_lse"), py::arg("gqa"), py::arg("num_threads"),
+        py::arg("softcap"), py::arg("alibi_slopes"), py::arg("sinks"), py::arg("bits") = -1,
+        "scaled_dot_product_attention with its options parsed by pyattn/_args.py: checks every "
+        "argument rule (TypeError / ValueError naming the argument), computes, returns the result.");
+  m.def("sdpa_stored_kv", &sdpa_stored_kv, py::arg("query"), py::arg("key"), py::arg("value"),
+        py::arg("storage"), py::arg("key_scale"), py::arg("value_scale"), py::arg("mask"), py::arg("scale"),
+        py::arg("causal"), py::arg("window_left"), py::arg("window_right"), py::arg("lengths"), py::arg("out"),
+        py::arg("want_weights"), py::arg("want_lse"), py::arg("gqa"), py::arg("num_threads"),
+        py::arg("softcap"), py::arg("alibi_slopes"), py::arg("sinks"),
+        "sdpa over keys/values stored as bfloat16, float16 or int8 with scales (pyattn.KVCache).");
 }
 
 }  // namespace pyattn::bindings

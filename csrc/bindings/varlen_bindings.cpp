@@ -5,6 +5,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,7 +13,9 @@
 #include "array_view.h"
 #include "attention_args.h"
 #include "bindings.h"
+#include "call_args.h"
 #include "pyattn/batch_layout.h"
+#include "pyattn/threads.h"
 #include "pyattn/varlen.h"
 
 namespace pyattn::bindings {
@@ -50,10 +53,9 @@ std::vector<int64_t> strides_of(const py::array& a, const char* name, int ndim) 
 // alibi_slopes / sinks: None, or (Hkv, G) views of the (Hq,) per-query-head
 // arrays (pyattn/varlen.py), in the compute dtype.
 void varlen(const py::array& q, const py::array& k, const py::array& v, const py::array& cu_q,
-            const py::array& cu_k, const py::array& out, const py::object& lse, double scale,
-            int storage, double softcap, const py::object& alibi_slopes, const py::object& sinks,
-            bool causal, bool lower_right, int64_t window_left, int64_t window_right,
-            int num_threads) {
+            const py::array& cu_k, const py::array& out, const py::object& lse, py::handle scale,
+            int storage, py::handle softcap, const py::object& alibi_slopes, const py::object& sinks,
+            int causal, int64_t window_left, int64_t window_right, int num_threads) {
   VarlenParams vp;
   SdpaParams& p = vp.seq;
   // storage 2 / 3: q, k, v hold bfloat16 / float16 bits (uint16 arrays) and
@@ -75,7 +77,7 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
   if (k.shape(2) != p.E || v.shape(0) != total_k || v.shape(1) != hkv || out.shape(0) != total_q ||
       out.shape(1) != hq || out.shape(2) != p.Ev)
     throw py::value_error("query/key/value/out: inconsistent shapes");
-  if (hkv == 0 ? hq != 0 : hq % hkv != 0)
+  if (!kv_heads_divide(hq, hkv))
     throw py::value_error("key/value heads must divide query heads");
   if (!out.writeable()) throw py::value_error("out is read-only");
   const std::vector<int64_t> cq = offsets(cu_q, "cu_seqlens_q", total_q);
@@ -87,8 +89,11 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
   if (hq == 0) return;
   const int64_t group = hq / hkv;
 
-  p.scale = scale;
-  set_visibility(p, causal, lower_right, window_left, window_right, num_threads);
+  p.scale = scale_or_default(scale, p.E);
+  const double cap = softcap_or_off(softcap);
+  set_visibility(p, causal != static_cast<int>(Causal::none), causal == static_cast<int>(Causal::lower_right),
+                 window_side(window_left, total_q, total_k), window_side(window_right, total_q, total_k),
+                 num_threads > 0 ? num_threads : default_num_threads());
   // Heads as the batch (hkv, group), laid out as scaled_dot_product_attention
   // lays out one sequence's (Hq, L, E) query against (Hkv, S, E) keys with
   // grouped-query heads: the same fold, so the same tiling and bits.
@@ -113,7 +118,7 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
     builder.add(&p.lse, heads(sl));
   }
   SharedOperands keep;  // (the score variants' arrays)
-  add_score_variants(p, builder, {hkv, group}, dt, softcap, alibi_slopes, sinks, keep);
+  add_score_variants(p, builder, {hkv, group}, dt, cap, alibi_slopes, sinks, keep);
   for (const auto& [view, s] : {std::pair{&p.q, &sq}, {&p.k, &sk}, {&p.v, &sv}, {&p.out, &so}})
     view->row_stride = (*s)[0];
   p.q.data = const_cast<void*>(q.data());
@@ -133,7 +138,7 @@ void register_varlen(py::module_& m) {
   m.def("varlen", &varlen, py::arg("query"), py::arg("key"), py::arg("value"),
         py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"), py::arg("out"), py::arg("lse"),
         py::arg("scale"), py::arg("storage"), py::arg("softcap"), py::arg("alibi_slopes"),
-        py::arg("sinks"), py::arg("causal"), py::arg("lower_right"),
+        py::arg("sinks"), py::arg("causal"),
         py::arg("window_left"), py::arg("window_right"), py::arg("num_threads"),
         "Low-level packed variable-length attention on prepared arrays (see pyattn.varlen). "
         "Writes out/lse.");

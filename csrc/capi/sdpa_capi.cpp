@@ -16,10 +16,21 @@
 #include <vector>
 
 #include "pyattn/batch_layout.h"
+#include "pyattn/call_rules.h"
 #include "pyattn/sdpa.h"
 #include "pyattn/threads.h"
 
 namespace pyattn::capi {
+
+// The C ABI's codes are the core's (one definition each: pyattn/call_rules.h, pyattn/strided.h).
+static_assert(PYATTN_CAUSAL_NONE == static_cast<int>(Causal::none) &&
+              PYATTN_CAUSAL_UPPER_LEFT == static_cast<int>(Causal::upper_left) &&
+              PYATTN_CAUSAL_LOWER_RIGHT == static_cast<int>(Causal::lower_right), "causal codes");
+static_assert(PYATTN_FLOAT32 == static_cast<int>(DType::f32) && PYATTN_FLOAT64 == static_cast<int>(DType::f64),
+              "dtype codes");
+static_assert(PYATTN_MASK_NONE == static_cast<int>(MaskKind::none) &&
+              PYATTN_MASK_BOOL == static_cast<int>(MaskKind::boolean) &&
+              PYATTN_MASK_FLOAT == static_cast<int>(MaskKind::additive), "mask codes");
 
 namespace {
 
@@ -161,7 +172,7 @@ int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
       {"B", c.B}, {"Hq", c.Hq}, {"Hkv", c.Hkv}, {"L", c.L}, {"S", c.S}, {"E", c.E}, {"Ev", c.Ev}};
   for (const auto& s : sizes)
     if (s.n < 0) return fail(err, PYATTN_ERR_SHAPE, "%s must be >= 0, got %lld", s.name, (long long)s.n);
-  if (c.Hkv == 0 ? c.Hq != 0 : c.Hq % c.Hkv != 0)
+  if (!kv_heads_divide(c.Hq, c.Hkv))
     return fail(err, PYATTN_ERR_SHAPE, "Hkv (%lld) must divide Hq (%lld)", (long long)c.Hkv, (long long)c.Hq);
   if (c.num_threads < 0)
     return fail(err, PYATTN_ERR_VALUE, "num_threads must be 0 (the default) or >= 1, got %d", c.num_threads);
@@ -207,7 +218,7 @@ int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
                   (long long)c.kv_lengths_stride);
     for (int64_t b = 0; b < B; ++b) {
       const int64_t n = c.kv_lengths[b * c.kv_lengths_stride];
-      if (n < 0 || n > S)
+      if (!length_in_range(n, S))
         return fail(err, PYATTN_ERR_VALUE, "kv_lengths[%lld] = %lld is outside [0, S = %lld]", (long long)b,
                     (long long)n, (long long)S);
     }
@@ -240,12 +251,11 @@ int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
   p.S = S;
   p.E = E;
   p.Ev = Ev;
-  p.scale = !std::isnan(c.scale) ? c.scale : (E > 0 ? 1.0 / std::sqrt(static_cast<double>(E)) : 1.0);
+  p.scale = !std::isnan(c.scale) ? c.scale : default_scale(E);
   p.vis.causal = c.causal != PYATTN_CAUSAL_NONE;
   p.vis.lower_right = c.causal == PYATTN_CAUSAL_LOWER_RIGHT;
-  const int64_t limit = L + S + 1;  // wider sides are unbounded (as the Python API clamps them)
-  p.vis.window_left = c.window_left < 0 ? -1 : std::min(c.window_left, limit);
-  p.vis.window_right = c.window_right < 0 ? -1 : std::min(c.window_right, limit);
+  p.vis.window_left = window_side(c.window_left, L, S);
+  p.vis.window_right = window_side(c.window_right, L, S);
   p.num_threads = c.num_threads > 0 ? c.num_threads : default_num_threads();
 
   // The batch (B, Hkv, G): query head h = hk * G + g; key/value broadcast over g.

@@ -354,6 +354,6 @@ void additive_kernel(const AdditiveParams& p, const Tiling& t, WorkItems& work,
   using T = typename V::T;
   T* scratch = static_cast<T*>(scratch_void);
   AdditiveScorer<V, Shape> scorer(p, t, scratch);
-  KVBlockSource<V, T, T> kv(p, p.kp, nullptr, t, scratch, 4 * Shape::strip);
+  KVBlockSource<V, T, T> kv(p, p.kp, nullptr, t, scratch, Shape::strip);
   attention_loop<V, Shape>(p, scorer, kv, t, work, scratch);
 }

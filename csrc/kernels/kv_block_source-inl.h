@@ -26,14 +26,17 @@ struct KeyRows {
 // [Ev, ev_pad) zero). finite: no inf/NaN among them; if not, `converted`
 // holds them and P V skips zero probabilities (pv_skip_zeros). int8 values:
 // scale[j] is value j's scale, scale_finite whether all of them are.
+// check_by_acc: values in place whose finiteness P V's results tell
+// (pv_strip; `converted` is then free scratch).
 template <class T, class SV>
 struct ValueRows {
   const SV* in_place;
   int64_t ld;
-  const T* converted;
+  T* converted;
   bool finite;
   const float* scale;
   bool scale_finite;
+  bool check_by_acc;
 };
 
 // True if rows [0, nk) x columns [0, Ev) of b are all finite: x - x is 0
@@ -79,7 +82,10 @@ inline bool scales_finite(const float* vscale, int64_t n) {
 // (GQA decoding 20% slower packed). bfloat16 / float16 values are widened as
 // P V reads them when few rows do (decoding: converting into scratch first
 // halved the rate K and V stream at); many rows share one converted copy.
-// "Few" is fewer than `few_rows` rows (the loop: 4 strips).
+// "Few" is fewer than `few_rows` rows (the loop: 4 strips). Values read in
+// place by an item of one strip (at most `strip` rows, one tile, no more
+// rows than keys per block) are checked for inf/NaN by P V's results
+// (pv_strip) instead of a pass of their own.
 template <class V, class SK, class SV>
 struct KVBlockSource {
   using T = typename V::T;
@@ -89,8 +95,9 @@ struct KVBlockSource {
   const StridedArray& k_arr;
   const StridedArray* k_scale;  // int8 keys: their scales
   T* vp;                        // converted values of the current block
-  int64_t Ev, ev_pad, few_rows;
+  int64_t Ev, ev_pad, few_rows, strip, q_block, k_block;
   bool v_cols_whole, v_stride_whole;
+  bool check_by_acc = false;    // the current item's (see above)
   // The current batch element:
   const SK* k = nullptr;
   const float* ks = nullptr;
@@ -99,9 +106,9 @@ struct KVBlockSource {
   bool v_in_place = false;
 
   KVBlockSource(const AttentionParams& params, const StridedArray& keys, const StridedArray* key_scale,
-                const Tiling& t, T* scratch, int64_t few_rows_below)
+                const Tiling& t, T* scratch, int64_t strip_rows)
       : p(params), k_arr(keys), k_scale(key_scale), vp(scratch + t.off_v), Ev(params.Ev),
-        ev_pad(t.ev_pad), few_rows(few_rows_below) {
+        ev_pad(t.ev_pad), few_rows(4 * strip_rows), strip(strip_rows), q_block(t.q_block), k_block(t.k_block) {
     v_cols_whole = Ev % V::W == 0 && ev_pad == Ev;
     v_stride_whole = p.v.row_stride * int64_t(sizeof(T)) % kVecBytes == 0;
   }
@@ -117,6 +124,7 @@ struct KVBlockSource {
     v_in_place = std::is_same_v<SV, T>
         ? v_cols_whole && v_stride_whole && (reinterpret_cast<uintptr_t>(v) % kVecBytes == 0 || few)
         : v_cols_whole && few;
+    check_by_acc = !std::is_same_v<SV, I8> && rows <= q_block && rows <= strip && rows <= k_block;
   }
 
   PYATTN_INLINE KeyRows<SK> keys(int64_t j0) const {
@@ -127,11 +135,13 @@ struct KVBlockSource {
 
   PYATTN_INLINE ValueRows<T, SV> values(int64_t j0, int64_t nk) {
     const int64_t ld = p.v.row_stride;
-    ValueRows<T, SV> r{v_in_place ? v + j0 * ld : nullptr, ld, vp, true, nullptr, true};
+    ValueRows<T, SV> r{v_in_place ? v + j0 * ld : nullptr, ld, vp, true, nullptr, true, check_by_acc};
     if constexpr (std::is_same_v<SV, I8>) {  // int8 codes are finite; their scales may not be
       r.scale = vscale + j0;
       r.scale_finite = scales_finite(vscale + j0, nk);
       if (!r.in_place) convert_rows<V>(v + j0 * ld, ld, nk, Ev, vp, ev_pad);
+    } else if (r.in_place && check_by_acc) {
+      r.finite = true;  // until P V's results say otherwise (pv_strip)
     } else if (r.in_place) {
       r.finite = all_finite<V>(r.in_place, ld, nk, Ev);
       if (!r.finite) {  // rare: pv_skip_zeros reads a converted copy

@@ -99,7 +99,7 @@ struct ScoreStrip {
                            : softmax_step<V, false>(s, tcols, state.m + gr, state.l + gr, acc_row, state.ev_pad);
       weights.stage_block(gr, kb, j0, nk, tk, s, m_use);
     }
-    pv_strip<V, Shape>(st, ld_s, srows, tk, vals, p.Ev, state.acc + s0 * state.ev_pad, state.ev_pad);
+    pv_strip<V, Shape>(st, ld_s, srows, tk, nk, vals, p.Ev, state.acc + s0 * state.ev_pad, state.ev_pad);
   }
 
   // The explicit mask of group row gr on its scores s[0, tk) of keys from j0.

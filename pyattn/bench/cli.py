@@ -11,10 +11,12 @@ on a shared machine falls on all of them alike.
 Two roofs are measured in the same run at each thread count, in as many
 blocks as rounds spread over the run (one median each): NumPy's float32
 2048^3 matmul (compute-bound cases: "% matmul" = pyattn's GFLOP/s over it)
-and a streaming read of a 512 MiB buffer (``pyattn._core._stream_read``;
-memory-bound cases -- decoding -- show "GB/s", the bytes of q, K, V and the
-output one call reads and writes per second, and "% read bw" = that over
-the read roof). NumPy's BLAS threads are set to each row's thread count with
+and a streaming read of a 512 MiB buffer (``pyattn._core._stream_read``).
+Memory-bound cases -- decoding -- show "GB/s", the bytes of q, K, V and the
+output one call reads and writes per second, and "% read bw" = that over a
+streaming read of a buffer of the same number of bytes at the same thread
+count, timed in the same rounds as the case: a footprint that fits a cache
+level is compared with a read from that level, not from memory. NumPy's BLAS threads are set to each row's thread count with
 threadpoolctl when it is importable (else they are not controlled and the
 table says so); ONNX Runtime runs with intra-op spinning off. Note:
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment can slow OpenBLAS
@@ -67,6 +69,8 @@ _ROOF_N = 2048
 # Bytes of the read-bandwidth roof's buffer: >= 4x any last-level cache share
 # a core is likely to have (the smoke preset only checks that it runs).
 _READ_BYTES = {"smoke": 32 << 20, "quick": 512 << 20, "full": 512 << 20}
+# The runner of a memory-bound case's read of its own bytes (its "% read bw").
+_SAME_BYTES = "read (same bytes)"
 _OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 _COLUMNS = ("case", "thr", "pyattn", "GFLOP/s", "% matmul", "GB/s", "% read bw", "x numpy", "x torch",
             "x onnxrt")
@@ -133,8 +137,8 @@ def build_parser():
         epilog="Columns 'x numpy/torch/onnxrt' are baseline time / pyattn time (> 1: pyattn faster); "
                "'% matmul' compares pyattn's GFLOP/s with NumPy's float32 2048^3 matmul at the same "
                "thread count (compute-bound cases); 'GB/s' is the bytes of q, K, V and out per call "
-               "over the time and '% read bw' that over a streaming read of a 512 MiB buffer at the "
-               "same thread count (memory-bound cases: decoding). 'n/a': the baseline cannot run the "
+               "over the time and '% read bw' that over a streaming read of a buffer of the same size at "
+               "the same thread count, in the same rounds (memory-bound cases: decoding). 'n/a': the baseline cannot run the "
                "case; '-': not installed, not selected or not applicable.",
     )
     g = p.add_mutually_exclusive_group()
@@ -290,6 +294,8 @@ def run(args, out=None):
     rounds = _ROUNDS[preset]
     side_count = sum(len(_side_runs(c, t)) for c in selected for t in threads_list)
     read_roof = not args.no_roof and any(c.memory_bound for c in selected)
+    if read_roof:  # each memory-bound case's read of the same bytes
+        side_count += len(threads_list) * sum(1 for c in selected if c.memory_bound)
     roofs = (0 if args.no_roof else 1) + int(read_roof)
     steps = (len(selected) * len(threads_list) * (1 + rounds * (1 + len(baselines)))
              + rounds * side_count + rounds * len(threads_list) * roofs)
@@ -360,6 +366,8 @@ def run(args, out=None):
             runners = {"pyattn": runner}
             for key, _, side_case, side_t in side:
                 runners[f"pyattn ({key})"] = bl.make_runner("pyattn", side_case, inputs, side_t)
+            if read_roof and case.memory_bound:
+                runners[_SAME_BYTES] = bl.read_roof_runner(case.bytes, t)
             for name in baselines:
                 try:
                     runners[name] = bl.make_runner(name, case, inputs, t)
@@ -378,6 +386,9 @@ def run(args, out=None):
                         tm = measure(runner, **per_round, keep_first=r == 0 and name in baselines)
                     parts[name].append(tm)
                     del tm
+            if _SAME_BYTES in parts:
+                tm = merge_timings(parts.pop(_SAME_BYTES))
+                row["read_same_bytes"] = {"gb_per_s": case.bytes / tm.median / 1e9, **tm.as_dict()}
             for key, label, side_case, side_t in side:
                 tm = merge_timings(parts.pop(f"pyattn ({key})"))
                 row["side_by_side"][key] = {"label": label, "threads": side_t, **_entry(tm, side_case)}
@@ -411,8 +422,8 @@ def run(args, out=None):
             continue
         if row["memory_bound"]:
             p["gb_per_s"] = row["bytes"] / p["median_s"] / 1e9
-            if t in read:
-                p["pct_read"] = 100.0 * p["gb_per_s"] / read[t]["gb_per_s"]
+            if "read_same_bytes" in row:
+                p["pct_read"] = 100.0 * p["gb_per_s"] / row["read_same_bytes"]["gb_per_s"]
         elif t in roof:
             p["pct_roof"] = 100.0 * p["gflops"] / roof[t]["gflops"]
         for name in baselines:
@@ -533,7 +544,8 @@ def print_report(report, out=None):
         print(fmt(r), file=out)
     print("x <baseline> = baseline time / pyattn time (> 1: pyattn is faster); "
           "% matmul: of the matmul roof (compute-bound cases); GB/s, % read bw: bytes of q, K, V, out "
-          "per call / time, of the read roof (memory-bound cases); tiny cases: time per call.", file=out)
+          "per call / time, and that of a read of as many bytes in the same rounds (memory-bound cases); "
+          "tiny cases: time per call.", file=out)
     sides = [(r, key, s) for r in report["results"] for key, s in r.get("side_by_side", {}).items()
              if "ratio" in s]
     if sides:

@@ -15,6 +15,13 @@ of per-block medians), at the given thread count:
   with ORT's default spinning pool and with
   ``session.intra_op.allow_spinning = "0"``.
 
+Any operation run before another evicts some of the other's data from the
+caches (of every core it ran on), and leaves the runtime's threads in some
+state. So each "after" is also timed after a control: a torch elementwise
+add on the same threads that touches as many bytes as the operation it
+stands in for (its own buffers). ``after / add`` is then how the previous
+operation compares with a torch operation of the same size as a neighbour.
+
 Each pyattn wait policy (``pyattn.set_thread_wait``) is measured in the same
 run; the ratio ``after / alone`` is printed (1.00: no effect).
 """
@@ -98,14 +105,23 @@ def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
     def attn():
         pyattn.scaled_dot_product_attention(q, k, v, is_causal=True)
 
+    def adder(nbytes):  # the control: nbytes touched (two inputs, one result) by torch's threads
+        x, y, z = (torch.ones(nbytes // 12) for _ in range(3))
+        return lambda: torch.add(x, y, out=z)
+
+    add_like_attn = adder(4 * q.nbytes)  # q, k, v and the result
+    add_like_mm = adder(3 * a.numel() * a.element_size())  # a, b and the result
+
     cases = {}
     for policy in ("active", "passive"):
         def setp(p=policy):
             pyattn.set_thread_wait(p)
         cases[f"torch mm alone [{policy}]"] = (setp, mm, mm)
         cases[f"torch mm after pyattn [{policy}]"] = (setp, attn, mm)
+        cases[f"torch mm after torch add [{policy}]"] = (setp, add_like_attn, mm)
         cases[f"pyattn alone [{policy}]"] = (setp, attn, attn)
         cases[f"pyattn after torch mm [{policy}]"] = (setp, mm, attn)
+        cases[f"pyattn after torch add [{policy}]"] = (setp, add_like_mm, attn)
     ort_note = None
     try:
         for spinning in (True, False):
@@ -113,6 +129,7 @@ def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
             tag = "ORT spinning" if spinning else "ORT allow_spinning=0"
             cases[f"pyattn after {tag} [auto]"] = (lambda: pyattn.set_thread_wait("auto"), run, attn)
         cases["pyattn alone [auto]"] = (lambda: pyattn.set_thread_wait("auto"), attn, attn)
+        cases["pyattn after torch add [auto]"] = (lambda: pyattn.set_thread_wait("auto"), add_like_mm, attn)
     except ImportError:
         ort_note = "onnxruntime/onnx not installed: the ORT rows are left out"
     try:
@@ -174,15 +191,24 @@ def _print(med, cpu, threads, rounds, block, ort_note, out):
     print("torch mm: (384 x 384) @ (384 x 384) float32; pyattn: causal (1, 8, 256, 64) float32", file=out)
     print("(wall: elapsed time of the timed call; cpu: CPU time all the process's threads used meanwhile)",
           file=out)
-    print(f"{'timed call':42s} {'wall':>10s} {'after/alone':>12s} {'cpu':>10s} {'after/alone':>12s}", file=out)
+    print("(torch add: an elementwise add on the same threads touching the bytes of the op it stands for; "
+          "after/add: the previous op against it as a neighbour)", file=out)
+    print(f"{'timed call':42s} {'wall':>10s} {'after/alone':>12s} {'after/add':>11s} {'cpu':>10s} "
+          f"{'after/alone':>12s}", file=out)
     for name in med:
         cells = []
         for table in (med, cpu):
-            t, alone = table[name], None
+            t, alone, control = table[name], None, None
             if " after " in name:
                 what, _, rest = name.partition(" after ")
-                alone = table.get(f"{what} alone {rest[rest.index('['):]}")
-            cells.append(f"{t * 1e6:8.1f}us " + (f"{t / alone:12.3f}" if alone else f"{'':12s}"))
+                policy = rest[rest.index('['):]
+                alone = table.get(f"{what} alone {policy}")
+                if not rest.startswith("torch add") and table is med:
+                    control = table.get(f"{what} after torch add {policy}")
+            cell = f"{t * 1e6:8.1f}us " + (f"{t / alone:12.3f}" if alone else f"{'':12s}")
+            if table is med:
+                cell += f" {t / control:11.3f}" if control else f" {'':11s}"
+            cells.append(cell)
         print(f"{name:42s} " + " ".join(cells), file=out)
     if ort_note:
         print(ort_note, file=out)

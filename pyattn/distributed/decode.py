@@ -31,7 +31,7 @@ _FIELDS = [
 def _local_part(query, key, value, kv_lengths, enable_gqa, scale, num_threads):
     arrays, dtype = _mpi.check_float_inputs("sharded_decode", query=query, key=key, value=value)
     q = arrays["query"]
-    scale = _args.parse_scale(scale, q.shape[-1])
+    scale = _args.scale_value(scale, q.shape[-1])
     out, lse = scaled_dot_product_attention(query, key, value, kv_lengths=kv_lengths, enable_gqa=enable_gqa,
                                             scale=scale, return_lse=True, num_threads=num_threads)
     values = [(_mpi.DTYPE_CODES[dtype],), (int(bool(enable_gqa)),), _mpi.float_field(scale),

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import _args
 from .._config import get_num_threads
-from ..attention import _batch_and_layout, scaled_dot_product_attention
+from ..attention import scaled_dot_product_attention
 from . import _mpi, _plan
 from ._merge import RunningMerge
 
@@ -52,27 +52,19 @@ class _Local:
     def __init__(self, query, key, value, is_causal, scale, layout, enable_gqa, num_threads):
         arrays, dtype = _mpi.check_float_inputs("ring_attention", query=query, key=key, value=value)
         q, k, v = arrays["query"], arrays["key"], arrays["value"]
-        L, E = q.shape[-2:]
-        S, Ek = k.shape[-2:]
-        Sv, Ev = v.shape[-2:]
-        if Ek != E:
-            raise ValueError(f"key feature size {Ek} (shape {k.shape}) != query feature size {E} "
-                             f"(shape {q.shape})")
-        if Sv != S:
-            raise ValueError(f"value has {Sv} rows (shape {v.shape}) but key has {S} (shape {k.shape})")
+        self.batch, L, S, E, Ev = _args.call_shape(q, k, v, enable_gqa)
         if S != L:
             raise ValueError(f"ring_attention: query, key and value are shards of one sequence and must "
                              f"have the same rows on a rank; query has {L} (shape {q.shape}), key {S}")
-        self.batch, _ = _batch_and_layout(q, k, v, bool(enable_gqa))
-        self.scale = _args.parse_scale(scale, E)
-        self.causal, _ = _args.parse_causal(is_causal)
+        self.scale = _args.scale_value(scale, E)
+        self.causal = _args.causal_code(is_causal) != _args.CAUSAL["none"]
         if not isinstance(layout, str):
             raise TypeError(f"layout must be 'contiguous' or 'zigzag', got {type(layout).__name__}")
         if layout not in _plan.LAYOUTS:
             raise ValueError(f"layout must be 'contiguous' or 'zigzag', got {layout!r}")
         self.layout = layout
         self.gqa = bool(enable_gqa)
-        self.threads = _args.parse_num_threads(num_threads, get_num_threads)
+        self.threads = _args.thread_count(num_threads) or get_num_threads()
         _args.check_size(self.batch + (L, Ev), dtype.itemsize, "the result")
         self.q, self.k, self.v, self.dtype = q, k, v, dtype
         self.L, self.E, self.Ev = L, E, Ev

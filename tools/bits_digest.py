@@ -8,6 +8,11 @@ feature must not change existing results). Each case is also computed with
     PYTHONPATH=<build A> python tools/bits_digest.py > a.txt
     PYTHONPATH=<build B> python tools/bits_digest.py > b.txt
     diff a.txt b.txt && echo "same bits"
+
+`--extended` adds the score variants (softcap, ALiBi, sinks), the KV cache's
+storage kinds (bfloat16, float16, int8: prefill and split-key decoding) and
+packed variable-length batches (the default table stays the same, so its
+digests compare with those of older builds).
 """
 
 from __future__ import annotations
@@ -108,6 +113,90 @@ def additive_cases():
             yield name, pyattn.additive_attention, make
 
 
+def extended_cases():
+    """Score variants, stored key/value kinds and varlen batches."""
+    variants = {
+        "softcap": dict(softcap=3.0),
+        "alibi": "alibi",
+        "sinks": "sinks",
+        "softcap_alibi_sinks": "all",
+    }
+    shapes = {"prefill": (2, 3, 97, 130, 59, 33), "decode": (1, 4, 1, 9000, 64, 64)}
+    for dt in (np.float32, np.float64):
+        for sname, (B, H, L, S, E, Ev) in shapes.items():
+            for causal in (False, "lower_right"):
+                for vname, o in variants.items():
+                    for extra in ("", "float_mask", "weights") if sname == "prefill" else ("",):
+                        name = f"variants/{np.dtype(dt).name}/{sname}/{causal}/{vname}/{extra}"
+
+                        def make(name=name, B=B, H=H, L=L, S=S, E=E, Ev=Ev, dt=dt, o=o, causal=causal,
+                                 extra=extra):
+                            rng = _rng(name)
+                            q, k, v = (_arr(rng, (B, H, L, E), dt), _arr(rng, (B, H, S, E), dt),
+                                       _arr(rng, (B, H, S, Ev), dt))
+                            kw = dict(o) if isinstance(o, dict) else {}
+                            if o in ("alibi", "all"):
+                                kw["alibi_slopes"] = rng.random(H).astype(dt)
+                            if o in ("sinks", "all"):
+                                kw["sinks"] = rng.standard_normal(H).astype(dt)
+                            if o == "all":
+                                kw["softcap"] = 2.5
+                            kw["is_causal"] = causal
+                            if extra == "float_mask":
+                                m = rng.standard_normal((L, S)).astype(dt)
+                                m[rng.random(m.shape) < 0.1] = -np.inf
+                                kw["attn_mask"] = m
+                            elif extra == "weights":
+                                kw.update(return_weights=True, return_lse=True)
+                            return (q, k, v), kw
+
+                        yield name, pyattn.scaled_dot_product_attention, make
+    kv_dtypes = ["float16", "int8"] + (["bfloat16"] if BF16 else [])
+    for kv_dtype in kv_dtypes:
+        for sname, (B, Hkv, Hq, L, S, E, Ev) in {"prefill": (2, 2, 4, 70, 300, 40, 24),
+                                                "decode": (1, 2, 2, 1, 9000, 64, 64),
+                                                "gqa_decode": (2, 2, 8, 1, 3000, 64, 64)}.items():
+            for oname in ("plain", "window", "weights", "variants", "nonfinite"):
+                if oname == "weights" and sname != "prefill":
+                    continue
+                name = f"kvcache/{kv_dtype}/{sname}/{oname}"
+
+                def make(name=name, B=B, Hkv=Hkv, Hq=Hq, L=L, S=S, E=E, Ev=Ev, kv_dtype=kv_dtype,
+                         oname=oname):
+                    rng = _rng(name)
+                    cache = pyattn.KVCache(B, Hkv, E, S, value_dim=Ev, kv_dtype=kv_dtype)
+                    k, v = _arr(rng, (B, Hkv, S, E), np.float32), _arr(rng, (B, Hkv, S, Ev), np.float32)
+                    if oname == "nonfinite":  # hidden by the window: must stay out of the results
+                        v[..., 3, :] = np.inf
+                    counts = np.array([S - 7 * b for b in range(B)])
+                    cache.append(k, v, counts=counts)
+                    q = _arr(rng, (B, Hq, L, E), np.float32)
+                    kw = {}
+                    if oname in ("window", "nonfinite"):
+                        kw["window"] = (500, 0)
+                    elif oname == "weights":
+                        kw.update(return_weights=True, return_lse=True)
+                    elif oname == "variants":
+                        kw.update(softcap=4.0, alibi_slopes=rng.random(Hq).astype(np.float32),
+                                  sinks=rng.standard_normal(Hq).astype(np.float32), return_lse=True)
+                    return (cache, q), kw
+
+                yield name, lambda cache, q, **kw: cache.attend(q, **kw), make
+    for causal in (False, True, "lower_right"):
+        name = f"varlen/{causal}"
+
+        def make(name=name, causal=causal):
+            rng = _rng(name)
+            lq, lk = [5, 0, 70, 1], [9, 3, 130, 2000]
+            cu_q, cu_k = np.cumsum([0] + lq), np.cumsum([0] + lk)
+            q = _arr(rng, (cu_q[-1], 4, 48), np.float32)
+            k, v = _arr(rng, (cu_k[-1], 2, 48), np.float32), _arr(rng, (cu_k[-1], 2, 40), np.float32)
+            return (q, k, v, cu_q, cu_k), dict(is_causal=causal, window=(64, None), return_lse=True,
+                                               softcap=5.0)
+
+        yield name, pyattn.varlen_attention, make
+
+
 def digest(result):
     parts = result if isinstance(result, tuple) else (result,)
     h = hashlib.sha256()
@@ -119,6 +208,7 @@ def digest(result):
 
 
 def main():
+    extended = "--extended" in sys.argv[1:]
     cfg = pyattn.get_config()
     isas = [i for i in cfg["isa_compiled"] if i in cfg["isa_supported"]]
     prev = pyattn._core.set_isa(cfg["isa"])
@@ -126,7 +216,7 @@ def main():
     try:
         for isa in isas:
             pyattn._core.set_isa(isa)
-            for cases in (sdpa_cases(), additive_cases()):
+            for cases in (sdpa_cases(), additive_cases()) + ((extended_cases(),) if extended else ()):
                 for name, fn, make in cases:
                     args, kw = make()
                     d1 = digest(fn(*args, num_threads=1, **kw))

@@ -5,8 +5,9 @@
 //
 //   s[i, j] = sum_a v_a[a] * tanh(qp[i, a] + kp[j, a])
 //
-// AdditiveScorer has DotScorer's interface (sdpa-inl.h). Keys are packed like
-// pack_key_panels: panels of PW = NR*W consecutive keys, A rows of PW values,
+// AdditiveScorer has the Scorer interface (attention_loop-inl.h); its keys
+// are the projected keys kp (KeyRows of a KVBlockSource). Keys are packed by
+// pack_key_panels (kernel_common-inl.h): panels of PW = NR*W consecutive keys, A rows of PW values,
 // so an MR x PW register tile of scores accumulates over a = 0..A-1 from
 // broadcast query scalars and contiguous panel loads: no horizontal sums, and
 // the (L, S, A) tensor never exists (memory O((rows + keys) A) per thread).
@@ -246,7 +247,6 @@ struct AdditiveScorer {
   T* kraw;          // key block: panels of kp itself        (kpad x A)
   const T* va;
   const T* q = nullptr;   // qp of the current batch element
-  const T* k = nullptr;   // kp of the current batch element
   int64_t g0 = 0;         // first (folded) query row of the group
   int64_t grows = 0;      // rows in the group
   bool in_place = false;  // group of < MR rows: keys read in place, not packed
@@ -274,7 +274,6 @@ struct AdditiveScorer {
   // all come from one pointer; exactly rows x 2A elements in all.
   void begin_item(int64_t b, int64_t first_row, int64_t rows) {
     q = static_cast<const T*>(p.qp.data) + p.qp.batch_offset(p.batch, b);
-    k = static_cast<const T*>(p.kp.data) + p.kp.batch_offset(p.batch, b);
     g0 = first_row;
     grows = rows;
     in_place = rows < MR;
@@ -299,12 +298,12 @@ struct AdditiveScorer {
     }
   }
 
-  void pack_keys(int64_t j0, int64_t nk) {
+  void pack_keys(const KeyRows<T>& keys, int64_t nk) {
     if (in_place) {
-      kb = k + j0 * p.kp.row_stride;
+      kb = keys.rows;
       return;
     }
-    pack_key_panels<V, kPanelWidth>(k, p.kp.row_stride, j0, nk, A, kraw);
+    pack_key_panels<V, kPanelWidth>(keys.rows, keys.ld, nk, A, kraw);
     // The panels hold round_up(nk, kPanelWidth) * A values: whole vectors.
     const int64_t n = round_up(nk, kPanelWidth) * A;
     auto kmax = V::zero();
@@ -355,5 +354,6 @@ void additive_kernel(const AdditiveParams& p, const Tiling& t, WorkItems& work,
   using T = typename V::T;
   T* scratch = static_cast<T*>(scratch_void);
   AdditiveScorer<V, Shape> scorer(p, t, scratch);
-  attention_loop<V, Shape>(p, scorer, t, work, scratch);
+  KVBlockSource<V, T, T> kv(p, p.kp, nullptr, t, scratch, Shape::strip);
+  attention_loop<V, Shape>(p, scorer, kv, t, work, scratch);
 }

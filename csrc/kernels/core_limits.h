@@ -10,7 +10,7 @@ namespace pyattn {
 // Query tiles (q_block rows each) per row group, at most: each packed key
 // block is shared by this many score tiles (tiling.cpp), and the loop keeps
 // one visible-key interval per tile in arrays of this size
-// (attention_loop-inl.h).
+// (ItemKeys, visible_keys-inl.h).
 constexpr int kMaxTilesPerGroup = 8;
 
 // Scratch of up to this many bytes (all threads of a call together) stays

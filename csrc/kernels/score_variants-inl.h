@@ -1,13 +1,13 @@
-// Score epilogues: the steps the shared loop (attention_loop-inl.h) applies
-// to each row of a strip's score tile, chosen at compile time by the
+// Score epilogues: the steps the shared loop's strip step (score_strip-inl.h)
+// applies to each row of a strip's score tile, chosen at compile time by the
 // kernel's Variant (kernel_switch.h), so a call without them pays nothing
 // per score. Included INSIDE a target namespace after vec_math-inl.h and
-// before attention_loop-inl.h; no include guard.
+// before the loop's parts (attention_loop-inl.h); no include guard.
 //
 // The loop makes a score in this order:
 //   s = the scorer's score (scale <q, k> for SDPA)
 //   transform(s)           softcap: s = c tanh(s / c)           (Gemma 2)
-//   + the float mask       (the loop; the mask's rule: add_bias_rule)
+//   + the float mask       (the strip step; the mask's rule: add_bias_rule)
 //   add_bias(s)            ALiBi: s += -slope |p(i) - j|         (BLOOM, MPT)
 //   then it hides the keys outside the row's visible interval (so a hidden
 //   key stays -inf whatever an epilogue made of it) and runs the softmax.
@@ -50,7 +50,7 @@ struct ScoreEpilogue {
     for (int i = 0; i < W; ++i) iota[i] = T(i);
   }
 
-  void begin_item(int64_t b) {
+  PYATTN_INLINE void begin_item(int64_t b) {
     if constexpr (Var::kAlibi) {
       const StridedArray& a = p.variants.alibi_slopes;
       slopes = static_cast<const T*>(a.data) + a.batch_offset(p.batch, b);
@@ -58,7 +58,7 @@ struct ScoreEpilogue {
   }
 
   // Before the float mask: scores s[0, ncols) (ncols a multiple of W).
-  void transform(T* s, int64_t ncols) const {
+  PYATTN_INLINE void transform(T* s, int64_t ncols) const {
     if constexpr (Var::kSoftcap) {
       const R vc = V::set1(cap), vi = V::set1(inv_cap);
       R amax = V::zero();  // max |x| of the row (NaN: the full vtanh)
@@ -76,7 +76,7 @@ struct ScoreEpilogue {
 
   // After the float mask: scores s[0, ncols) of keys j0, j0 + 1, ... for
   // folded row r of the batch element, whose key position is pos.
-  void add_bias(T* s, int64_t ncols, int64_t r, int64_t pos, int64_t j0) const {
+  PYATTN_INLINE void add_bias(T* s, int64_t ncols, int64_t r, int64_t pos, int64_t j0) const {
     if constexpr (Var::kAlibi) {
       const T slope = slopes[(r / p.L) * p.variants.alibi_slopes.fold_stride];
       // -slope in score units; a slope whose product with log2 e overflows

@@ -16,7 +16,7 @@
 
 // C[MR x NR*W] = A[MR x E] * Bpanel[E x NR*W], plus (kBias) the float mask:
 // row m's biases from bias[m] + boff, added by the mask's element rule
-// (add_bias_rule, attention_loop-inl.h). Adding them as the tile is stored
+// (add_bias_rule, kernel_common-inl.h). Adding them as the tile is stored
 // spares the scores a pass of their own, and their loads (prefetched at the
 // start) wait on nothing.
 template <class V, int MR, int NR, bool kBias = false>
@@ -63,61 +63,6 @@ inline void qk_rows(int mr, const typename V::T* a, int64_t lda,
     if (mr < MR) return qk_rows<V, MR - 1, NR, kBias>(mr, a, lda, b, E, c, ldc, bias, boff);
   }
   qk_tile<V, MR, NR, kBias>(a, lda, b, E, c, ldc, bias, boff);
-}
-
-// Packs keys [j0, j0 + nk) into panels of PW columns (zero beyond nk),
-// converting from the storage type S (int8 codes: times key j's scale
-// kscale[j], so the panels hold the dequantised keys). Where the Vec can transpose, whole
-// W x W blocks (W keys x W elements) go through registers: 2 W loads and
-// stores and a few shuffles per W^2 elements instead of a scalar load and
-// store each (key packing was 3-4% of a long prefill call).
-template <class V, int PW, class S>
-inline void pack_key_panels(const S* k, int64_t k_row, int64_t j0, int64_t nk,
-                            int64_t E, typename V::T* kp, const float* kscale = nullptr) {
-  using T = typename V::T;
-  constexpr int W = V::W;
-  static_assert(PW % W == 0, "panels hold whole vectors");
-  const int64_t npanel = (nk + PW - 1) / PW;
-  for (int64_t pn = 0; pn < npanel; ++pn) {
-    T* panel = kp + pn * E * PW;
-    for (int c0 = 0; c0 < PW; c0 += W) {
-      int64_t e_done = 0;  // elements [0, e_done) of keys c0 .. c0 + W - 1 are packed
-      if constexpr (V::kHasTranspose) {
-        if (pn * PW + c0 + W <= nk) {
-          const S* k0 = k + (j0 + pn * PW + c0) * k_row;
-          // The same elements of the next W keys are fetched meanwhile (this
-          // is the first read of K: it streams from memory or L3).
-          const bool next = pn * PW + c0 + 2 * W <= nk;
-          typename V::R vscale{};  // int8: the W keys' scales (a panel row holds one element of each)
-          if constexpr (std::is_same_v<S, I8>) vscale = V::load(kscale + j0 + pn * PW + c0);
-          for (; e_done + W <= E; e_done += W) {
-            typename V::R r[W];
-            if (next)
-              for (int i = 0; i < W; ++i) __builtin_prefetch(k0 + (W + i) * k_row + e_done);
-            for (int i = 0; i < W; ++i) r[i] = load_as<V>(k0 + i * k_row + e_done);
-            V::transpose(r);
-            if constexpr (std::is_same_v<S, I8>)
-              for (int i = 0; i < W; ++i) r[i] = V::mul(r[i], vscale);
-            for (int i = 0; i < W; ++i) V::store(panel + (e_done + i) * PW + c0, r[i]);
-          }
-        }
-      }
-      for (int c = c0; c < c0 + W; ++c) {
-        const int64_t j = pn * PW + c;
-        if (j < nk) {
-          const S* krow = k + (j0 + j) * k_row;
-          if constexpr (std::is_same_v<S, I8>) {
-            const T ks = kscale[j0 + j];
-            for (int64_t e = e_done; e < E; ++e) panel[e * PW + c] = to_float(krow[e]) * ks;
-          } else {
-            for (int64_t e = e_done; e < E; ++e) panel[e * PW + c] = static_cast<T>(to_float(krow[e]));
-          }
-        } else {
-          for (int64_t e = e_done; e < E; ++e) panel[e * PW + c] = T(0);
-        }
-      }
-    }
-  }
 }
 
 // Scores of `rows` query rows (qs, row stride E) against keys k[0, nk) read
@@ -202,22 +147,17 @@ struct DotScorer {
   const SdpaParams& p;
   T* qs;            // group rows x E, scaled queries
   T* kp;            // packed key panels of the current block
-  const S* k = nullptr;
   const S* kb = nullptr;  // keys of the current block, read in place (direct mode)
   int64_t ldk = 0;        // their row stride
-  const float* ks = nullptr;   // int8 keys: the batch element's key scales
-  const float* ksb = nullptr;  // and the current block's (direct mode)
+  const float* ksb = nullptr;  // int8 keys: the current block's scales (direct mode)
   bool direct = false;    // group too small to amortise packing
 
   DotScorer(const SdpaParams& params, const Tiling& t, T* scratch)
       : p(params), qs(scratch + t.off_q), kp(scratch + t.off_k) {}
 
-  void begin_item(int64_t b, int64_t g0, int64_t rows) {
+  PYATTN_OUTLINE void begin_item(int64_t b, int64_t g0, int64_t rows) {
     direct = rows < Shape::qk_mr;
     const SQ* q = static_cast<const SQ*>(p.q.data) + p.q.batch_offset(p.batch, b);
-    k = static_cast<const S*>(p.k.data) + p.k.batch_offset(p.batch, b);
-    if constexpr (std::is_same_v<S, I8>)
-      ks = static_cast<const float*>(p.k_scale.data) + p.k_scale.batch_offset(p.batch, b);
     const T scale = static_cast<T>(scores_in_log2(p) ? p.scale * kLog2e : p.scale);
     const typename V::R vscale = V::set1(scale);
     for (int64_t r = 0; r < rows; ++r) {
@@ -229,13 +169,13 @@ struct DotScorer {
     }
   }
 
-  void pack_keys(int64_t j0, int64_t nk) {
+  void pack_keys(const KeyRows<S>& keys, int64_t nk) {
     if (!direct) {
-      pack_key_panels<V, kPanelWidth>(k, p.k.row_stride, j0, nk, p.E, kp, ks);
+      pack_key_panels<V, kPanelWidth>(keys.rows, keys.ld, nk, p.E, kp, keys.scale);
     } else {  // read in place (bfloat16 / float16 / int8 widened as read)
-      kb = k + j0 * p.k.row_stride;
-      ldk = p.k.row_stride;
-      if (ks) ksb = ks + j0;
+      kb = keys.rows;
+      ldk = keys.ld;
+      ksb = keys.scale;
     }
   }
 
@@ -282,5 +222,7 @@ void sdpa_kernel(const SdpaParams& p, const Tiling& t, WorkItems& work, void* sc
   using T = typename V::T;
   T* scratch = static_cast<T*>(scratch_void);
   DotScorer<V, Shape, S, SQ> scorer(p, t, scratch);
-  attention_loop<V, Shape, DotScorer<V, Shape, S, SQ>, S, Var>(p, scorer, t, work, scratch);
+  KVBlockSource<V, S, S> kv(p, p.k, &p.k_scale, t, scratch, Shape::strip);
+  attention_loop<V, Shape, DotScorer<V, Shape, S, SQ>, KVBlockSource<V, S, S>, Var>(p, scorer, kv, t, work,
+                                                                                    scratch);
 }

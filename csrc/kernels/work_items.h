@@ -2,7 +2,7 @@
 // (one thread), or, for a thread team, whichever item no member has taken
 // yet. A kernel keeps running items until none is left, so state it carries
 // from one item to the next (the weights of the previous row group, written
-// while the next one computes: attention_loop-inl.h) lives as long as the
+// while the next one computes: weights_sink-inl.h) lives as long as the
 // thread's whole share of the call. SIMD-free.
 #pragma once
 

@@ -3,8 +3,18 @@
 // target region) after it has defined the Vec types VecF32 / VecF64 and the
 // register-tile shapes SdpaShape / AdditiveShape; no include guard.
 
+#include "../kernels/kernel_common-inl.h"
 #include "../kernels/vec_math-inl.h"
 #include "../kernels/score_variants-inl.h"
+// The attention loop's parts, then the loop (attention_loop-inl.h), then
+// the scorers that run it.
+#include "../kernels/work_item-inl.h"
+#include "../kernels/visible_keys-inl.h"
+#include "../kernels/kv_block_source-inl.h"
+#include "../kernels/softmax_step-inl.h"
+#include "../kernels/pv_product-inl.h"
+#include "../kernels/weights_sink-inl.h"
+#include "../kernels/score_strip-inl.h"
 #include "../kernels/attention_loop-inl.h"
 #include "../kernels/sdpa-inl.h"
 #include "../kernels/additive-inl.h"

@@ -22,6 +22,14 @@
 #include "../kernels/tiling.h"
 #include "../kernels/work_items.h"
 
+// The parts of the attention loop (csrc/kernels/) are functions and structs
+// of their own that must compile to the same code as if written inline in
+// the loop: their per-item and per-strip steps are forced inline.
+#define PYATTN_INLINE inline __attribute__((always_inline))
+// Steps run once per key block or per item that stay calls (keeping the
+// loop's code small).
+#define PYATTN_OUTLINE __attribute__((noinline))
+
 // Compile what follows for one ISA (a comma-separated GCC/clang target list),
 // up to PYATTN_TARGET_END.
 #define PYATTN_PRAGMA(x) _Pragma(#x)

@@ -12,7 +12,7 @@ namespace pyattn {
 struct Bf16 { uint16_t bits; };
 struct F16 { uint16_t bits; };
 // A quantised key/value element: the int8 code, without its row's scale
-// (the kernels apply the scale: sdpa-inl.h, attention_loop-inl.h).
+// (the kernels apply the scale: sdpa-inl.h, kv_block_source-inl.h, pv_product-inl.h).
 struct I8 { int8_t code; };
 
 inline float to_float(float x) { return x; }

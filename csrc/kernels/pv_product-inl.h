@@ -1,0 +1,184 @@
+// P V of the attention loop: a strip's probabilities times the values of a
+// key block, added to the rows' accumulators with MR x NC register tiles.
+// Values come as ValueRows (kv_block_source-inl.h): read in place in their
+// storage type, or converted. Included INSIDE a target namespace after
+// kv_block_source-inl.h; no include guard.
+//
+// Each accumulator element sums over the keys in order j = 0, 1, ...
+// whatever the tile shape, so every path gives a row the same bits.
+
+// C[MR x NC*W] += P[MR x nk] * B[nk x NC*W]   (probabilities times values;
+// B in the storage type SB: packed V::T rows, or values read in place)
+// kStream: B is read from memory (values in place, decoding): the row
+// kAhead ahead is fetched a vector at a time as this one is read.
+template <class V, int MR, int NC, class SB, bool kStream = false>
+inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
+                    const SB* b, int64_t ldb, typename V::T* c,
+                    int64_t ldc) {
+  using R = typename V::R;
+  constexpr int W = V::W;
+  constexpr int64_t kAhead = 16;
+  R acc[MR][NC];
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NC; ++n) acc[m][n] = V::load(c + m * ldc + n * W);
+  for (int64_t j = 0; j < nk; ++j) {
+    if constexpr (kStream) {  // one fetch per cache line (a vector of int8 codes is 16 bytes)
+      constexpr int kVecsPerLine = 64 / (W * int(sizeof(SB))) > 1 ? 64 / (W * int(sizeof(SB))) : 1;
+      if (j + kAhead < nk)
+        for (int n = 0; n < NC; n += kVecsPerLine) __builtin_prefetch(b + (j + kAhead) * ldb + n * W);
+    }
+    R bv[NC];
+    for (int n = 0; n < NC; ++n) bv[n] = load_as<V>(b + j * ldb + n * W);
+    for (int m = 0; m < MR; ++m) {
+      const R av = V::set1(p[m * ldp + j]);
+      for (int n = 0; n < NC; ++n) acc[m][n] = V::fma(av, bv[n], acc[m][n]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NC; ++n) V::store(c + m * ldc + n * W, acc[m][n]);
+}
+
+// Row tails (1..MR rows) and column tails (1..NC vectors) of P V.
+template <class V, int MR, int NC, class SB, bool kStream = false>
+inline void pv_rows(int mr, const typename V::T* p, int64_t ldp, int64_t nk,
+                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc) {
+  if constexpr (MR > 1) {
+    if (mr < MR) return pv_rows<V, MR - 1, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc);
+  }
+  pv_tile<V, MR, NC, SB, kStream>(p, ldp, nk, b, ldb, c, ldc);
+}
+
+template <class V, int MR, int NC, class SB, bool kStream = false>
+inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64_t nk,
+                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc) {
+  if constexpr (NC > 1) {
+    if (nvec < NC) return pv_cols<V, MR, NC - 1, SB, kStream>(nvec, mr, p, ldp, nk, b, ldb, c, ldc);
+  }
+  pv_rows<V, MR, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc);
+}
+
+// acc[rows x ev_pad] += P[rows x nk] * B[nk x ev_pad] for one strip of
+// probabilities (row stride ldp), B in the storage type SB (row stride ldb).
+// One row (decoding without grouped heads) gets kRowNC independent
+// accumulators: with Shape::pv_nc, P V chained every key on the FMA latency
+// (AVX-512: 2 chains, 4 passes over P for Ev = 128). Each element still sums
+// over the keys in order: the same bits either way.
+template <class V, class Shape, class SB>
+inline void pv_block(int64_t rows, const typename V::T* p, int64_t ldp, int64_t nk, const SB* b,
+                     int64_t ldb, typename V::T* acc, int64_t ev_pad) {
+  constexpr int W = V::W;
+  if (rows == 1) {
+    constexpr int kRowNC = W >= 16 ? 8 : W >= 8 ? 6 : Shape::pv_nc;
+    for (int64_t c0 = 0; c0 < ev_pad; c0 += kRowNC * W) {
+      const int nvec = static_cast<int>(imin(kRowNC, (ev_pad - c0) / W));
+      pv_cols<V, 1, kRowNC, SB, true>(nvec, 1, p, ldp, nk, b + c0, ldb, acc + c0, ev_pad);
+    }
+    return;
+  }
+  for (int64_t m0 = 0; m0 < rows; m0 += Shape::pv_mr) {
+    const int mr = static_cast<int>(imin(Shape::pv_mr, rows - m0));
+    for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {
+      const int nvec = static_cast<int>(imin(Shape::pv_nc, (ev_pad - c0) / W));
+      pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, p + m0 * ldp, ldp, nk, b + c0, ldb,
+                                             acc + m0 * ev_pad + c0, ev_pad);
+    }
+  }
+}
+
+// True if columns [0, n) of rows [0, rows) of a (row stride lda) are all
+// finite (x - x: 0 for finite x, NaN for inf / NaN).
+template <class V>
+inline bool rows_finite(const typename V::T* a, int64_t lda, int64_t rows, int64_t n) {
+  using T = typename V::T;
+  typename V::R vs = V::zero();
+  T ss = T(0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = a + r * lda;
+    int64_t c = 0;
+    for (; c + V::W <= n; c += V::W) {
+      const typename V::R x = V::load(row + c);
+      vs = V::add(vs, V::sub(x, x));
+    }
+    for (; c < n; ++c) ss += row[c] - row[c];
+  }
+  return V::reduce_sum(vs) + ss == T(0);
+}
+
+// acc[r] += sum_j P[r, j] V[j] over the j with P[r, j] != 0 only, so that a
+// NaN or inf value never reaches a row for which its key is hidden (0 * inf
+// would). Used only for value blocks that hold a non-finite number.
+template <class T>
+inline void pv_skip_zeros(const T* p, int64_t ldp, int64_t rows, int64_t nk, const T* b,
+                          int64_t ldb, int64_t Ev, T* acc, int64_t ldacc) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < nk; ++j) {
+      const T pj = p[r * ldp + j];
+      if (pj == T(0)) continue;
+      for (int64_t c = 0; c < Ev; ++c) acc[r * ldacc + c] += pj * b[j * ldb + c];
+    }
+}
+
+// int8 values (a quantised KV cache): P V reads the codes (in place or
+// converted into scratch) and the value scales are folded into P, row j's
+// probability times vscale[j], after the softmax sums and the weights have
+// taken P. `finite`: whether every scale is; if not (a position stored from
+// inf/NaN), a probability of 0 stays 0 (0 * NaN would reach rows that cannot
+// see that position).
+template <class V>
+inline void fold_value_scales(typename V::T* st, int64_t ld_s, int64_t rows, int64_t nk,
+                              const float* vscale, bool finite) {
+  using T = typename V::T;
+  for (int64_t r = 0; r < rows; ++r) {
+    T* s = st + r * ld_s;
+    int64_t c = 0;
+    if (finite)
+      for (; c + V::W <= nk; c += V::W) V::store(s + c, V::mul(V::load(s + c), V::load(vscale + c)));
+    for (; c < nk; ++c) s[c] = s[c] == T(0) ? T(0) : s[c] * vscale[c];
+  }
+}
+
+// acc rows [0, srows) (row stride ev_pad) += P V, with P = st (srows x tk,
+// row stride ld_s: the strip's probabilities, whose sums and weights have
+// been taken) and the values vr of the block's first tk keys (of nk). int8
+// values: their scales are folded into P first.
+//
+// Values read in place by a group of one strip (decoding: vr.check_by_acc)
+// are checked for inf/NaN by P V's results, not by a pass of their own: the
+// check pass streamed V from memory, and P V read it again (decoding at 80%
+// of the read bandwidth instead of 90%). acc stays finite only if every
+// value P V read was finite (p * inf is inf or NaN, 0 * inf NaN, and neither
+// goes away), so a finite acc means all_finite would have said so too;
+// otherwise acc is restored from a copy kept in vr.converted (unused when V
+// is read in place) and the block takes the path it always took.
+template <class V, class Shape, class SV>
+PYATTN_INLINE void pv_strip(typename V::T* st, int64_t ld_s, int64_t srows, int64_t tk, int64_t nk,
+                            const ValueRows<typename V::T, SV>& vr, int64_t Ev,
+                            typename V::T* acc, int64_t ev_pad) {
+  using T = typename V::T;
+  if constexpr (std::is_same_v<SV, I8>) fold_value_scales<V>(st, ld_s, srows, tk, vr.scale, vr.scale_finite);
+  T* vp = vr.converted;
+  if (!vr.finite) {  // rare: keep a hidden NaN/inf value out of rows that cannot see it
+    pv_skip_zeros<T>(st, ld_s, srows, tk, vp, ev_pad, Ev, acc, ev_pad);
+    return;
+  }
+  const SV* vin = vr.in_place;
+  if (vin && vr.check_by_acc) {
+    for (int64_t i = 0; i < srows * ev_pad; ++i) vp[i] = acc[i];  // (restored below if needed)
+    pv_block<V, Shape>(srows, st, ld_s, tk, vin, vr.ld, acc, ev_pad);
+    if (rows_finite<V>(acc, ev_pad, srows, Ev) &&
+        (tk == nk || all_finite<V>(vin + tk * vr.ld, vr.ld, nk - tk, Ev)))
+      return;
+    for (int64_t i = 0; i < srows * ev_pad; ++i) acc[i] = vp[i];
+    if (all_finite<V>(vin, vr.ld, nk, Ev)) {  // (acc overflowed, V is finite)
+      pv_block<V, Shape>(srows, st, ld_s, tk, vin, vr.ld, acc, ev_pad);
+    } else {
+      convert_rows<V>(vin, vr.ld, nk, Ev, vp, ev_pad);
+      pv_skip_zeros<T>(st, ld_s, srows, tk, vp, ev_pad, Ev, acc, ev_pad);
+    }
+    return;
+  }
+  if (vin)
+    pv_block<V, Shape>(srows, st, ld_s, tk, vin, vr.ld, acc, ev_pad);
+  else
+    pv_block<V, Shape>(srows, st, ld_s, tk, static_cast<const T*>(vp), ev_pad, acc, ev_pad);
+}

@@ -18,7 +18,12 @@
 // runtime value: the sink (row_finish.h: one branch per finished row, and a
 // row without a sink takes exactly the plain softmax's arithmetic) would
 // have doubled the instantiations (and the build time of each target) for
-// no measurable gain.
+// no measurable gain. So do the mask kind (one branch per row: the mask row
+// is applied by apply_mask_row, or added by the scorer as it stores the
+// tile), causal / window / kv_lengths (each row's visible keys are one
+// interval, computed once per row and block: hidden key blocks are never
+// visited, and only boundary blocks hide columns) and weights (staged once
+// per row and block by the WeightsSink).
 #pragma once
 
 #include "pyattn/attention_params.h"

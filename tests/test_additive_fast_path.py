@@ -8,26 +8,17 @@ import numpy as np
 import pytest
 
 import pyattn
+from helpers import rows_apart
 import pyattn.additive as additive_module
 from test_additive import check, params
 
 additive = pyattn.additive_attention
 
 
-def _rows_apart(a):
-    """A copy of `a` whose last dimension is not unit-stride (the core
-    copies such arrays before reading them)."""
-    if not isinstance(a, np.ndarray) or a.ndim == 0 or a.shape[-1] < 2:
-        return a
-    wide = np.empty(a.shape + (2,), a.dtype)
-    wide[..., 0] = a
-    return wide[..., 0]
-
-
-def general_path(q, k, v, v_a, **kwargs):
+def other_layout(q, k, v, v_a, **kwargs):
     """The same call on q, k, v laid out otherwise in memory (rows not
     unit-stride: copied first): the same bits."""
-    return additive(_rows_apart(q), _rows_apart(k), _rows_apart(v), v_a, **kwargs)
+    return additive(rows_apart(q), rows_apart(k), rows_apart(v), v_a, **kwargs)
 
 
 def assert_bitwise(a, b):
@@ -68,7 +59,7 @@ def test_matches_reference_and_general_path(isa, dtype, weights, options):
     elif kw.get("attn_mask") == "float":
         kw["attn_mask"] = rng.standard_normal((L, S)).astype(dtype)
     check(q, k, v, v_a, **kw)
-    assert_bitwise(additive(q, k, v, v_a, **kw), general_path(q, k, v, v_a, **kw))
+    assert_bitwise(additive(q, k, v, v_a, **kw), other_layout(q, k, v, v_a, **kw))
 
 
 def test_calls_it_declines(isa):

@@ -9,27 +9,17 @@ import numpy as np
 import pytest
 
 import pyattn
-from helpers import LOW_PRECISION, assert_matches_reference, qkv
+from helpers import LOW_PRECISION, assert_matches_reference, qkv, rows_apart
 
 sdpa = pyattn.scaled_dot_product_attention
 
 CAUSAL = [False, True, "upper_left", "lower_right"]
 
 
-def _rows_apart(a):
-    """A copy of `a` whose last dimension is not unit-stride (the core
-    copies such arrays before reading them)."""
-    if not isinstance(a, np.ndarray) or a.ndim == 0 or a.shape[-1] < 2:
-        return a
-    wide = np.empty(a.shape + (2,), a.dtype)
-    wide[..., 0] = a
-    return wide[..., 0]
-
-
-def general_path(q, k, v, **kwargs):
+def other_layout(q, k, v, **kwargs):
     """The same call on q, k, v laid out otherwise in memory (rows not
     unit-stride: copied by the core first): the same bits."""
-    return sdpa(_rows_apart(q), _rows_apart(k), _rows_apart(v), **kwargs)
+    return sdpa(rows_apart(q), rows_apart(k), rows_apart(v), **kwargs)
 
 
 def assert_bitwise(a, b):
@@ -59,7 +49,7 @@ def test_matches_reference_and_general_path(isa, dtype, is_causal, with_lengths,
         kwargs["kv_lengths"] = rng.integers(0, S + 1, size=batch[0])
     got = sdpa(q, k, v, **kwargs)
     assert_matches_reference(got, q, k, v, **kwargs)
-    assert_bitwise(got, general_path(q, k, v, **kwargs))
+    assert_bitwise(got, other_layout(q, k, v, **kwargs))
 
 
 @pytest.mark.parametrize("is_causal", CAUSAL, ids=str)
@@ -78,7 +68,7 @@ def test_grouped_query_heads(isa, is_causal, return_lse, heads, L):
                   kv_lengths=np.array([S, 123]), return_weights=L == 30)
     got = sdpa(q, k, v, **kwargs)
     assert_matches_reference(got, q, k, v, **kwargs)
-    assert_bitwise(got, general_path(q, k, v, **kwargs))
+    assert_bitwise(got, other_layout(q, k, v, **kwargs))
 
 
 MASK_SHAPES = [(13,), (1, 13), (5, 13), (3, 1, 1), (2, 1, 5, 1), (2, 3, 5, 13), (1, 1, 1, 1, 13)]
@@ -102,7 +92,7 @@ def test_masks(isa, kind, mask_shape, is_causal):
         return
     got = sdpa(q, k, v, **kwargs)
     assert_matches_reference(got, q, k, v, **kwargs)
-    assert_bitwise(got, general_path(q, k, v, **kwargs))
+    assert_bitwise(got, other_layout(q, k, v, **kwargs))
 
 
 @pytest.mark.parametrize("mask_shape", [(2, 8, 3, 40), (2, 1, 3, 40), (8, 1, 40), (40,)], ids=str)
@@ -116,7 +106,7 @@ def test_masks_with_grouped_query_heads(isa, mask_shape):
                       return_weights=True)
         got = sdpa(q, k, v, **kwargs)
         assert_matches_reference(got, q, k, v, **kwargs)
-        assert_bitwise(got, general_path(q, k, v, **kwargs))
+        assert_bitwise(got, other_layout(q, k, v, **kwargs))
 
 
 def test_masks_the_fast_path_does_not_take(isa):
@@ -148,7 +138,7 @@ def test_views_and_strided_lengths(isa):
         kk, vv = (k, v) if not kwargs.get("enable_gqa") else (k[:, :2], v[:, :2])
         got = sdpa(qq, kk, vv, **kwargs)
         assert_matches_reference(got, qq, kk, vv, **kwargs)
-        assert_bitwise(got, general_path(qq, kk, vv, **kwargs))
+        assert_bitwise(got, other_layout(qq, kk, vv, **kwargs))
 
 
 @pytest.mark.parametrize("kv_heads, kwargs, exc, words", [
@@ -217,12 +207,12 @@ def test_windows(isa, window, is_causal, dtype):
         kwargs = dict(extra, window=window, is_causal=is_causal)
         got = sdpa(q, k, v, **kwargs)
         assert_matches_reference(got, q, k, v, **kwargs)
-        assert_bitwise(got, general_path(q, k, v, **kwargs))
+        assert_bitwise(got, other_layout(q, k, v, **kwargs))
     kv = k[:, ::2], v[:, ::2]
     kwargs = dict(window=window, is_causal=is_causal, enable_gqa=True)
     got = sdpa(q, *kv, **kwargs)
     assert_matches_reference(got, q, *kv, **kwargs)
-    assert_bitwise(got, general_path(q, *kv, **kwargs))
+    assert_bitwise(got, other_layout(q, *kv, **kwargs))
 
 
 @pytest.mark.parametrize("window, exc, words", [
@@ -265,7 +255,7 @@ def test_keys_broadcast_over_a_batch_dim_give_the_general_paths_bits(isa):
                    dict(attn_mask=np.ones((3, 7), bool)), dict(kv_lengths=n, return_lse=True)):
         got = sdpa(q, k, v, **kwargs)
         assert_matches_reference(got, q, k, v, **kwargs)
-        assert_bitwise(got, sdpa(_rows_apart(q), k, v, **kwargs))  # (K/V still broadcast)
+        assert_bitwise(got, sdpa(rows_apart(q), k, v, **kwargs))  # (K/V still broadcast)
 
 
 def test_a_result_too_large_is_named():
@@ -313,7 +303,7 @@ def test_out(isa, dtype, return_lse):
     rng = np.random.default_rng(69)
     q, k, v = qkv(rng, (2, 3), 5, 19, 8, 6, dtype)
     kwargs = dict(is_causal="lower_right", window=(4, None), return_lse=return_lse)
-    want = general_path(q, k, v, **kwargs)
+    want = other_layout(q, k, v, **kwargs)
     buf = np.full((3, 2, 7, 9), np.nan, dtype)
     for out in (np.empty((2, 3, 5, 6), dtype), buf.transpose(1, 0, 2, 3)[:, :, 1:6, 2:8]):
         before = buf.copy()
@@ -394,7 +384,7 @@ def test_half_inputs(isa, dtype, kwargs):
     if kwargs.get("return_lse"):
         assert res[-1].dtype == np.float32
     assert_matches_reference(got, q, k, v, **kwargs)
-    assert_bitwise(got, general_path(q, k, v, **kwargs))
+    assert_bitwise(got, other_layout(q, k, v, **kwargs))
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
@@ -405,5 +395,5 @@ def test_half_inputs_the_fast_path_declines(dtype):
     mask = rng.standard_normal((5, 5)).astype(dtype)
     out = np.empty((3, 5, 16), dtype)
     assert sdpa(q, k, v, out=out) is out
-    assert_bitwise(out, general_path(q, k, v))
-    assert_bitwise(sdpa(q, k, v, attn_mask=mask), general_path(q, k, v, attn_mask=mask))
+    assert_bitwise(out, other_layout(q, k, v))
+    assert_bitwise(sdpa(q, k, v, attn_mask=mask), other_layout(q, k, v, attn_mask=mask))

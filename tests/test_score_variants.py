@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pyattn
-from helpers import BFLOAT16, LOW_PRECISION, assert_close, assert_matches_reference, qkv, reference
+from helpers import BFLOAT16, LOW_PRECISION, assert_close, assert_matches_reference, qkv, reference, rows_apart
 
 sdpa = pyattn.scaled_dot_product_attention
 
@@ -31,20 +31,10 @@ def _sinks(H, dtype=np.float32):
     return np.linspace(-2.0, 3.0, H).astype(dtype)
 
 
-def _rows_apart(a):
-    """A copy of `a` whose last dimension is not unit-stride (the core
-    copies such arrays before reading them)."""
-    if not isinstance(a, np.ndarray) or a.ndim == 0 or a.shape[-1] < 2:
-        return a
-    wide = np.empty(a.shape + (2,), a.dtype)
-    wide[..., 0] = a
-    return wide[..., 0]
-
-
-def general_path(q, k, v, **kwargs):
+def other_layout(q, k, v, **kwargs):
     """The same call on q, k, v laid out otherwise in memory (rows not
     unit-stride: copied by the core first): the same bits."""
-    return sdpa(_rows_apart(q), _rows_apart(k), _rows_apart(v), **kwargs)
+    return sdpa(rows_apart(q), rows_apart(k), rows_apart(v), **kwargs)
 
 
 def assert_bitwise(a, b):
@@ -59,7 +49,7 @@ def check(q, k, v, **kwargs):
     """Reference, general path (bitwise) and thread counts (bitwise)."""
     got = sdpa(q, k, v, **kwargs)
     assert_matches_reference(got, q, k, v, **kwargs)
-    assert_bitwise(got, general_path(q, k, v, **kwargs))
+    assert_bitwise(got, other_layout(q, k, v, **kwargs))
     return got
 
 
@@ -185,7 +175,7 @@ def test_out_and_slopes_of_other_dtypes(isa):
     got = sdpa(q, k, v, out=out, **kwargs)
     assert got is out
     assert_matches_reference(got, q, k, v, **kwargs)
-    assert_bitwise(got, general_path(q, k, v, **kwargs))
+    assert_bitwise(got, other_layout(q, k, v, **kwargs))
     view = np.zeros((2, 3, 7, 16), np.float32)[..., ::2]  # a strided out
     sdpa(q, k, v, out=view, **kwargs)
     assert_bitwise(view, got)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import time
 import tracemalloc
@@ -45,17 +44,6 @@ CASES = {
     "causal-zigzag": dict(is_causal=True, layout="zigzag"),
     "causal-contiguous": dict(is_causal=True, layout="contiguous"),
 }
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def reset_peak_rss() -> bool:
@@ -160,6 +148,7 @@ def main():
     from mpi4py import MPI
 
     import pyattn
+    from pyattn.bench.machine import cpu_name
     from pyattn.distributed import ring, ring_attention
 
     comm = MPI.COMM_WORLD

@@ -50,6 +50,7 @@ import numpy as np
 
 from . import baselines as bl
 from . import cases as cs
+from .machine import cpu_name
 from .timing import format_time, measure, merge_timings
 
 # Timing budget per preset: seconds per (case, implementation) and min repeats.
@@ -251,20 +252,8 @@ def _environment(baselines):
         "blas_threads": bl.blas_thread_control(),
         "baselines": baselines,
         "load_average": _load_average(),
-        "cpu_name": _cpu_name(),
+        "cpu_name": cpu_name(),
     }
-
-
-def _cpu_name():
-    """The CPU model (Linux: /proc/cpuinfo), or None."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def _load_average():

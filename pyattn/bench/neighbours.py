@@ -32,6 +32,8 @@ import statistics
 import sys
 import time
 
+from .machine import cpu_name
+
 
 def _block(prefix, timed, n):
     """Medians over n calls of timed() (each right after prefix()): wall
@@ -166,26 +168,13 @@ def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
     return med
 
 
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
-
-
 def _print(med, cpu, threads, rounds, block, ort_note, out):
     import os
 
     import pyattn
 
     cfg = pyattn.get_config()
-    print(f"Neighbours: {_cpu_name()}, {os.cpu_count()} logical CPUs, {threads} threads for torch and "
+    print(f"Neighbours: {cpu_name()}, {os.cpu_count()} logical CPUs, {threads} threads for torch and "
           f"pyattn; OpenMP {cfg['openmp']}; medians of {rounds} alternating blocks of {block} calls",
           file=out)
     print("torch mm: (384 x 384) @ (384 x 384) float32; pyattn: causal (1, 8, 256, 64) float32", file=out)

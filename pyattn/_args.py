@@ -2,10 +2,11 @@
 
 Every attention op's structural rules -- q/k/v dtypes and shapes, batch
 broadcasting, grouped-query heads, masks, kv_lengths, the default scale,
-softcap/ALiBi/sinks values, window clamping, result sizes, ``out`` -- are
-written once, in C++ (csrc/bindings/call_args.h), and raise the TypeError /
-ValueError that names the argument. This module turns Python-typed options
-into the plain values the core takes (``is_causal`` -> a code from
+the score options (softcap, ALiBi slopes, sinks: their table is
+csrc/include/pyattn/score_options.h), window clamping, result sizes,
+``out`` -- are written once, in C++ (csrc/bindings/call_args.h), and raise
+the TypeError / ValueError that names the argument. This module turns
+Python-typed options into the plain values the core takes (``is_causal`` -> a code from
 ``_core.CAUSAL``, ``window`` -> two sides, numbers -> floats / ints,
 refusing wrong types), and gives the other ops (varlen, merge, layers) the
 core's shared rules by name.
@@ -93,8 +94,9 @@ def window_sides(window) -> tuple[int, int]:
 
 
 def real_or_none(x, name: str):
-    """scale / softcap checked to be a real number (not a bool) or None;
-    their values are the core's rule, which reads them as floats."""
+    """scale checked to be a real number (not a bool) or None; its value is
+    the core's rule, which reads it as a float (the core applies the same
+    type rule to scalar score options such as softcap)."""
     if x is None or type(x) is float:
         return x
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
@@ -129,9 +131,9 @@ def thread_count(num_threads) -> int:
 
 
 def prepare_per_head(x, name: str, batch: tuple, dtype: np.dtype):
-    """alibi_slopes / sinks (the core's rule): None, or a float array of one
-    value per query head broadcastable to `batch` without adding dimensions,
-    in `dtype`; slopes finite, sinks neither NaN nor +inf."""
+    """A per-head score option, e.g. sinks (the core's rule): None, or a
+    float array of one value per query head broadcastable to `batch` without
+    adding dimensions, in `dtype`, each value passing the option's rule."""
     return None if x is None else _core.per_head(x, name, batch, dtype)
 
 

@@ -7,17 +7,20 @@ import numpy as np
 
 CAUSAL: dict  # is_causal codes: "none", "upper_left", "lower_right"
 STORAGE: dict  # element-type codes: "float32", "float64", "bfloat16", "float16", "int8"
+SCORE_OPTIONS: dict  # the score options' keywords -> "scalar" or "per_head" (csrc/include/pyattn/score_options.h)
+
+# `score`: the score options, None (none set) or a dict keyword -> value
+# (None: off), read by the core's table of score options.
 
 def sdpa(query: object, key: object, value: object, mask: object, scale: Optional[float],
          causal: int, window_left: int, window_right: int, lengths: object, out: object,
          want_weights: object, want_lse: object, gqa: object, num_threads: int,
-         softcap: Optional[float], alibi_slopes: object, sinks: object,
-         bits: int = -1) -> np.ndarray | tuple: ...
+         score: Optional[dict], bits: int = -1) -> np.ndarray | tuple: ...
 def sdpa_stored_kv(query: object, key: object, value: object, storage: int, key_scale: object,
                    value_scale: object, mask: object, scale: Optional[float], causal: int,
                    window_left: int, window_right: int, lengths: object, out: object,
                    want_weights: object, want_lse: object, gqa: object, num_threads: int,
-                   softcap: Optional[float], alibi_slopes: object, sinks: object) -> np.ndarray | tuple: ...
+                   score: Optional[dict]) -> np.ndarray | tuple: ...
 def additive(qp: object, kp: object, value: object, v_a: object, mask: object, causal: int,
              window_left: int, window_right: int, lengths: object, out: object,
              want_weights: object, want_lse: object, num_threads: int, result_dtype: np.dtype,
@@ -46,8 +49,7 @@ def _stream_read(buffer: np.ndarray, num_threads: int) -> int: ...
 def build_info() -> dict: ...
 def varlen(query: np.ndarray, key: np.ndarray, value: np.ndarray, cu_seqlens_q: np.ndarray,
            cu_seqlens_k: np.ndarray, out: np.ndarray, lse: Optional[np.ndarray], scale: Optional[float],
-           storage: int, softcap: Optional[float], alibi_slopes: Optional[np.ndarray],
-           sinks: Optional[np.ndarray], causal: int, window_left: int, window_right: int,
+           storage: int, score: Optional[dict], causal: int, window_left: int, window_right: int,
            num_threads: int) -> None: ...
 
 # The C API's function table (pyattn_capi.h), fetched by pyattn_import_capi().

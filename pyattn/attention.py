@@ -4,7 +4,10 @@ Each function turns its Python-typed options into plain values (_args.py)
 and hands everything to the compiled core, which checks every argument rule
 once (csrc/bindings/call_args.h: TypeError / ValueError naming the
 argument), lays the arrays out as strided views and computes with the GIL
-released. The NumPy reference with the same signatures is pyattn.reference.
+released. The score options (softcap, alibi_slopes, sinks) go to the core
+as one dict, or None when none is set; the core reads it by its table of
+score options (csrc/include/pyattn/score_options.h), which holds their
+rules. The NumPy reference with the same signatures is pyattn.reference.
 """
 
 from __future__ import annotations
@@ -91,42 +94,43 @@ def scaled_dot_product_attention(
         _NO_CAUSAL if is_causal is False else _args.causal_code(is_causal), left, right,
         kv_lengths, out, return_weights, return_lse, enable_gqa,
         0 if num_threads is None else _args.thread_count(num_threads),
-        softcap if softcap is None or type(softcap) is float else _args.real_or_none(softcap, "softcap"),
-        alibi_slopes, sinks,
+        None if softcap is None and alibi_slopes is None and sinks is None
+        else {"softcap": softcap, "alibi_slopes": alibi_slopes, "sinks": sinks},
     )
 
 
 def _sdpa_of_bits(query, key, value, bits, *, attn_mask=None, is_causal=False, scale=None, window=None,
                   kv_lengths=None, enable_gqa=False, return_weights=False, return_lse=False, out=None,
-                  num_threads=None, softcap=None, alibi_slopes=None, sinks=None):
+                  num_threads=None, **score_options):
     """scaled_dot_product_attention of q, k, v given as uint16 arrays holding
     bfloat16 or float16 bits (``bits``: "bfloat16" or "float16"; how
     pyattn.torch passes bfloat16 tensors without ml_dtypes): computed and
-    returned in float32."""
+    returned in float32. ``score_options``: scaled_dot_product_attention's
+    (the core refuses any other keyword)."""
     return _core.sdpa(
         query, key, value, attn_mask, _args.real_or_none(scale, "scale"), _args.causal_code(is_causal),
         *_args.window_sides(window), kv_lengths, out, return_weights, return_lse, enable_gqa,
-        _args.thread_count(num_threads), _args.real_or_none(softcap, "softcap"), alibi_slopes, sinks,
-        _STORAGE[bits],
+        _args.thread_count(num_threads), score_options or None, _STORAGE[bits],
     )
 
 
 def _sdpa_over_stored_kv(query, key, value, kv_storage, key_scale=None, value_scale=None, *,
                          attn_mask=None, is_causal=False, scale=None, window=None, kv_lengths=None,
                          enable_gqa=False, return_weights=False, return_lse=False, out=None,
-                         num_threads=None, softcap=None, alibi_slopes=None, sinks=None):
+                         num_threads=None, **score_options):
     """scaled_dot_product_attention of float query rows over keys and values
     stored apart from them (a KV cache, pyattn.KVCache): ``kv_storage`` is
     ``"bfloat16"`` or ``"float16"`` (key and value of that dtype) or
     ``"int8"`` (int8 codes with float32 scales ``key_scale (..., S)`` and
     ``value_scale (..., S)``: key j is ``key_scale[j] * key[j]``). The kernels
     read the stored form in place and compute in float32; the result and the
-    weights have the query's dtype, lse is float32. The other arguments are
-    scaled_dot_product_attention's. The caller (KVCache) has checked the
+    weights have the query's dtype, lse is float32. The other arguments,
+    ``score_options`` among them, are scaled_dot_product_attention's (the
+    core refuses any other keyword). The caller (KVCache) has checked the
     storage dtypes."""
     return _core.sdpa_stored_kv(
         query, key, value, _STORAGE[kv_storage], key_scale, value_scale, attn_mask,
         _args.real_or_none(scale, "scale"), _args.causal_code(is_causal),
         *_args.window_sides(window), kv_lengths, out, return_weights, return_lse, enable_gqa,
-        _args.thread_count(num_threads), _args.real_or_none(softcap, "softcap"), alibi_slopes, sinks,
+        _args.thread_count(num_threads), score_options or None,
     )

@@ -150,10 +150,10 @@ def _results(res, dtype: torch.dtype, out: torch.Tensor | None, n_extra_same_dty
     return tensors[0] if len(tensors) == 1 else tuple(tensors)
 
 
-def _variant_options(softcap, alibi_slopes, sinks) -> dict:
-    """The score-variant options (slopes and sinks as arrays)."""
-    return dict(softcap=softcap, alibi_slopes=_optional(alibi_slopes, "alibi_slopes"),
-                sinks=_optional(sinks, "sinks"))
+def _score_options(options: dict) -> dict:
+    """The score options (softcap, alibi_slopes, sinks, ...) as pyattn takes
+    them: tensors as arrays, anything else unchanged."""
+    return {name: _optional(x, name) for name, x in options.items()}
 
 
 def _bf16_out_check(out: torch.Tensor, named: dict) -> None:
@@ -181,9 +181,7 @@ def scaled_dot_product_attention(
     return_lse=False,
     out=None,
     num_threads=None,
-    softcap=None,
-    alibi_slopes=None,
-    sinks=None,
+    **score_options,
 ):
     """``torch.nn.functional.scaled_dot_product_attention`` on CPU tensors,
     computed by pyattn (inference only).
@@ -204,9 +202,9 @@ def scaled_dot_product_attention(
 
     pyattn's options (keyword only): ``window``, ``kv_lengths``,
     ``return_weights``, ``return_lse``, ``out`` (a tensor, also a strided
-    view; returned itself), ``num_threads``, and the score variants
-    ``softcap``, ``alibi_slopes``, ``sinks`` -- see
-    ``pyattn.scaled_dot_product_attention``.
+    view; returned itself), ``num_threads``, and ``score_options``: the
+    score variants of ``pyattn.scaled_dot_product_attention`` (``softcap``,
+    ``alibi_slopes``, ``sinks``), arrays as tensors or arrays -- see there.
 
     Returns:
         a tensor, or ``(out[, weights][, lse])`` tensors; ``weights`` in the
@@ -221,7 +219,7 @@ def scaled_dot_product_attention(
         attn_mask=_optional(attn_mask, "attn_mask"), is_causal=is_causal, scale=scale,
         window=window, kv_lengths=_optional(kv_lengths, "kv_lengths"), enable_gqa=enable_gqa,
         return_weights=return_weights, return_lse=return_lse, num_threads=num_threads,
-        **_variant_options(softcap, alibi_slopes, sinks),
+        **_score_options(score_options),
     )
     if dtype in _NUMPY_VIEWABLE:
         q, k, v = (_numpy(t) for t in (query, key, value))
@@ -319,16 +317,16 @@ def varlen_attention(
     is_causal=False,
     scale=None,
     window=None,
-    softcap=None,
-    alibi_slopes=None,
-    sinks=None,
     return_lse=False,
     out=None,
     num_threads=None,
+    **score_options,
 ):
     """``pyattn.varlen_attention`` (packed sequences, flash-attention's
     layout) on CPU tensors: query ``(total_q, Hq, E)``, key/value
-    ``(total_k, Hkv, E/Ev)``, ``cu_seqlens_*`` integer tensors or arrays.
+    ``(total_k, Hkv, E/Ev)``, ``cu_seqlens_*`` integer tensors or arrays;
+    ``score_options``: its score variants (``softcap``, ``alibi_slopes``,
+    ``sinks``), arrays as tensors or arrays.
     float32/float64/float16 tensors are read in place; bfloat16 ones are
     widened to float32 by torch first and the result converted back."""
     from . import varlen_attention as _varlen  # (AttributeError if this build lacks it)
@@ -340,7 +338,7 @@ def varlen_attention(
     q, k, v = (_numpy(t.to(torch.float32) if wide else t) for t in (query, key, value))
     options = dict(
         is_causal=is_causal, scale=scale, window=window, return_lse=return_lse,
-        num_threads=num_threads, **_variant_options(softcap, alibi_slopes, sinks),
+        num_threads=num_threads, **_score_options(score_options),
     )
     if out is not None and not wide:
         options["out"] = _numpy(out)

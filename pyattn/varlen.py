@@ -2,9 +2,9 @@
 different lengths (flash-attention's "varlen" layout), without padding.
 
 The packed layout's own rules (ranks, cu_seqlens) are checked here; the
-rules it shares with every op (dtypes, the scale, softcap, per-head slopes
-and sinks, window clamping, out) are the core's (csrc/bindings/call_args.h,
-pyattn/call_rules.h). The compiled core runs the work items of every
+rules it shares with every op (dtypes, the scale, the score options, window
+clamping, out) are the core's (csrc/bindings/call_args.h, the score
+options' table csrc/include/pyattn/score_options.h). The compiled core runs the work items of every
 sequence in one parallel region (csrc/driver/varlen_driver.cpp).
 """
 
@@ -36,16 +36,6 @@ def _cu_seqlens(x, name: str, total: int, total_name: str) -> np.ndarray:
         at = int(np.argmax(steps < 0))
         raise ValueError(f"{name} must be non-decreasing, got {int(a[at])} then {int(a[at + 1])} at index {at}")
     return a
-
-
-def _per_head(x, name: str, hq: int, hkv: int, cdt: np.dtype):
-    """alibi_slopes / sinks: None, or one value per query head, shape (Hq,)
-    (or broadcastable to it), checked by the rule every op shares, as a
-    (Hkv, Hq // Hkv) view: query head h = (kv head, h in its group)."""
-    a = _args.prepare_per_head(x, name, (hq,), cdt)
-    if a is None or hq == 0:
-        return None
-    return np.broadcast_to(a, (hq,)).reshape(hkv, hq // hkv)
 
 
 def varlen_attention(
@@ -133,11 +123,11 @@ def varlen_attention(
         raise ValueError(f"cu_seqlens_q and cu_seqlens_k must have the same length, "
                          f"got {cu_q.shape[0]} and {cu_k.shape[0]}")
 
-    scale = _args.real_or_none(scale, "scale")  # (its value and softcap's: the core's rule)
-    cap = _args.real_or_none(softcap, "softcap")
+    scale = _args.real_or_none(scale, "scale")  # (its value: the core's rule)
+    # The score options, per query head (Hq,) where per head: the core's rules.
+    score = None if softcap is None and alibi_slopes is None and sinks is None \
+        else {"softcap": softcap, "alibi_slopes": alibi_slopes, "sinks": sinks}
     cdt = _args.compute_dtype(dtype)
-    slopes = _per_head(alibi_slopes, "alibi_slopes", hq, hkv, cdt)
-    sink = _per_head(sinks, "sinks", hq, hkv, cdt)
     causal = _args.causal_code(is_causal)
     left, right = _args.window_sides(window)
     threads = _args.thread_count(num_threads)
@@ -152,7 +142,7 @@ def varlen_attention(
         result = _args.check_out(out, out_shape, dtype, {
             "query": (query, q), "key": (key, k), "value": (value, v),
             "cu_seqlens_q": (cu_seqlens_q, cu_q), "cu_seqlens_k": (cu_seqlens_k, cu_k),
-            "alibi_slopes": (alibi_slopes, slopes), "sinks": (sinks, sink)})
+            **{name: (x,) for name, x in (score or {}).items()}})
     # Written in place when the core can (compute dtype, unit-stride rows),
     # else through a buffer of the compute dtype.
     direct = result.dtype == cdt and (Ev <= 1 or result.strides[-1] == result.itemsize) \
@@ -165,8 +155,7 @@ def varlen_attention(
         qc, kc, vc = (_args.for_core(a, dtype).view(np.uint16) for a in (q, k, v))
     else:
         qc, kc, vc = (_args.for_core(a, cdt) for a in (q, k, v))
-    _core.varlen(qc, kc, vc, cu_q, cu_k, target, lse, scale, storage, cap, slopes, sink, causal,
-                 left, right, threads)
+    _core.varlen(qc, kc, vc, cu_q, cu_k, target, lse, scale, storage, score, causal, left, right, threads)
     if not direct:
         result[...] = target
     return (result, lse) if return_lse else result

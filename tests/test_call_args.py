@@ -89,6 +89,73 @@ def test_softcap_and_per_head_rules_are_shared_with_varlen():
             sdpa(q.transpose(1, 0, 2), q.transpose(1, 0, 2), q.transpose(1, 0, 2), **bad)
 
 
+def test_score_options_come_from_one_table():
+    """The core's table of score options (csrc/include/pyattn/score_options.h)
+    is what the public function and the reference take: a row without its
+    keyword (or a keyword without its row) would be an option that cannot be
+    set, or one the core would refuse."""
+    import inspect
+
+    from pyattn import reference
+
+    assert _core.SCORE_OPTIONS == {"softcap": "scalar", "alibi_slopes": "per_head", "sinks": "per_head"}
+    for fn in (sdpa, reference.scaled_dot_product_attention):
+        params = inspect.signature(fn).parameters
+        for name in _core.SCORE_OPTIONS:
+            assert params[name].default is None and params[name].kind is inspect.Parameter.KEYWORD_ONLY, (fn, name)
+
+
+@pytest.mark.parametrize("value, exc, words", [
+    (True, TypeError, "softcap must be a real number or None, got bool"),
+    (np.bool_(True), TypeError, "softcap must be a real number or None, got bool"),
+    ("1", TypeError, "softcap must be a real number or None, got str"),
+    (0, ValueError, "softcap must be a finite number > 0, got 0"),
+    (np.float32("nan"), ValueError, "softcap must be a finite number > 0, got"),
+])
+def test_scalar_score_option_rules(value, exc, words):
+    """A scalar score option: a real number (not a bool), then its rule;
+    the same message from every op (each reads the same table row)."""
+    rng = np.random.default_rng(203)
+    q = rng.standard_normal((2, 2, 3, 8)).astype(np.float32)
+    k = rng.standard_normal((2, 2, 5, 8)).astype(np.float32)
+    ops = _ops(q, k, k)
+    del ops["additive"]  # (it has no score options)
+    ops["varlen"] = lambda **kw: pyattn.varlen_attention(q[0].transpose(1, 0, 2), k[0].transpose(1, 0, 2),
+                                                         k[0].transpose(1, 0, 2), [0, 3], [0, 5], **kw)
+    messages = set()
+    for name, op in ops.items():
+        with pytest.raises(exc, match=words) as info:
+            op(softcap=value)
+        messages.add(str(info.value))
+    assert len(messages) == 1, messages
+
+
+def test_numbers_are_read_as_floats():
+    """softcap given as an int, a NumPy float or a Fraction is its float value."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(204)
+    q = rng.standard_normal((2, 3, 8)).astype(np.float32)
+    want = sdpa(q, q, q, softcap=2.0)
+    for c in (2, np.float32(2), np.int64(2), Fraction(2)):
+        np.testing.assert_array_equal(sdpa(q, q, q, softcap=c), want)
+
+
+def test_a_score_option_the_core_does_not_know_is_a_type_error():
+    """Entry points that forward score options without naming them (the
+    stored-KV path of KVCache.attend) get the core's TypeError naming the
+    keyword; the public function refuses it itself."""
+    rng = np.random.default_rng(205)
+    q = rng.standard_normal((1, 2, 3, 8)).astype(np.float32)
+    cache = pyattn.KVCache(1, 2, 8, 8, kv_dtype="int8")
+    cache.append(q, q)
+    with pytest.raises(TypeError, match=r"unknown score option 'softcapp' \(the score options are softcap, "
+                                        r"alibi_slopes, sinks\)"):
+        cache.attend(q, softcapp=1.0)
+    with pytest.raises(TypeError, match="softcapp"):
+        sdpa(q, q, q, softcapp=1.0)
+
+
 def test_result_sizes_are_refused_before_any_conversion():
     """A float64 mask for float32 inputs is converted (clipped) to float32;
     a result too large to address is refused before that conversion is

@@ -39,7 +39,7 @@ py::object additive(py::handle qp, py::handle kp, py::handle value, py::handle v
       (A > 1 && va.strides(0) != va.itemsize()))
     throw py::value_error("v_a: must be a contiguous (A,) array of the compute dtype");
   CallOptions o = call_options(mask, py::none(), causal, window_left, window_right, lengths, out, want_weights,
-                               want_lse, py::bool_(false), num_threads, py::none(), py::none(), py::none());
+                               want_lse, py::bool_(false), num_threads, py::none());
   std::vector<std::string> names;
   names.reserve(more_inputs.size());
   for (const py::handle& pair : more_inputs) names.push_back(pair.cast<py::tuple>()[0].cast<std::string>());

@@ -1,5 +1,5 @@
 // Helpers of the bindings that do not go through call_args.h's prepare_call
-// (varlen): the dtype, the visibility fields and the score-variant operands.
+// (varlen): the dtype and the visibility fields.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -29,35 +29,6 @@ inline void set_visibility(AttentionParams& p, bool causal, bool lower_right,
   p.vis.window_left = window_left;
   p.vis.window_right = window_right;
   p.num_threads = num_threads;
-}
-
-// Arrays the params point into, kept alive until the call returns.
-struct SharedOperands {
-  py::array mask, lengths, weights, lse, alibi_slopes, sinks;
-};
-
-// Registers the score variants (ScoreVariants): softcap (0 = off, else
-// checked by softcap_or_off) and the per-query-head alibi_slopes / sinks
-// (None, or arrays over the batch in the compute dtype `dt`, checked by
-// call_args.h's per_head).
-inline void add_score_variants(AttentionParams& p, BatchLayoutBuilder& builder,
-                               const std::vector<int64_t>& batch, const py::dtype& dt,
-                               double softcap, const py::object& alibi_slopes,
-                               const py::object& sinks, SharedOperands& keep) {
-  p.variants.softcap = softcap;
-  const std::pair<const py::object*, std::pair<py::array*, StridedArray*>> arrays[] = {
-      {&alibi_slopes, {&keep.alibi_slopes, &p.variants.alibi_slopes}},
-      {&sinks, {&keep.sinks, &p.variants.sinks}}};
-  const char* names[] = {"alibi_slopes", "sinks"};
-  for (int i = 0; i < 2; ++i) {
-    const py::object& x = *arrays[i].first;
-    if (x.is_none()) continue;
-    py::array& a = *arrays[i].second.first;
-    a = x.cast<py::array>();
-    if (!same_dtype(a.dtype(), dt))
-      throw py::type_error(std::string(names[i]) + ": dtype must be the compute dtype");
-    add_operand(builder, batch, a, names[i], 0, arrays[i].second.second);
-  }
 }
 
 }  // namespace pyattn::bindings

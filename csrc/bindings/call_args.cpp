@@ -9,6 +9,7 @@
 
 #include "array_view.h"
 #include "pyattn/threads.h"
+#include "score_args.h"
 #include "weights_memory.h"
 
 namespace pyattn::bindings {
@@ -33,7 +34,6 @@ std::string shape_str(const py::ssize_t* s, size_t n) {
 std::string shape_str(const std::vector<py::ssize_t>& s) { return shape_str(s.data(), s.size()); }
 std::string shape_of(const py::array& a) { return shape_str(a.shape(), static_cast<size_t>(a.ndim())); }
 std::string str(py::handle x) { return py::str(x).cast<std::string>(); }
-std::string repr_of(py::handle x) { return py::repr(x).cast<std::string>(); }
 
 std::vector<py::ssize_t> shape_vec(const py::array& a, py::ssize_t from = 0, py::ssize_t drop = 0) {
   return std::vector<py::ssize_t>(a.shape() + from, a.shape() + a.ndim() - drop);
@@ -208,11 +208,11 @@ struct CallShape {
 
 const char* const kFloatNames = "float16, bfloat16, float32 or float64";
 
-// alibi_slopes / sinks: a float array of one value per query head over the
-// user's batch, in the compute dtype, its values checked.
 }  // namespace
 
-py::array per_head(py::handle x, const char* name, const std::vector<py::ssize_t>& batch, const py::dtype& cdt) {
+py::array per_head(py::handle x, const ScoreOption& option, const std::vector<py::ssize_t>& batch,
+                   const py::dtype& cdt) {
+  const char* name = option.name;
   py::array a = as_array(x, name);
   if (float_kind(a.dtype()) == DType::i8)
     throw py::type_error(std::string(name) + ": dtype " + str(a.dtype()) + " is not supported; expected " + kFloatNames);
@@ -227,7 +227,9 @@ py::array per_head(py::handle x, const char* name, const std::vector<py::ssize_t
       a = numpy().attr("ascontiguousarray")(a, py::arg("dtype") = cdt).cast<py::array>();
     }
   }
-  check_per_head_values(a, name, x);
+  auto ok = [&option](auto v) { return option.ok(static_cast<double>(v)); };
+  if (!(has_dtype<double>(a) ? all_elements<double>(a, ok) : all_elements<float>(a, ok)))
+    throw score_value_error(option, x, a.dtype());
   return a;
 }
 
@@ -368,23 +370,6 @@ double scale_or_default(py::handle scale, int64_t E) {
   return s;
 }
 
-double softcap_or_off(py::handle softcap) {
-  if (softcap.is_none()) return 0;
-  const double c = softcap.cast<double>();
-  if (!softcap_ok(c)) throw py::value_error("softcap must be a finite number > 0, got " + repr_of(softcap));
-  return c;
-}
-
-void check_per_head_values(const py::array& a, const char* name, py::handle shown) {
-  const bool slopes = std::strcmp(name, "alibi_slopes") == 0;
-  auto good = [slopes](auto v) { return slopes ? alibi_slope_ok(v) : sink_ok(v); };
-  const bool ok = has_dtype<double>(a) ? all_elements<double>(a, good) : all_elements<float>(a, good);
-  if (ok) return;
-  if (slopes)
-    throw py::value_error("alibi_slopes must be finite (in " + str(a.dtype()) + "), got " + repr_of(shown));
-  throw py::value_error("sinks must not be NaN or +inf (-inf means no sink), got " + repr_of(shown));
-}
-
 py::array check_out(py::handle out_obj, const std::vector<py::ssize_t>& shape, const py::dtype& dtype,
                const std::vector<std::pair<const char*, py::handle>>& inputs) {
   if (!py::isinstance<py::array>(out_obj))
@@ -411,8 +396,7 @@ bool truth(py::handle x) {
 
 CallOptions call_options(py::handle mask, py::handle scale, int causal, int64_t window_left,
                          int64_t window_right, py::handle lengths, py::handle out, py::handle want_weights,
-                         py::handle want_lse, py::handle gqa, int num_threads, py::handle softcap,
-                         py::handle alibi_slopes, py::handle sinks) {
+                         py::handle want_lse, py::handle gqa, int num_threads, py::handle score) {
   CallOptions o;
   o.mask = mask;
   o.scale = scale;
@@ -425,9 +409,7 @@ CallOptions call_options(py::handle mask, py::handle scale, int causal, int64_t 
   o.want_lse = truth(want_lse);
   o.gqa = truth(gqa);
   o.num_threads = num_threads;
-  o.softcap = softcap;
-  o.alibi_slopes = alibi_slopes;
-  o.sinks = sinks;
+  o.score = score;
   return o;
 }
 
@@ -534,7 +516,7 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
   const py::dtype& cdt = ops.cdt;
 
   // Result sizes, all checked before anything (the results, converted
-  // masks, lengths, slopes, sinks) is allocated.
+  // masks, lengths, per-head score options) is allocated.
   std::vector<py::ssize_t> full, out_shape, lse_shape;
   const py::dtype& rdt = ops.result_dtype;
   call->result_dtype = rdt;
@@ -552,10 +534,8 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
   // Score options.
   call->E = E;
   call->scale = scale_or_default(o.scale, E);
-  const double softcap = softcap_or_off(o.softcap);
-  py::object slopes = o.alibi_slopes.is_none() ? py::object(py::none())
-                                               : py::object(per_head(o.alibi_slopes, "alibi_slopes", batch, cdt));
-  py::object sinks = o.sinks.is_none() ? py::object(py::none()) : py::object(per_head(o.sinks, "sinks", batch, cdt));
+  std::vector<ScoreArray> score_arrays;  // (none allocated without per-head options)
+  read_score_options(o.score, batch, cdt, &p.variants, &score_arrays);
 
   // Visibility.
   py::object mask = o.mask.is_none() ? py::object(py::none()) : py::object(prepare_mask(o.mask, full, cdt));
@@ -565,7 +545,6 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
   p.vis.window_left = window_side(o.window_left, L, S);
   p.vis.window_right = window_side(o.window_right, L, S);
   p.num_threads = o.num_threads > 0 ? o.num_threads : default_num_threads();
-  p.variants.softcap = softcap;
 
   // out: the result itself, or where it is copied to.
   if (o.out.is_none()) {
@@ -580,10 +559,10 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
     inputs.push_back({vn, v});
     for (const KvExtra& x : ops.kv_extra) inputs.push_back({x.name, x.array});
     for (const auto& x : o.more_inputs) inputs.push_back(x);
-    inputs.push_back({"alibi_slopes", o.alibi_slopes});
-    inputs.push_back({"alibi_slopes", slopes});
-    inputs.push_back({"sinks", o.sinks});
-    inputs.push_back({"sinks", sinks});
+    for (const ScoreArray& x : score_arrays) {
+      inputs.push_back({x.option->name, x.shown});
+      inputs.push_back({x.option->name, x.array});
+    }
     inputs.push_back({"attn_mask", o.mask});
     inputs.push_back({"attn_mask", mask});
     inputs.push_back({"kv_lengths", o.lengths});
@@ -640,12 +619,9 @@ void prepare_call(AttentionParams& p, StridedArray* q_view, StridedArray* k_view
   if (!lengths.is_none())
     add_operand(builder, cbatch, keep(layout(py::reinterpret_borrow<py::array>(lengths), 0, HeadLayout::batched)),
                 "kv_lengths", 0, &p.vis.lengths);
-  if (!slopes.is_none())
-    add_operand(builder, cbatch, keep(layout(py::reinterpret_borrow<py::array>(slopes), 0, HeadLayout::batched)),
-                "alibi_slopes", 0, &p.variants.alibi_slopes);
-  if (!sinks.is_none())
-    add_operand(builder, cbatch, keep(layout(py::reinterpret_borrow<py::array>(sinks), 0, HeadLayout::batched)),
-                "sinks", 0, &p.variants.sinks);
+  for (const ScoreArray& x : score_arrays)
+    add_operand(builder, cbatch, keep(layout(x.array, 0, HeadLayout::batched)), x.option->name, 0,
+                &(p.variants.*(x.option->per_head)));
   std::vector<const StridedArray*> shared = {k_view, &p.v};
   for (const KvExtra& x : ops.kv_extra) {
     add_operand(builder, cbatch, keep(layout(x.array, 2, HeadLayout::kv)), x.name, 2, x.view);
@@ -693,10 +669,16 @@ void register_call_args(py::module_& m) {
     return py::make_tuple(out, dt);
   }, py::arg("names"), py::arg("arrays"),
         "The arrays (np.asarray'd), each of one float dtype, 2-D or more, all of one dtype: (arrays, dtype).");
+  register_score_args(m);
   m.def("per_head", [](py::handle x, const std::string& name, const std::vector<py::ssize_t>& batch,
-                       const py::dtype& dtype) { return per_head(x, name.c_str(), batch, dtype); },
-        py::arg("x"), py::arg("name"), py::arg("batch"), py::arg("dtype"),
-        "alibi_slopes / sinks: one value per query head broadcasting to batch, in dtype, checked.");
+                       const py::dtype& dtype) {
+    const ScoreOption* option = score_option(name);
+    if (!option || option->kind != ScoreOptionKind::per_head)
+      throw py::value_error(name + " is not a per-head score option");
+    return per_head(x, *option, batch, dtype);
+  }, py::arg("x"), py::arg("name"), py::arg("batch"), py::arg("dtype"),
+        "A per-head score option (alibi_slopes, sinks): one value per query head broadcasting to batch, "
+        "in dtype, checked.");
   m.def("check_out", [](py::handle out, const std::vector<py::ssize_t>& shape, const py::dtype& dtype,
                         const py::list& inputs) {
     std::vector<std::string> names;

@@ -6,8 +6,9 @@
 // every call, and every error is raised here as the TypeError / ValueError
 // that names the argument:
 //   q/k/v dtypes and ranks, feature sizes and row counts, batch
-//   broadcasting, grouped-query heads, the default scale, softcap, ALiBi
-//   slopes and sinks per head, the mask (dtype, broadcasting, conversion to
+//   broadcasting, grouped-query heads, the default scale, the score
+//   options (score_args.h: softcap, ALiBi slopes and sinks per head, ...),
+//   the mask (dtype, broadcasting, conversion to
 //   the compute dtype), kv_lengths (dtype, the first-batch-dim rule, range),
 //   window clamping, result sizes (all checked before anything is
 //   allocated), out (type, dtype, shape, writeable, overlap with the inputs).
@@ -15,8 +16,8 @@
 // split as (Hkv, group), nothing copied) and fills the op's params.
 //
 // The value rules themselves (default scale, window clamping, lengths range,
-// softcap, slopes, sinks, grouped heads) are pyattn/call_rules.h, shared
-// with the C API. The integer codes that cross the Python/C++ boundary are
+// grouped heads) are pyattn/call_rules.h, shared with the C API; the score
+// options' table and rules are pyattn/score_options.h. The integer codes that cross the Python/C++ boundary are
 // defined in pyattn/call_rules.h (Causal) and pyattn/strided.h (DType);
 // pyattn._core exports them as CAUSAL and STORAGE, which is where the
 // Python layer reads them.
@@ -38,13 +39,13 @@ namespace py = pybind11;
 
 // The options of a call, as pyattn/_args.py parsed them.
 struct CallOptions {
-  py::handle mask, lengths, out, alibi_slopes, sinks;  // None or any array-like
+  py::handle mask, lengths, out;                        // None or any array-like
   py::handle scale;                                     // None or a float
   int causal = 0;                                       // a Causal code
   int64_t window_left = -1, window_right = -1;          // >= 0, or -1: unbounded (not yet clamped)
   bool want_weights = false, want_lse = false, gqa = false;
   int num_threads = 0;                                  // 0: the default
-  py::handle softcap;                                   // None or a float
+  py::handle score;                                     // the score options: None or a dict (score_args.h)
   // Other arrays the user passed (name, object), which out may not overlap.
   std::vector<std::pair<const char*, py::handle>> more_inputs;
 };
@@ -66,7 +67,7 @@ struct CallOperands {
   const char* names[3] = {"query", "key", "value"};
   py::handle shown[3];                 // what the user passed for them (messages, overlap)
   std::vector<KvExtra> kv_extra;
-  py::dtype cdt;                       // compute dtype: lse, weights, masks, slopes, sinks
+  py::dtype cdt;                       // compute dtype: lse, weights, masks, per-head score options
   py::dtype result_dtype;              // dtype of out and of the weights returned
   bool convert_q = false;              // q may be of another float dtype than cdt (stored keys/values)
 };
@@ -86,8 +87,7 @@ struct PreparedCall {
 // The options from the handles the op's binding received (booleans by truth value).
 CallOptions call_options(py::handle mask, py::handle scale, int causal, int64_t window_left,
                          int64_t window_right, py::handle lengths, py::handle out, py::handle want_weights,
-                         py::handle want_lse, py::handle gqa, int num_threads, py::handle softcap,
-                         py::handle alibi_slopes, py::handle sinks);
+                         py::handle want_lse, py::handle gqa, int num_threads, py::handle score);
 
 // Checks and lays out a call (see the top of this file); fills p (dtype,
 // sizes, visibility, score variants, threads, v / out / weights / lse / mask /
@@ -113,16 +113,10 @@ py::dtype compute_dtype(const py::dtype& dt);
 // `a` with a unit-stride last dimension and whole-item strides (a copy only if needed).
 py::array kernel_ready(const py::array& a);
 
-// The value rules of the score options (pyattn/_args.py has made them
-// floats), shared with ops that do not go through prepare_call (varlen):
-// scale None -> 1/sqrt(E) (1 for E = 0), else finite; softcap None -> 0
-// (off), else finite and > 0. ValueError naming them.
+// The scale (pyattn/_args.py has checked it is a real number), shared with
+// ops that do not go through prepare_call (varlen, distributed): None ->
+// 1/sqrt(E) (1 for E = 0), else finite (ValueError naming it).
 double scale_or_default(py::handle scale, int64_t E);
-double softcap_or_off(py::handle softcap);
-
-// alibi_slopes / sinks checked for values (finite slopes; sinks neither NaN
-// nor +inf); `a` is in float32 or float64.
-void check_per_head_values(const py::array& a, const char* name, py::handle shown);
 
 // out for a result of `shape` and `dtype`: an ndarray (else TypeError) of
 // that dtype (TypeError) and shape, writable, sharing no element with the
@@ -130,15 +124,19 @@ void check_per_head_values(const py::array& a, const char* name, py::handle show
 py::array check_out(py::handle out, const std::vector<py::ssize_t>& shape, const py::dtype& dtype,
                     const std::vector<std::pair<const char*, py::handle>>& inputs);
 
-// alibi_slopes / sinks: a float array of one value per query head
-// broadcasting to `batch` without adding dims, in `dtype`, values checked.
-py::array per_head(py::handle x, const char* name, const std::vector<py::ssize_t>& batch, const py::dtype& dtype);
+// A per-head score option (alibi_slopes, sinks, ...): a float array of one
+// value per query head broadcasting to `batch` without adding dims, in
+// `dtype`, each value passing the option's rule; TypeError / ValueError
+// naming it.
+py::array per_head(py::handle x, const ScoreOption& option, const std::vector<py::ssize_t>& batch,
+                   const py::dtype& dtype);
 
 // ValueError unless an array of `shape` with `item` bytes per element can be addressed.
 void check_size(const std::vector<py::ssize_t>& shape, int64_t item, const char* name);
 
-// Registers the integer codes (CAUSAL, STORAGE) and the rules other ops
-// reuse from Python (check_float_inputs, per_head, check_out, check_size).
+// Registers the integer codes (CAUSAL, STORAGE), the score options' kinds
+// (SCORE_OPTIONS) and the rules other ops reuse from Python
+// (check_float_inputs, per_head, check_out, check_size).
 void register_call_args(py::module_& m);
 
 }  // namespace pyattn::bindings

@@ -26,13 +26,14 @@ py::object run(SdpaParams& p, const PreparedCall& call) {
 }
 
 // scaled_dot_product_attention (pyattn/attention.py) with its options as
-// pyattn/_args.py parsed them. bits: -1, or STORAGE["bfloat16"] /
+// pyattn/_args.py parsed them and its score options as one object (None or
+// a dict: score_args.h). bits: -1, or STORAGE["bfloat16"] /
 // STORAGE["float16"] when q, k, v are uint16 arrays holding those bits
 // (pyattn.torch's bfloat16 tensors; computed and returned in float32).
 py::object sdpa(py::handle query, py::handle key, py::handle value, py::handle mask, py::handle scale,
                 int causal, int64_t window_left, int64_t window_right, py::handle lengths, py::handle out,
-                py::handle want_weights, py::handle want_lse, py::handle gqa, int num_threads, py::handle softcap,
-                py::handle alibi_slopes, py::handle sinks, int bits) {
+                py::handle want_weights, py::handle want_lse, py::handle gqa, int num_threads, py::handle score,
+                int bits) {
   py::array q = as_array(query, "query"), k = as_array(key, "key"), v = as_array(value, "value");
   DType storage;
   py::dtype cdt, result_dtype;
@@ -63,7 +64,7 @@ py::object sdpa(py::handle query, py::handle key, py::handle value, py::handle m
   ops.cdt = cdt;
   ops.result_dtype = result_dtype;
   const CallOptions o = call_options(mask, scale, causal, window_left, window_right, lengths, out, want_weights,
-                                     want_lse, gqa, num_threads, softcap, alibi_slopes, sinks);
+                                     want_lse, gqa, num_threads, score);
   SdpaParams p;
   PreparedCall call;
   prepare_call(p, &p.q, &p.k, ops, o, &call);
@@ -81,7 +82,7 @@ py::object sdpa_stored_kv(py::handle query, py::handle key, py::handle value, in
                           py::handle value_scale, py::handle mask, py::handle scale, int causal,
                           int64_t window_left, int64_t window_right, py::handle lengths, py::handle out,
                           py::handle want_weights, py::handle want_lse, py::handle gqa, int num_threads,
-                          py::handle softcap, py::handle alibi_slopes, py::handle sinks) {
+                          py::handle score) {
   const bool i8 = storage == static_cast<int>(DType::i8);
   if (!i8 && storage != static_cast<int>(DType::bf16) && storage != static_cast<int>(DType::f16))
     throw py::value_error("storage must be the bfloat16, float16 or int8 storage code");
@@ -124,7 +125,7 @@ py::object sdpa_stored_kv(py::handle query, py::handle key, py::handle value, in
     throw py::value_error("key_scale and value_scale are given with int8 keys/values only");
   }
   const CallOptions o = call_options(mask, scale, causal, window_left, window_right, lengths, out, want_weights,
-                                     want_lse, gqa, num_threads, softcap, alibi_slopes, sinks);
+                                     want_lse, gqa, num_threads, score);
   PreparedCall call;
   prepare_call(p, &p.q, &p.k, ops, o, &call);
   p.storage = static_cast<DType>(storage);
@@ -139,14 +140,14 @@ void register_sdpa(py::module_& m) {
   m.def("sdpa", &sdpa, py::arg("query"), py::arg("key"), py::arg("value"), py::arg("mask"), py::arg("scale"),
         py::arg("causal"), py::arg("window_left"), py::arg("window_right"), py::arg("lengths"), py::arg("out"),
         py::arg("want_weights"), py::arg("want_lse"), py::arg("gqa"), py::arg("num_threads"),
-        py::arg("softcap"), py::arg("alibi_slopes"), py::arg("sinks"), py::arg("bits") = -1,
+        py::arg("score"), py::arg("bits") = -1,
         "scaled_dot_product_attention with its options parsed by pyattn/_args.py: checks every "
         "argument rule (TypeError / ValueError naming the argument), computes, returns the result.");
   m.def("sdpa_stored_kv", &sdpa_stored_kv, py::arg("query"), py::arg("key"), py::arg("value"),
         py::arg("storage"), py::arg("key_scale"), py::arg("value_scale"), py::arg("mask"), py::arg("scale"),
         py::arg("causal"), py::arg("window_left"), py::arg("window_right"), py::arg("lengths"), py::arg("out"),
         py::arg("want_weights"), py::arg("want_lse"), py::arg("gqa"), py::arg("num_threads"),
-        py::arg("softcap"), py::arg("alibi_slopes"), py::arg("sinks"),
+        py::arg("score"),
         "sdpa over keys/values stored as bfloat16, float16 or int8 with scales (pyattn.KVCache).");
 }
 

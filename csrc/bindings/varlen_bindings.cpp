@@ -14,6 +14,7 @@
 #include "attention_args.h"
 #include "bindings.h"
 #include "call_args.h"
+#include "score_args.h"
 #include "pyattn/batch_layout.h"
 #include "pyattn/threads.h"
 #include "pyattn/varlen.h"
@@ -50,12 +51,12 @@ std::vector<int64_t> strides_of(const py::array& a, const char* name, int ndim) 
   return s;
 }
 
-// alibi_slopes / sinks: None, or (Hkv, G) views of the (Hq,) per-query-head
-// arrays (pyattn/varlen.py), in the compute dtype.
+// score: the score options (None or a dict: score_args.h), per-head ones
+// given per query head, (Hq,).
 void varlen(const py::array& q, const py::array& k, const py::array& v, const py::array& cu_q,
             const py::array& cu_k, const py::array& out, const py::object& lse, py::handle scale,
-            int storage, py::handle softcap, const py::object& alibi_slopes, const py::object& sinks,
-            int causal, int64_t window_left, int64_t window_right, int num_threads) {
+            int storage, py::handle score, int causal, int64_t window_left, int64_t window_right,
+            int num_threads) {
   VarlenParams vp;
   SdpaParams& p = vp.seq;
   // storage 2 / 3: q, k, v hold bfloat16 / float16 bits (uint16 arrays) and
@@ -86,11 +87,12 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
   vp.num_seqs = static_cast<int64_t>(cq.size()) - 1;
   vp.cu_q = cq.data();
   vp.cu_k = ck.data();
+  std::vector<ScoreArray> score_arrays;  // (Hq,) each
+  read_score_options(score, {hq}, dt, &p.variants, &score_arrays);
   if (hq == 0) return;
   const int64_t group = hq / hkv;
 
   p.scale = scale_or_default(scale, p.E);
-  const double cap = softcap_or_off(softcap);
   set_visibility(p, causal != static_cast<int>(Causal::none), causal == static_cast<int>(Causal::lower_right),
                  window_side(window_left, total_q, total_k), window_side(window_right, total_q, total_k),
                  num_threads > 0 ? num_threads : default_num_threads());
@@ -117,8 +119,13 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
     p.lse.row_stride = sl[0];
     builder.add(&p.lse, heads(sl));
   }
-  SharedOperands keep;  // (the score variants' arrays)
-  add_score_variants(p, builder, {hkv, group}, dt, cap, alibi_slopes, sinks, keep);
+  // Per-head score options as (Hkv, G) views: query head h = (kv head, h in its group).
+  for (const ScoreArray& x : score_arrays) {
+    const py::array& a = x.array;  // (Hq,), or (1,) / () broadcast
+    const py::ssize_t step = a.ndim() == 1 && a.shape(0) == hq ? a.strides(0) : 0;
+    add_operand(builder, {hkv, group}, py::array(a.dtype(), {hkv, group}, {step * group, step}, a.data(), a),
+                x.option->name, 0, &(p.variants.*(x.option->per_head)));
+  }
   for (const auto& [view, s] : {std::pair{&p.q, &sq}, {&p.k, &sk}, {&p.v, &sv}, {&p.out, &so}})
     view->row_stride = (*s)[0];
   p.q.data = const_cast<void*>(q.data());
@@ -137,8 +144,7 @@ void varlen(const py::array& q, const py::array& k, const py::array& v, const py
 void register_varlen(py::module_& m) {
   m.def("varlen", &varlen, py::arg("query"), py::arg("key"), py::arg("value"),
         py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"), py::arg("out"), py::arg("lse"),
-        py::arg("scale"), py::arg("storage"), py::arg("softcap"), py::arg("alibi_slopes"),
-        py::arg("sinks"), py::arg("causal"),
+        py::arg("scale"), py::arg("storage"), py::arg("score"), py::arg("causal"),
         py::arg("window_left"), py::arg("window_right"), py::arg("num_threads"),
         "Low-level packed variable-length attention on prepared arrays (see pyattn.varlen). "
         "Writes out/lse.");

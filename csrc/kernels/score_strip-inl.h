@@ -43,8 +43,9 @@ struct ScoreStrip {
     // A float mask with contiguous rows is added by a scorer that can (as it
     // stores each score tile: sdpa-inl.h) instead of in a pass of its own
     // (AVX-512, L = 2048, 1 thread: mask / no-mask time 1.16 -> 1.12).
-    // Not with softcap, which comes before the mask's bias.
-    fuse_bias = p.mask_kind == MaskKind::additive && p.mask.col_stride == 1 && !Var::kSoftcap;
+    // Not when an epilogue transforms the scores (softcap): that comes
+    // before the mask's bias.
+    fuse_bias = p.mask_kind == MaskKind::additive && p.mask.col_stride == 1 && !Var::kTransforms;
   }
 
   PYATTN_INLINE void begin_item(const WorkItem& it) {
@@ -71,7 +72,7 @@ struct ScoreStrip {
     if (tk == 0) return;  // the strip sees nothing in this block
     const int64_t tcols = round_up(tk, PW);
     bool biased = false;  // the scorer added the float mask
-    if constexpr (Scorer::kAddsBias && !Var::kSoftcap) {
+    if constexpr (Scorer::kAddsBias && !Var::kTransforms) {
       if (fuse_bias) {
         const T* brows[kStrip];
         for (int64_t r = 0; r < srows; ++r)
@@ -89,9 +90,9 @@ struct ScoreStrip {
         continue;
       }
       const int64_t ecols = round_up(tk, W);  // (<= tcols: whole vectors)
-      if constexpr (Var::kSoftcap) epi.transform(s, ecols);
+      if constexpr (Var::kTransforms) epi.transform(s, ecols);
       if (mask && !biased) apply_mask(gr, j0, tk, s);
-      if constexpr (Var::kAlibi) epi.add_bias(s, ecols, g0 + gr, keys.position(gr), j0);
+      if constexpr (Var::kBiases) epi.add_bias(s, ecols, g0 + gr, keys.position(gr), j0);
       for (int64_t c = 0; c < lo; ++c) s[c] = neg_inf<T>();
       for (int64_t c = hi; c < tcols; ++c) s[c] = neg_inf<T>();
       T* acc_row = state.acc + gr * state.ev_pad;

@@ -4,6 +4,12 @@
 // per score. Included INSIDE a target namespace after vec_math-inl.h and
 // before the loop's parts (attention_loop-inl.h); no include guard.
 //
+// A new epilogue: its step here (in transform or add_bias, under its
+// Variant constant), its bit at the switch (kernel_switch.h), its field in
+// ScoreVariants and its row in the table of score options
+// (pyattn/score_options.h: the argument rule, read by the bindings), its
+// keyword in pyattn/attention.py, its reference (pyattn/reference.py).
+//
 // The loop makes a score in this order:
 //   s = the scorer's score (scale <q, k> for SDPA)
 //   transform(s)           softcap: s = c tanh(s / c)           (Gemma 2)

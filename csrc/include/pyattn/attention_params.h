@@ -1,11 +1,13 @@
 // What every attention op shares: the batch, the values it averages, the
-// visibility rules, the explicit mask and the outputs. Each op's params
+// visibility rules, the explicit mask, the score variants (ScoreVariants:
+// pyattn/score_options.h) and the outputs. Each op's params
 // struct (SdpaParams, AdditiveParams) extends this with how it scores a
 // query against a key. SIMD-free.
 #pragma once
 
 #include <cstdint>
 
+#include "pyattn/score_options.h"
 #include "pyattn/strided.h"
 
 namespace pyattn {
@@ -26,34 +28,6 @@ struct Visibility {
   int64_t window_left = -1;     // -1 = unbounded
   int64_t window_right = -1;    // -1 = unbounded
   StridedArray lengths;         // int64 per batch element; data null = all S
-};
-
-// Score variants of current models; every one is off by default. The order
-// in which a score is made: s = scale * <q, k> (or the op's own score), then
-//   softcap > 0:   s = softcap * tanh(s / softcap)         (Gemma 2)
-//   + the float mask's bias, then
-//   alibi_slopes:  s += -slope * |p(i) - j|                 (BLOOM, MPT)
-//                  with p(i) the query row's key position (Visibility);
-// then the softmax, whose denominator gains exp(sink) once per row if
-//   sinks:         p[i, j] = exp(s[i, j]) / (exp(sink) + sum_j' exp(s[i, j']))
-//                  (gpt-oss; no value vector; lse = log(exp(sink) + sum ...);
-//                  a row with no visible key: out 0, weights 0, lse = sink).
-// alibi_slopes and sinks hold one value per query head: arrays over the batch
-// with no trailing dimensions (row_stride 0, col_stride 1; with folded rows,
-// fold_stride steps between the heads of one item), in the compute dtype
-// `dtype`; value_at() finds the one of a (batch element, folded row).
-// Slopes must be finite; a sink may be -inf (no sink) but not +inf or NaN
-// (the argument rules check both).
-struct ScoreVariants {
-  double softcap = 0;           // > 0: on; 0: off
-  StridedArray alibi_slopes;    // data null: off
-  StridedArray sinks;           // data null: off
-
-  // Element offset of the value for row r (of rows_total = fold * L) of batch element b.
-  static int64_t value_offset(const StridedArray& a, const BatchShape& batch, int64_t b, int64_t r,
-                              int64_t L) {
-    return a.batch_offset(batch, b) + (r / L) * a.fold_stride;
-  }
 };
 
 struct AttentionParams {

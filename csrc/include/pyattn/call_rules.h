@@ -1,7 +1,8 @@
 // The value rules every entry point applies to a call's options, written
 // once: the Python bindings (csrc/bindings/call_args.h, which raise
 // TypeError / ValueError) and the C API (csrc/capi/, which returns error
-// codes) both use these. SIMD-free, no Python.
+// codes) both use these. The score options' rules are with their table,
+// pyattn/score_options.h. SIMD-free, no Python.
 #pragma once
 
 #include <algorithm>
@@ -28,14 +29,5 @@ inline bool kv_heads_divide(int64_t hq, int64_t hkv) { return hkv == 0 ? hq == 0
 
 // A valid key count of a batch element.
 inline bool length_in_range(int64_t n, int64_t S) { return 0 <= n && n <= S; }
-
-// softcap: finite and > 0 (0 means off where a number stands for "none").
-inline bool softcap_ok(double c) { return std::isfinite(c) && c > 0; }
-
-// ALiBi slopes are finite; a sink may be -inf (no sink) but not NaN or +inf.
-template <class T>
-inline bool alibi_slope_ok(T x) { return std::isfinite(x); }
-template <class T>
-inline bool sink_ok(T x) { return !std::isnan(x) && x != static_cast<T>(INFINITY); }
 
 }  // namespace pyattn

@@ -34,6 +34,23 @@ double scalar_value(py::handle x, const ScoreOption& option, const py::dtype& cd
   return c;
 }
 
+constexpr size_t kOptionCount = sizeof(kScoreOptions) / sizeof(kScoreOptions[0]);
+
+// The keywords as interned Python strings, made once (and never freed: they
+// must outlive the interpreter's teardown order): a dict lookup by them
+// compares pointers and reuses their hash.
+PyObject* const* option_keys() {
+  static PyObject* const* keys = [] {
+    PyObject** k = new PyObject*[kOptionCount];
+    for (size_t i = 0; i < kOptionCount; ++i) {
+      k[i] = PyUnicode_InternFromString(kScoreOptions[i].name);
+      if (!k[i]) throw py::error_already_set();
+    }
+    return k;
+  }();
+  return keys;
+}
+
 }  // namespace
 
 const ScoreOption* score_option(const std::string& name) {
@@ -57,10 +74,15 @@ void read_score_options(py::handle options, const std::vector<py::ssize_t>& batc
   if (!PyDict_Check(d))
     throw py::type_error("the score options must be a dict or None, got " +
                          py::str(py::type::handle_of(options).attr("__name__")).cast<std::string>());
+  PyObject* const* keys = option_keys();
   Py_ssize_t found = 0;
-  for (const ScoreOption& o : kScoreOptions) {
-    PyObject* x = PyDict_GetItemString(d, o.name);  // (borrowed; NULL: not given)
-    if (!x) continue;
+  for (size_t i = 0; i < kOptionCount; ++i) {
+    const ScoreOption& o = kScoreOptions[i];
+    PyObject* x = PyDict_GetItemWithError(d, keys[i]);  // (borrowed; NULL: not given)
+    if (!x) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      continue;
+    }
     ++found;
     if (x == Py_None) continue;
     if (o.kind == ScoreOptionKind::scalar) {

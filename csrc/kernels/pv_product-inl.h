@@ -9,12 +9,14 @@
 
 // C[MR x NC*W] += P[MR x nk] * B[nk x NC*W]   (probabilities times values;
 // B in the storage type SB: packed V::T rows, or values read in place)
-// kStream: B is read from memory (values in place, decoding): the row
-// kAhead ahead is fetched a vector at a time as this one is read.
+// kStream: B is read from memory (values in place, decoding): vectors
+// [0, pf_vecs) of the row kAhead ahead are fetched as this one is read (a
+// tile narrower than the row fetches the whole row on its first pass; the
+// later passes find it in L2).
 template <class V, int MR, int NC, class SB, bool kStream = false>
 inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
                     const SB* b, int64_t ldb, typename V::T* c,
-                    int64_t ldc) {
+                    int64_t ldc, int pf_vecs = NC) {
   using R = typename V::R;
   constexpr int W = V::W;
   constexpr int64_t kAhead = 16;
@@ -25,7 +27,7 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
     if constexpr (kStream) {  // one fetch per cache line (a vector of int8 codes is 16 bytes)
       constexpr int kVecsPerLine = 64 / (W * int(sizeof(SB))) > 1 ? 64 / (W * int(sizeof(SB))) : 1;
       if (j + kAhead < nk)
-        for (int n = 0; n < NC; n += kVecsPerLine) __builtin_prefetch(b + (j + kAhead) * ldb + n * W);
+        for (int n = 0; n < pf_vecs; n += kVecsPerLine) __builtin_prefetch(b + (j + kAhead) * ldb + n * W);
     }
     R bv[NC];
     for (int n = 0; n < NC; ++n) bv[n] = load_as<V>(b + j * ldb + n * W);
@@ -41,46 +43,64 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
 // Row tails (1..MR rows) and column tails (1..NC vectors) of P V.
 template <class V, int MR, int NC, class SB, bool kStream = false>
 inline void pv_rows(int mr, const typename V::T* p, int64_t ldp, int64_t nk,
-                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc) {
+                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc, int pf_vecs = NC) {
   if constexpr (MR > 1) {
-    if (mr < MR) return pv_rows<V, MR - 1, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc);
+    if (mr < MR) return pv_rows<V, MR - 1, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc, pf_vecs);
   }
-  pv_tile<V, MR, NC, SB, kStream>(p, ldp, nk, b, ldb, c, ldc);
+  pv_tile<V, MR, NC, SB, kStream>(p, ldp, nk, b, ldb, c, ldc, pf_vecs);
 }
 
 template <class V, int MR, int NC, class SB, bool kStream = false>
 inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64_t nk,
-                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc) {
+                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc, int pf_vecs) {
   if constexpr (NC > 1) {
-    if (nvec < NC) return pv_cols<V, MR, NC - 1, SB, kStream>(nvec, mr, p, ldp, nk, b, ldb, c, ldc);
+    if (nvec < NC) return pv_cols<V, MR, NC - 1, SB, kStream>(nvec, mr, p, ldp, nk, b, ldb, c, ldc, pf_vecs);
   }
-  pv_rows<V, MR, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc);
+  pv_rows<V, MR, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc, pf_vecs);
 }
 
 // acc[rows x ev_pad] += P[rows x nk] * B[nk x ev_pad] for one strip of
 // probabilities (row stride ldp), B in the storage type SB (row stride ldb).
-// One row (decoding without grouped heads) gets kRowNC independent
-// accumulators: with Shape::pv_nc, P V chained every key on the FMA latency
-// (AVX-512: 2 chains, 4 passes over P for Ev = 128). Each element still sums
-// over the keys in order: the same bits either way.
+// B read from memory (`streamed`: values in place) by a few rows (decoding,
+// with grouped heads or not) takes streaming tiles as wide as the registers
+// allow (kAccRegs accumulators): one row gets independent accumulators over
+// the row (with Shape::pv_nc, P V chained every key on the FMA latency), and
+// 2-4 rows go over B in as few passes as possible, the first fetching the
+// whole row ahead (with Shape's tiles, 4 unfetched passes over B). Each
+// element still sums over the keys in order: the same bits either way.
 template <class V, class Shape, class SB>
 inline void pv_block(int64_t rows, const typename V::T* p, int64_t ldp, int64_t nk, const SB* b,
-                     int64_t ldb, typename V::T* acc, int64_t ev_pad) {
+                     int64_t ldb, typename V::T* acc, int64_t ev_pad, bool streamed) {
   constexpr int W = V::W;
+  constexpr int kAccRegs = W >= 16 ? 16 : W >= 8 ? 8 : Shape::pv_mr * Shape::pv_nc;
+  const int ev = static_cast<int>(ev_pad / W);
   if (rows == 1) {
     constexpr int kRowNC = W >= 16 ? 8 : W >= 8 ? 6 : Shape::pv_nc;
     for (int64_t c0 = 0; c0 < ev_pad; c0 += kRowNC * W) {
       const int nvec = static_cast<int>(imin(kRowNC, (ev_pad - c0) / W));
-      pv_cols<V, 1, kRowNC, SB, true>(nvec, 1, p, ldp, nk, b + c0, ldb, acc + c0, ev_pad);
+      pv_cols<V, 1, kRowNC, SB, true>(nvec, 1, p, ldp, nk, b + c0, ldb, acc + c0, ev_pad, nvec);
     }
     return;
+  }
+  if (streamed && rows <= 4) {
+    const int mr = static_cast<int>(rows);
+    auto passes = [&](auto tile) {
+      constexpr int MR = decltype(tile)::value, NC = kAccRegs / MR;
+      for (int64_t c0 = 0; c0 < ev_pad; c0 += NC * W) {
+        const int nvec = static_cast<int>(imin(NC, (ev_pad - c0) / W));
+        pv_cols<V, MR, NC, SB, true>(nvec, mr, p, ldp, nk, b + c0, ldb, acc + c0, ev_pad,
+                                     c0 == 0 ? ev : 0);
+      }
+    };
+    if (mr == 2) return passes(std::integral_constant<int, 2>{});
+    return passes(std::integral_constant<int, 4>{});
   }
   for (int64_t m0 = 0; m0 < rows; m0 += Shape::pv_mr) {
     const int mr = static_cast<int>(imin(Shape::pv_mr, rows - m0));
     for (int64_t c0 = 0; c0 < ev_pad; c0 += Shape::pv_nc * W) {
       const int nvec = static_cast<int>(imin(Shape::pv_nc, (ev_pad - c0) / W));
       pv_cols<V, Shape::pv_mr, Shape::pv_nc>(nvec, mr, p + m0 * ldp, ldp, nk, b + c0, ldb,
-                                             acc + m0 * ev_pad + c0, ev_pad);
+                                             acc + m0 * ev_pad + c0, ev_pad, Shape::pv_nc);
     }
   }
 }
@@ -164,13 +184,13 @@ PYATTN_INLINE void pv_strip(typename V::T* st, int64_t ld_s, int64_t srows, int6
   const SV* vin = vr.in_place;
   if (vin && vr.check_by_acc) {
     for (int64_t i = 0; i < srows * ev_pad; ++i) vp[i] = acc[i];  // (restored below if needed)
-    pv_block<V, Shape>(srows, st, ld_s, tk, vin, vr.ld, acc, ev_pad);
+    pv_block<V, Shape>(srows, st, ld_s, tk, vin, vr.ld, acc, ev_pad, true);
     if (rows_finite<V>(acc, ev_pad, srows, Ev) &&
         (tk == nk || all_finite<V>(vin + tk * vr.ld, vr.ld, nk - tk, Ev)))
       return;
     for (int64_t i = 0; i < srows * ev_pad; ++i) acc[i] = vp[i];
     if (all_finite<V>(vin, vr.ld, nk, Ev)) {  // (acc overflowed, V is finite)
-      pv_block<V, Shape>(srows, st, ld_s, tk, vin, vr.ld, acc, ev_pad);
+      pv_block<V, Shape>(srows, st, ld_s, tk, vin, vr.ld, acc, ev_pad, true);
     } else {
       convert_rows<V>(vin, vr.ld, nk, Ev, vp, ev_pad);
       pv_skip_zeros<T>(st, ld_s, srows, tk, vp, ev_pad, Ev, acc, ev_pad);
@@ -178,7 +198,7 @@ PYATTN_INLINE void pv_strip(typename V::T* st, int64_t ld_s, int64_t srows, int6
     return;
   }
   if (vin)
-    pv_block<V, Shape>(srows, st, ld_s, tk, vin, vr.ld, acc, ev_pad);
+    pv_block<V, Shape>(srows, st, ld_s, tk, vin, vr.ld, acc, ev_pad, true);
   else
-    pv_block<V, Shape>(srows, st, ld_s, tk, static_cast<const T*>(vp), ev_pad, acc, ev_pad);
+    pv_block<V, Shape>(srows, st, ld_s, tk, static_cast<const T*>(vp), ev_pad, acc, ev_pad, false);
 }

@@ -63,12 +63,6 @@ inline bool all_finite(const SB* b, int64_t ldb, int64_t nk, int64_t Ev) {
   return V::reduce_sum(vs) + ss == T(0);
 }
 
-// Whether vscale[0, n) are all finite.
-inline bool scales_finite(const float* vscale, int64_t n) {
-  float z = 0.0f;
-  for (int64_t j = 0; j < n; ++j) z += vscale[j] - vscale[j];
-  return z == 0.0f;
-}
 
 // Keys `keys` (with int8 scales `key_scale`, null otherwise) and the values
 // p.v (int8: scales p.v_scale) of an attention op, in the storage types SK
@@ -138,7 +132,7 @@ struct KVBlockSource {
     ValueRows<T, SV> r{v_in_place ? v + j0 * ld : nullptr, ld, vp, true, nullptr, true, check_by_acc};
     if constexpr (std::is_same_v<SV, I8>) {  // int8 codes are finite; their scales may not be
       r.scale = vscale + j0;
-      r.scale_finite = scales_finite(vscale + j0, nk);
+      r.scale_finite = all_finite<V>(vscale + j0, nk, 1, nk);  // (one row of nk scales)
       if (!r.in_place) convert_rows<V>(v + j0 * ld, ld, nk, Ev, vp, ev_pad);
     } else if (r.in_place && check_by_acc) {
       r.finite = true;  // until P V's results say otherwise (pv_strip)

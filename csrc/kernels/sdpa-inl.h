@@ -65,12 +65,61 @@ inline void qk_rows(int mr, const typename V::T* a, int64_t lda,
   qk_tile<V, MR, NR, kBias>(a, lda, b, E, c, ldc, bias, boff);
 }
 
+// Scores of R query rows (q, row stride E) against the 4 keys k0 + i * ldk
+// into s[r * ld_s + i]: one vector accumulator per (row, key) over E, then a
+// horizontal sum. Each key vector is loaded (and widened) once for the R
+// rows. pf: the 4 key rows to fetch as these are read (or null).
+template <class V, int R, class S>
+PYATTN_INLINE void dot4(const typename V::T* q, int64_t E, const S* k0, int64_t ldk, const S* pf,
+                        typename V::T* s, int64_t ld_s, const float* kscale) {
+  using T = typename V::T;
+  using Reg = typename V::R;
+  constexpr int W = V::W;
+  // One fetch per cache line: every vector of float32, every 4th of int8 codes.
+  constexpr int64_t kLineElems = 64 / int64_t(sizeof(S));
+  const int64_t ev = E / W * W;
+  Reg acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 4; ++i) acc[r][i] = V::zero();
+  for (int64_t e = 0; e < ev; e += W) {
+    // (a vector at a time: a burst of whole rows stalls on the fill buffers)
+    if (pf && e % kLineElems < W)
+      for (int64_t i = 0; i < 4; ++i) __builtin_prefetch(pf + i * ldk + e);
+    Reg kv[4];
+    for (int i = 0; i < 4; ++i) kv[i] = load_as<V>(k0 + i * ldk + e);
+    for (int r = 0; r < R; ++r) {
+      const Reg qv = V::load(q + r * E + e);
+      for (int i = 0; i < 4; ++i) acc[r][i] = V::fma(qv, kv[i], acc[r][i]);
+    }
+  }
+  if (pf && ev < E)
+    for (int64_t i = 0; i < 4; ++i) prefetch_bytes(reinterpret_cast<const char*>(pf + i * ldk + ev), (E - ev) * int64_t(sizeof(S)));
+  for (int r = 0; r < R; ++r) {
+    T* sr = s + r * ld_s;
+    const T* qr = q + r * E;
+    V::reduce_sum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], sr);
+    for (int64_t e = ev; e < E; ++e)
+      for (int i = 0; i < 4; ++i) sr[i] += qr[e] * static_cast<T>(to_float(k0[i * ldk + e]));
+    if constexpr (std::is_same_v<S, I8>)
+      for (int i = 0; i < 4; ++i) sr[i] *= kscale[i];
+  }
+}
+
+// dot4 with a compile-time row count 1..R for rows < R.
+template <class V, int R, class S>
+PYATTN_INLINE void dot4_rows(int rows, const typename V::T* q, int64_t E, const S* k0, int64_t ldk,
+                             const S* pf, typename V::T* s, int64_t ld_s, const float* kscale) {
+  if constexpr (R > 1) {
+    if (rows < R) return dot4_rows<V, R - 1, S>(rows, q, E, k0, ldk, pf, s, ld_s, kscale);
+  }
+  dot4<V, R, S>(q, E, k0, ldk, pf, s, ld_s, kscale);
+}
+
 // Scores of `rows` query rows (qs, row stride E) against keys k[0, nk) read
-// in place (row stride ldk): 4 keys at a time, one vector accumulator per
-// (row, key) over E, then a horizontal sum. For groups too small to amortise
-// packing (decoding: one or a few query rows per K/V pass), where the cost
-// is reading K once from memory. int8 codes: each score is then multiplied
-// by its key's scale kscale[j].
+// in place (row stride ldk), 4 keys at a time. For groups too small to
+// amortise packing (decoding: one or a few query rows per K/V pass), where
+// the cost is reading K once from memory. int8 codes: each score is then
+// multiplied by its key's scale kscale[j].
 template <class V, class S>
 inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* k,
                      int64_t ldk, int64_t nk, typename V::T* st, int64_t ld_s,
@@ -78,45 +127,25 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* 
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::W;
+  // Query rows per pass over a chunk of 4 keys (grouped-query heads; the
+  // chunk stays in L1): widened keys (bfloat16, float16, int8) are shared by
+  // as many rows as the registers hold accumulators for, so each is widened
+  // once; keys in the compute type go one row at a time (measured faster).
+  constexpr int kRows = std::is_same_v<S, T> ? 1 : W >= 16 ? 4 : 2;
   const int64_t ev = E / W * W;
-  // Keys outer, rows inner: a chunk of 4 key rows stays in L1 while every
-  // query row (grouped-query heads) is scored against it.
   // Decoding streams K from memory once: fetch kAhead keys ahead (the
-  // hardware prefetcher alone left the stream latency-bound).
+  // hardware prefetcher alone left the stream latency-bound), as the first
+  // pass reads these 4.
   constexpr int64_t kAhead = 16;
-  // One fetch per cache line: every vector of float32, every 4th of int8 codes.
-  constexpr int64_t kLineElems = 64 / int64_t(sizeof(S));
   int64_t j = 0;
   for (; j + 4 <= nk; j += 4) {
     const S* k0 = k + j * ldk;
-    // The 4 rows kAhead ahead are fetched a vector at a time as the first
-    // query row reads these 4 (a burst of whole rows stalls on the fill buffers).
     const S* pf = j + kAhead + 4 <= nk ? k0 + kAhead * ldk : nullptr;
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* q = qs + r * E;
-      R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
-      for (int64_t e = 0; e < ev; e += W) {
-        if (pf && e % kLineElems < W)
-          for (int64_t i = 0; i < 4; ++i) __builtin_prefetch(pf + i * ldk + e);
-        const R qv = V::load(q + e);
-        a0 = V::fma(qv, load_as<V>(k0 + e), a0);
-        a1 = V::fma(qv, load_as<V>(k0 + ldk + e), a1);
-        a2 = V::fma(qv, load_as<V>(k0 + 2 * ldk + e), a2);
-        a3 = V::fma(qv, load_as<V>(k0 + 3 * ldk + e), a3);
-      }
-      if (pf && ev < E)
-        for (int64_t i = 0; i < 4; ++i) prefetch_bytes(reinterpret_cast<const char*>(pf + i * ldk + ev), (E - ev) * int64_t(sizeof(S)));
+    const float* ks = kscale ? kscale + j : nullptr;
+    for (int64_t r = 0; r < rows; r += kRows) {
+      const int rb = static_cast<int>(imin(kRows, rows - r));
+      dot4_rows<V, kRows, S>(rb, qs + r * E, E, k0, ldk, pf, st + r * ld_s + j, ld_s, ks);
       pf = nullptr;
-      T* s = st + r * ld_s + j;
-      V::reduce_sum4(a0, a1, a2, a3, s);
-      for (int64_t e = ev; e < E; ++e) {
-        s[0] += q[e] * static_cast<T>(to_float(k0[e]));
-        s[1] += q[e] * static_cast<T>(to_float(k0[ldk + e]));
-        s[2] += q[e] * static_cast<T>(to_float(k0[2 * ldk + e]));
-        s[3] += q[e] * static_cast<T>(to_float(k0[3 * ldk + e]));
-      }
-      if constexpr (std::is_same_v<S, I8>)
-        for (int64_t i = 0; i < 4; ++i) s[i] *= kscale[j + i];
     }
   }
   for (; j < nk; ++j) {

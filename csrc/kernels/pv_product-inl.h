@@ -66,7 +66,7 @@ inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64
 // allow (kAccRegs accumulators): one row gets independent accumulators over
 // the row (with Shape::pv_nc, P V chained every key on the FMA latency), and
 // 2-4 rows go over B in as few passes as possible, the first fetching the
-// whole row ahead (with Shape's tiles, 4 unfetched passes over B). Each
+// whole row ahead (Shape's tiles would take 4 passes, none fetched). Each
 // element still sums over the keys in order: the same bits either way.
 template <class V, class Shape, class SB>
 inline void pv_block(int64_t rows, const typename V::T* p, int64_t ldp, int64_t nk, const SB* b,

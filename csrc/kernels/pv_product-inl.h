@@ -10,13 +10,13 @@
 // C[MR x NC*W] += P[MR x nk] * B[nk x NC*W]   (probabilities times values;
 // B in the storage type SB: packed V::T rows, or values read in place)
 // kStream: B is read from memory (values in place, decoding): vectors
-// [0, pf_vecs) of the row kAhead ahead are fetched as this one is read (a
-// tile narrower than the row fetches the whole row on its first pass; the
-// later passes find it in L2).
+// [0, pf_vecs) of the row kAhead ahead are fetched as this one is read, if
+// that row is one of B's first pf_rows (a tile narrower than the row fetches
+// the whole row on its first pass; the later passes find it in cache).
 template <class V, int MR, int NC, class SB, bool kStream = false>
 inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
                     const SB* b, int64_t ldb, typename V::T* c,
-                    int64_t ldc, int pf_vecs = NC) {
+                    int64_t ldc, int pf_vecs = NC, int64_t pf_rows = 0) {
   using R = typename V::R;
   constexpr int W = V::W;
   constexpr int64_t kAhead = 16;
@@ -26,7 +26,7 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
   for (int64_t j = 0; j < nk; ++j) {
     if constexpr (kStream) {  // one fetch per cache line (a vector of int8 codes is 16 bytes)
       constexpr int kVecsPerLine = 64 / (W * int(sizeof(SB))) > 1 ? 64 / (W * int(sizeof(SB))) : 1;
-      if (j + kAhead < nk)
+      if (j + kAhead < pf_rows)
         for (int n = 0; n < pf_vecs; n += kVecsPerLine) __builtin_prefetch(b + (j + kAhead) * ldb + n * W);
     }
     R bv[NC];
@@ -43,20 +43,22 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
 // Row tails (1..MR rows) and column tails (1..NC vectors) of P V.
 template <class V, int MR, int NC, class SB, bool kStream = false>
 inline void pv_rows(int mr, const typename V::T* p, int64_t ldp, int64_t nk,
-                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc, int pf_vecs = NC) {
+                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc, int pf_vecs = NC,
+                    int64_t pf_rows = 0) {
   if constexpr (MR > 1) {
-    if (mr < MR) return pv_rows<V, MR - 1, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc, pf_vecs);
+    if (mr < MR) return pv_rows<V, MR - 1, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc, pf_vecs, pf_rows);
   }
-  pv_tile<V, MR, NC, SB, kStream>(p, ldp, nk, b, ldb, c, ldc, pf_vecs);
+  pv_tile<V, MR, NC, SB, kStream>(p, ldp, nk, b, ldb, c, ldc, pf_vecs, pf_rows);
 }
 
 template <class V, int MR, int NC, class SB, bool kStream = false>
 inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64_t nk,
-                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc, int pf_vecs) {
+                    const SB* b, int64_t ldb, typename V::T* c, int64_t ldc, int pf_vecs,
+                    int64_t pf_rows = 0) {
   if constexpr (NC > 1) {
-    if (nvec < NC) return pv_cols<V, MR, NC - 1, SB, kStream>(nvec, mr, p, ldp, nk, b, ldb, c, ldc, pf_vecs);
+    if (nvec < NC) return pv_cols<V, MR, NC - 1, SB, kStream>(nvec, mr, p, ldp, nk, b, ldb, c, ldc, pf_vecs, pf_rows);
   }
-  pv_rows<V, MR, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc, pf_vecs);
+  pv_rows<V, MR, NC, SB, kStream>(mr, p, ldp, nk, b, ldb, c, ldc, pf_vecs, pf_rows);
 }
 
 // acc[rows x ev_pad] += P[rows x nk] * B[nk x ev_pad] for one strip of
@@ -66,8 +68,11 @@ inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64
 // allow (kAccRegs accumulators): one row gets independent accumulators over
 // the row (with Shape::pv_nc, P V chained every key on the FMA latency), and
 // 2-4 rows go over B in as few passes as possible, the first fetching the
-// whole row ahead (Shape's tiles would take 4 passes, none fetched). Each
-// element still sums over the keys in order: the same bits either way.
+// whole row ahead (Shape's tiles would take 4 passes, none fetched), a chunk
+// of keys at a time: the chunk (kChunkBytes of B) is still in L1 for the
+// later passes, which would otherwise read it back from L2 while no fetch
+// is under way. Each element still sums over the keys in order: the same
+// bits either way.
 template <class V, class Shape, class SB>
 inline void pv_block(int64_t rows, const typename V::T* p, int64_t ldp, int64_t nk, const SB* b,
                      int64_t ldb, typename V::T* acc, int64_t ev_pad, bool streamed) {
@@ -78,18 +83,24 @@ inline void pv_block(int64_t rows, const typename V::T* p, int64_t ldp, int64_t 
     constexpr int kRowNC = W >= 16 ? 8 : W >= 8 ? 6 : Shape::pv_nc;
     for (int64_t c0 = 0; c0 < ev_pad; c0 += kRowNC * W) {
       const int nvec = static_cast<int>(imin(kRowNC, (ev_pad - c0) / W));
-      pv_cols<V, 1, kRowNC, SB, true>(nvec, 1, p, ldp, nk, b + c0, ldb, acc + c0, ev_pad, nvec);
+      pv_cols<V, 1, kRowNC, SB, true>(nvec, 1, p, ldp, nk, b + c0, ldb, acc + c0, ev_pad, nvec, nk);
     }
     return;
   }
   if (streamed && rows <= 4) {
+    constexpr int64_t kChunkBytes = 16 << 10;
+    const int64_t row_bytes = ev_pad * int64_t(sizeof(SB));
+    const int64_t chunk = imax(16, kChunkBytes / imax(row_bytes, 1));
     const int mr = static_cast<int>(rows);
     auto passes = [&](auto tile) {
       constexpr int MR = decltype(tile)::value, NC = kAccRegs / MR;
-      for (int64_t c0 = 0; c0 < ev_pad; c0 += NC * W) {
-        const int nvec = static_cast<int>(imin(NC, (ev_pad - c0) / W));
-        pv_cols<V, MR, NC, SB, true>(nvec, mr, p, ldp, nk, b + c0, ldb, acc + c0, ev_pad,
-                                     c0 == 0 ? ev : 0);
+      for (int64_t j0 = 0; j0 < nk; j0 += chunk) {
+        const int64_t nj = imin(chunk, nk - j0);
+        for (int64_t c0 = 0; c0 < ev_pad; c0 += NC * W) {
+          const int nvec = static_cast<int>(imin(NC, (ev_pad - c0) / W));
+          pv_cols<V, MR, NC, SB, true>(nvec, mr, p + j0, ldp, nj, b + j0 * ldb + c0, ldb, acc + c0,
+                                       ev_pad, c0 == 0 ? ev : 0, nk - j0);
+        }
       }
     };
     if (mr == 2) return passes(std::integral_constant<int, 2>{});

@@ -127,11 +127,11 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* 
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::W;
-  // Query rows per pass over a chunk of 4 keys (grouped-query heads; the
-  // chunk stays in L1): widened keys (bfloat16, float16, int8) are shared by
-  // as many rows as the registers hold accumulators for, so each is widened
-  // once; keys in the compute type go one row at a time (measured faster).
-  constexpr int kRows = std::is_same_v<S, T> ? 1 : W >= 16 ? 4 : 2;
+  // Query rows per pass over a chunk of 4 keys (grouped-query heads): as
+  // many as the registers hold accumulators for, so that each key vector is
+  // loaded (and widened) once and the pass has fewer instructions per byte of
+  // K; the stream's fetches, issued by a chunk's first pass, then keep pace.
+  constexpr int kRows = W >= 16 ? 4 : 2;
   const int64_t ev = E / W * W;
   // Decoding streams K from memory once: fetch kAhead keys ahead (the
   // hardware prefetcher alone left the stream latency-bound), as the first

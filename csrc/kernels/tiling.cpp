@@ -59,9 +59,15 @@ bool make_sdpa_tiling(int64_t batch_count, int64_t L /* rows */, int64_t S, int6
   // (>= 1 MiB on every x86 core of the last decade) and a 12-24 row strip
   // of scores in L1: longer blocks mean fewer online-softmax rescales
   // (512 keys measured 4-6% faster than 256 at E = 64, 128 slower still).
+  // Decoding (up to 4 rows, which read keys and values in place on AVX2 and
+  // AVX-512) takes blocks of up to 2 MiB: each block switches the memory
+  // stream from K to V and back, and each switch starts a stream whose first
+  // rows no fetch has asked for yet. (The scratch for packed panels this
+  // sizes is then address space that is never touched.)
   const int64_t row_bytes = (E + Ev) * static_cast<int64_t>(elem_size);
-  int64_t kb = std::clamp<int64_t>((int64_t(512) << 10) / std::max<int64_t>(row_bytes, 1) / kPadElems * kPadElems,
-                                   128, 512);
+  const int64_t kb_max = L <= 4 ? 2048 : 512;
+  int64_t kb = std::clamp<int64_t>((int64_t(kb_max) << 10) / std::max<int64_t>(row_bytes, 1) / kPadElems * kPadElems,
+                                   128, kb_max);
   kb = std::min<int64_t>(kb, round_up(std::max<int64_t>(S, 1), kPadElems));
   t->k_block = kb;
   t->num_groups = ceil_div(L, t->group_rows);

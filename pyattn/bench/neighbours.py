@@ -21,6 +21,9 @@ state. So each "after" is also timed after a control: a torch elementwise
 add on the same threads that touches as many bytes as the operation it
 stands in for (its own buffers). ``after / add`` is then how the previous
 operation compares with a torch operation of the same size as a neighbour.
+The matmul is also timed right after torch's own attention of the same
+shape (``torch.nn.functional.scaled_dot_product_attention``): what the
+operation pyattn replaces costs it.
 
 Each pyattn wait policy (``pyattn.set_thread_wait``) is measured in the same
 run; the ratio ``after / alone`` is printed (1.00: no effect).
@@ -107,6 +110,11 @@ def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
     def attn():
         pyattn.scaled_dot_product_attention(q, k, v, is_causal=True)
 
+    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+
+    def torch_attn():  # torch's own attention of the same shape, as a neighbour
+        torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
+
     def adder(nbytes):  # the control: nbytes touched (two inputs, one result) by torch's threads
         x, y, z = (torch.ones(nbytes // 12) for _ in range(3))
         return lambda: torch.add(x, y, out=z)
@@ -121,6 +129,7 @@ def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
         cases[f"torch mm alone [{policy}]"] = (setp, mm, mm)
         cases[f"torch mm after pyattn [{policy}]"] = (setp, attn, mm)
         cases[f"torch mm after torch add [{policy}]"] = (setp, add_like_attn, mm)
+        cases[f"torch mm after torch sdpa [{policy}]"] = (setp, torch_attn, mm)
         cases[f"pyattn alone [{policy}]"] = (setp, attn, attn)
         cases[f"pyattn after torch mm [{policy}]"] = (setp, mm, attn)
         cases[f"pyattn after torch add [{policy}]"] = (setp, add_like_mm, attn)
@@ -182,6 +191,7 @@ def _print(med, cpu, threads, rounds, block, ort_note, out):
           file=out)
     print("(torch add: an elementwise add on the same threads touching the bytes of the op it stands for; "
           "after/add: the previous op against it as a neighbour)", file=out)
+    print("(torch sdpa: torch's own causal attention of pyattn's shape, the operation pyattn replaces)", file=out)
     print(f"{'timed call':42s} {'wall':>10s} {'after/alone':>12s} {'after/add':>11s} {'cpu':>10s} "
           f"{'after/alone':>12s}", file=out)
     for name in med:

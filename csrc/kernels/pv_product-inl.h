@@ -20,9 +20,17 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
   using R = typename V::R;
   constexpr int W = V::W;
   constexpr int64_t kAhead = 16;
+  // bfloat16 values read in place: each pair of vectors is widened from one
+  // load with half the conversions (load_bf16_pair), the accumulators
+  // holding the pair's even and odd columns.
+  constexpr bool kPairs = std::is_same_v<SB, Bf16> && NC % 2 == 0 && V::kHasBf16Pairs;
   R acc[MR][NC];
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NC; ++n) acc[m][n] = V::load(c + m * ldc + n * W);
+  if constexpr (kPairs) {
+    for (int m = 0; m < MR; ++m)
+      for (int n = 0; n < NC; n += 2) V::deinterleave(acc[m][n], acc[m][n + 1], &acc[m][n], &acc[m][n + 1]);
+  }
   for (int64_t j = 0; j < nk; ++j) {
     if constexpr (kStream) {  // one fetch per cache line (a vector of int8 codes is 16 bytes)
       constexpr int kVecsPerLine = 64 / (W * int(sizeof(SB))) > 1 ? 64 / (W * int(sizeof(SB))) : 1;
@@ -30,11 +38,19 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
         for (int n = 0; n < pf_vecs; n += kVecsPerLine) __builtin_prefetch(b + (j + kAhead) * ldb + n * W);
     }
     R bv[NC];
-    for (int n = 0; n < NC; ++n) bv[n] = load_as<V>(b + j * ldb + n * W);
+    if constexpr (kPairs) {
+      for (int n = 0; n < NC; n += 2) V::load_bf16_pair(&b[j * ldb + n * W].bits, &bv[n], &bv[n + 1]);
+    } else {
+      for (int n = 0; n < NC; ++n) bv[n] = load_as<V>(b + j * ldb + n * W);
+    }
     for (int m = 0; m < MR; ++m) {
       const R av = V::set1(p[m * ldp + j]);
       for (int n = 0; n < NC; ++n) acc[m][n] = V::fma(av, bv[n], acc[m][n]);
     }
+  }
+  if constexpr (kPairs) {
+    for (int m = 0; m < MR; ++m)
+      for (int n = 0; n < NC; n += 2) V::interleave(acc[m][n], acc[m][n + 1], &acc[m][n], &acc[m][n + 1]);
   }
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NC; ++n) V::store(c + m * ldc + n * W, acc[m][n]);

@@ -14,6 +14,12 @@
 //   recip(x) ~ 1/x   abs(x)   copysign(mag,sgn) = |mag| with the sign of sgn
 //   load_tail(p, n): p[0, n) for 0 <= n < W, zeros above; reads nothing else
 //   kHasTranspose: if true, transpose(r) transposes the W x W block r[0, W)
+//   kHasBf16Pairs: if true (float Vecs), load_bf16_pair(p, &even, &odd)
+//     widens the 2W bfloat16 elements at p with two ALU operations for the
+//     two vectors (load_bf16: two for one): even = elements 0, 2, ..,
+//     2W - 2, odd = 1, 3, .., 2W - 1; deinterleave(a, b, &even, &odd) puts
+//     the 2W floats a, b in that order and interleave(even, odd, &a, &b)
+//     back
 // max/min return the SECOND operand when either is NaN (x86 semantics), so
 // max(running, x) / min(limit, x) propagate a NaN x.
 // recip: float = rcp estimate (12 bits) + one Newton step, within 2 ulp of
@@ -24,6 +30,7 @@ struct Avx2F32 {
   using R = __m256;
   static constexpr int W = 8;
   static constexpr bool kHasTranspose = true;
+  static constexpr bool kHasBf16Pairs = true;
 
   // Transposes the 8 x 8 block r[0..7] in place (r[i] lane j <-> r[j] lane i).
   static void transpose(R* r) {
@@ -105,6 +112,24 @@ struct Avx2F32 {
   static R load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
+  // (a bfloat16 is the high half of its float: element 2i is the low half
+  // of 32-bit word i, element 2i + 1 the high half)
+  static void load_bf16_pair(const uint16_t* p, R* even, R* odd) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    *even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    *odd = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(int(0xffff0000u))));
+  }
+  static void deinterleave(R a, R b, R* even, R* odd) {
+    // within 128-bit lanes: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit quarters reordered
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
+  }
+  static void interleave(R even, R odd, R* a, R* b) {
+    const R e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xd8));
+    const R o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd), 0xd8));
+    *a = _mm256_unpacklo_ps(e, o);  // e0 o0 e1 o1 | e2 o2 e3 o3
+    *b = _mm256_unpackhi_ps(e, o);
+  }
   static R load_i8(const int8_t* p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
@@ -133,6 +158,7 @@ struct Avx2F64 {
   using R = __m256d;
   static constexpr int W = 4;
   static constexpr bool kHasTranspose = false;  // key packing stays scalar
+  static constexpr bool kHasBf16Pairs = false;
 
   static R zero() { return _mm256_setzero_pd(); }
   static R set1(T x) { return _mm256_set1_pd(x); }

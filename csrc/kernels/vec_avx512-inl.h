@@ -10,6 +10,7 @@ struct Avx512F32 {
   using R = __m512;
   static constexpr int W = 16;
   static constexpr bool kHasTranspose = true;
+  static constexpr bool kHasBf16Pairs = true;
 
   // Transposes the 16 x 16 block r[0..15] in place (r[i] lane j <-> r[j]
   // lane i): 2 unpack stages within 128-bit lanes, then 2 stages of lane
@@ -106,6 +107,21 @@ struct Avx512F32 {
   static R load_f16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
+  static void load_bf16_pair(const uint16_t* p, R* even, R* odd) {
+    const __m512i w = _mm512_loadu_si512(p);
+    *even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    *odd = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xffff0000u))));
+  }
+  static void deinterleave(R a, R b, R* even, R* odd) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *even = _mm512_permutex2var_ps(a, ie, b);
+    *odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(ie, _mm512_set1_epi32(1)), b);
+  }
+  static void interleave(R even, R odd, R* a, R* b) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    *a = _mm512_permutex2var_ps(even, lo, odd);
+    *b = _mm512_permutex2var_ps(even, _mm512_add_epi32(lo, _mm512_set1_epi32(8)), odd);
+  }
   static R load_i8(const int8_t* p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   }
@@ -137,6 +153,7 @@ struct Avx512F64 {
   using R = __m512d;
   static constexpr int W = 8;
   static constexpr bool kHasTranspose = false;  // key packing stays scalar
+  static constexpr bool kHasBf16Pairs = false;
 
   static R zero() { return _mm512_setzero_pd(); }
   static R set1(T x) { return _mm512_set1_pd(x); }

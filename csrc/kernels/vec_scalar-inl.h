@@ -11,6 +11,7 @@ struct ScalarVec {
   using R = TT;
   static constexpr int W = 1;
   static constexpr bool kHasTranspose = false;
+  static constexpr bool kHasBf16Pairs = false;
 
   static R zero() { return T(0); }
   static R set1(T x) { return x; }

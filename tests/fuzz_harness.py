@@ -49,7 +49,8 @@ ARG_WORDS = ("query", "key", "value", "attn_mask", "mask", "is_causal", "scale",
              "enable_gqa", "heads", "return_weights", "return_lse", "out", "num_threads", "v_a", "w_query",
              "w_key", "bias", "outputs", "lses", "lse", "embed_dim", "num_heads", "num_kv_heads", "kdim",
              "vdim", "dtype", "batch", "head_dim", "max_seq_len", "value_dim", "k", "v", "q", "counts",
-             "key_padding_mask", "need_weights", "average_attn_weights", "index", "lengths")
+             "key_padding_mask", "need_weights", "average_attn_weights", "index", "lengths",
+             "softcap", "alibi_slopes", "sinks")
 _ARG_RE = re.compile(r"\b(" + "|".join(ARG_WORDS) + r")\b")
 
 
@@ -457,6 +458,36 @@ def draw_mask(ch, owned, batch, L, S, faults, *, invert_bool=False):
     return m
 
 
+def draw_score_options(ch, owned, batch, faults):
+    """The score variants (docs/score_variants.md): softcap, and ALiBi slopes
+    and sinks as arrays of one value per query head, broadcastable to the
+    result's batch dims without adding dims ((H,), (B, H), (1, H), ...)."""
+    kw = {}
+    if ch.chance(0.15):
+        if ch.chance(0.1):
+            faults.append("softcap")
+            kw["softcap"] = ch.choice([0.0, -1.0, float("nan"), float("inf"), "2"])
+        else:
+            kw["softcap"] = ch.choice([0.5, 2.5, 30.0, np.float32(4.0), 7])
+    for name in ("alibi_slopes", "sinks"):
+        if not batch or not ch.chance(0.12):
+            continue
+        shape = tuple(batch)[len(batch) - ch.int(1, len(batch)):]
+        shape = tuple(1 if ch.chance(0.2) else d for d in shape)
+        if ch.chance(0.06):
+            faults.append(name)
+            shape = shape[:-1] + (shape[-1] + 1,)
+        vals = ch.array(shape, np.float64)
+        if name == "alibi_slopes":
+            vals = np.abs(vals) * 0.5
+        elif vals.size and ch.chance(0.3):
+            vals.flat[0] = -np.inf  # a head whose sink takes no part
+        vals = vals.astype(ch.choice([np.float32, np.float64]))
+        owned.add(vals)
+        kw[name] = vals
+    return kw
+
+
 def draw_lengths(ch, owned, batch, S, faults):
     if ch.chance(0.7):
         return None
@@ -618,6 +649,7 @@ def gen_sdpa(ch):
         kwargs["kv_lengths"] = n
     if gqa:
         kwargs["enable_gqa"] = True
+    kwargs.update(draw_score_options(ch, owned, res_batch, faults))
     rw, rl = ch.chance(0.25), ch.chance(0.25)
     if rw:
         kwargs["return_weights"] = True

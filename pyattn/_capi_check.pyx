@@ -20,7 +20,7 @@ cimport pyattn.capi as capi
 
 capi.import_pyattn()
 
-_ARRAYS = ("q", "k", "v", "out", "weights", "lse", "mask")
+_ARRAYS = ("q", "k", "v", "out", "weights", "lse", "mask", "alibi_slopes", "sinks")
 _INTS = ("B", "Hq", "Hkv", "L", "S", "E", "Ev", "window_left", "window_right",
          "kv_lengths_stride")
 _INT32S = ("dtype", "num_threads", "mask_kind", "causal")
@@ -44,6 +44,8 @@ cdef capi.strided_array* _array_field(capi.sdpa_params* p, str name) except NULL
     if name == "weights": return &p.weights
     if name == "lse": return &p.lse
     if name == "mask": return &p.mask
+    if name == "alibi_slopes": return &p.alibi_slopes
+    if name == "sinks": return &p.sinks
     raise KeyError(name)
 
 
@@ -58,6 +60,8 @@ cdef void _fill(capi.sdpa_params* p, dict fields) except *:
             p.kv_lengths = <const int64_t*><uintptr_t>value
         elif name == "scale":
             p.scale = value
+        elif name == "softcap":
+            p.softcap = value
         elif name == "struct_size":
             p.struct_size = value
         else:

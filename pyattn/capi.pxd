@@ -83,6 +83,9 @@ cdef extern from "pyattn_capi.h" nogil:
         const int64_t* kv_lengths
         int64_t kv_lengths_stride
         double scale
+        double softcap
+        strided_array alibi_slopes
+        strided_array sinks
 
     ctypedef struct error "pyattn_error":
         int code

@@ -149,6 +149,69 @@ def test_bitwise_equal_to_python_api(isa, dtype, layout, case):
             assert_same_bits(a, b)
 
 
+def per_head_spec(a):
+    """A per-head option of shape (B, Hq) or (Hq,) (broadcast over B: stride_b 0)."""
+    st = [x // a.itemsize for x in a.strides]
+    return (a.ctypes.data, 0 if a.ndim == 1 else st[0], st[-1], 0, 0)
+
+
+SCORE_CASES = [
+    # (B, Hq, Hkv, L, S, E, causal, lengths, softcap, slopes, sinks, outputs)
+    (2, 4, 4, 7, 13, 16, 0, False, 2.5, None, None, ""),
+    (2, 4, 2, 6, 21, 16, 2, True, None, "H", None, "lse"),
+    (2, 6, 3, 5, 29, 24, 1, False, None, None, "BH", "weights+lse"),
+    (1, 8, 2, 1, 5000, 64, 2, True, 30.0, "H", "BH", "lse"),   # split-KV decoding: the sink counted once
+    (2, 4, 1, 9, 40, 8, 0, False, 1.5, "BH strided", "H", "weights"),
+    (2, 3, 3, 4, 0, 8, 0, False, 4.0, "H", "BH", "lse"),        # no keys: lse = sink
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", SCORE_CASES, ids=lambda c: "B{}Hq{}Hkv{}L{}S{}E{}".format(*c[:6]))
+def test_score_variants_bitwise_equal_to_python_api(isa, dtype, case):
+    """softcap, alibi_slopes and sinks through the C call: the Python API's bits."""
+    B, Hq, Hkv, L, S, E, causal, with_lengths, softcap, slopes_kind, sinks_kind, outputs = case
+    rng = np.random.default_rng(11)
+    q, k, v = (rng.standard_normal(shape).astype(dtype) for shape in ((B, Hq, L, E), (B, Hkv, S, E), (B, Hkv, S, E)))
+    lengths = rng.integers(0, S + 1, B).astype(np.int64) if with_lengths else None
+
+    def per_head(kind, scale):
+        if kind is None:
+            return None
+        if kind == "H":
+            return (rng.standard_normal(Hq) * scale).astype(dtype)
+        a = (rng.standard_normal((B, 2 * Hq)) * scale).astype(dtype)
+        return a[:, ::2] if kind == "BH strided" else np.ascontiguousarray(a[:, :Hq])
+
+    slopes = per_head(slopes_kind, 0.3)
+    if slopes is not None:
+        slopes = np.abs(slopes)
+    sinks = per_head(sinks_kind, 2.0)
+    if sinks is not None:
+        sinks.reshape(-1)[0] = -np.inf  # a head with no sink
+    kw = python_kwargs(causal=causal, lengths=lengths, gqa=Hkv != Hq)
+    kw.update({name: x for name, x in (("softcap", softcap), ("alibi_slopes", slopes), ("sinks", sinks))
+               if x is not None})
+    py = sdpa(q, k, v, return_weights="weights" in outputs, return_lse="lse" in outputs, **kw)
+    py = py if isinstance(py, tuple) else (py,)
+    for threads in (1, 2):
+        out = np.full((B, Hq, L, E), np.nan, dtype)
+        lse = np.full((B, Hq, L), np.nan, dtype) if "lse" in outputs else None
+        weights = np.full((B, Hq, L, S), np.nan, dtype) if "weights" in outputs else None
+        f = fields_for(q, k, v, out, causal=causal, lengths=lengths, lse=lse, weights=weights,
+                       num_threads=threads)
+        if softcap is not None:
+            f["softcap"] = softcap
+        if slopes is not None:
+            f["alibi_slopes"] = per_head_spec(slopes)
+        if sinks is not None:
+            f["sinks"] = per_head_spec(sinks)
+        assert capi.call(f) == (OK, "")
+        got = (out,) + ((weights,) if weights is not None else ()) + ((lse,) if lse is not None else ())
+        for a, b in zip(got, py):
+            assert_same_bits(a, b)
+
+
 def test_strided_outputs_and_default_threads():
     """out, lse and weights as strided views into larger buffers (nothing
     outside them is written); num_threads 0 is pyattn's default."""
@@ -269,6 +332,44 @@ def test_bad_call_returns_code_and_message(good, field, index, value, code, word
         assert w in msg, (w, msg)
     assert capi.call_without_error(bad) == code
     assert np.isnan(out).all() and np.isnan(lse).all()  # nothing written
+
+
+def test_bad_score_variants(good):
+    """softcap, ALiBi slopes and sinks break their rules: ERR_VALUE naming the
+    field (and the batch element and head of a bad per-head value), or
+    ERR_STRIDE / overlap like any array; nothing written."""
+    f, out, lse, _ = good
+    for c in (-1.0, float("inf"), float("nan")):
+        rc, msg = capi.call(with_field(f, "softcap", value=c))
+        assert rc == ERR_VALUE and "softcap" in msg, msg
+    slopes = np.full(4, 0.5, np.float32)
+    slopes[2] = np.inf
+    rc, msg = capi.call(with_field(f, "alibi_slopes", value=per_head_spec(slopes)))
+    assert rc == ERR_VALUE and "alibi_slopes" in msg and "head 2" in msg, msg
+    sinks = np.zeros((2, 4), np.float32)
+    sinks[1, 3] = np.nan
+    rc, msg = capi.call(with_field(f, "sinks", value=per_head_spec(sinks)))
+    assert rc == ERR_VALUE and "sinks" in msg and "batch 1, head 3" in msg, msg
+    rc, msg = capi.call(with_field(f, "sinks", value=(sinks.ctypes.data, 2**62, 1, 0, 0)))
+    assert rc == ERR_STRIDE and "sinks" in msg, msg
+    ok_sinks = np.zeros((2, 4), np.float32)
+    rc, msg = capi.call(with_field(with_field(f, "sinks", value=per_head_spec(ok_sinks)), "lse", 0,
+                                   ok_sinks.ctypes.data))
+    assert rc == ERR_VALUE and "lse overlaps sinks" in msg, msg
+    assert np.isnan(out).all() and np.isnan(lse).all()
+
+
+def test_old_struct_without_score_fields(good):
+    """A caller compiled before the score fields (struct_size up to `scale`):
+    whatever lies beyond its struct is not read."""
+    f, out, _, keep = good
+    size, _ = capi.sizes()
+    v1 = size - 8 - 2 * 40  # without softcap (a double) and two pyattn_arrays
+    rc, msg = capi.call(dict(f, struct_size=v1, softcap=-1.0))
+    assert (rc, msg) == (OK, "")
+    want = sdpa(keep["q"], keep["k"], keep["v"], attn_mask=keep["mask"], kv_lengths=keep["lengths"],
+                is_causal="lower_right", enable_gqa=True)
+    assert_same_bits(out, want)
 
 
 def test_kv_lengths_out_of_range(good):

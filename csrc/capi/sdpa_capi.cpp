@@ -17,6 +17,7 @@
 
 #include "pyattn/batch_layout.h"
 #include "pyattn/call_rules.h"
+#include "pyattn/score_options.h"
 #include "pyattn/sdpa.h"
 #include "pyattn/threads.h"
 
@@ -161,6 +162,21 @@ void add(BatchLayoutBuilder& builder, const Operand& o, int64_t hkv, int64_t g, 
   builder.add(view, {st[0], st[1], st[2]});
 }
 
+// Checks the values of a per-head option (B x Hq in the call's dtype T,
+// strides checked) against its rule.
+template <class T>
+int check_per_head(const Operand& o, bool (*ok)(double), const char* must, pyattn_error* err) {
+  const T* a = static_cast<const T*>(o.a->data);
+  for (int64_t b = 0; b < o.dims[0]; ++b)
+    for (int64_t h = 0; h < o.dims[1]; ++h) {
+      const double x = static_cast<double>(a[b * o.a->stride_b + h * o.a->stride_h]);
+      if (!ok(x))
+        return fail(err, PYATTN_ERR_VALUE, "%s %s, got %g (batch %lld, head %lld)", o.name, must, x,
+                    (long long)b, (long long)h);
+    }
+  return PYATTN_OK;
+}
+
 // sdpa() without its guard against exceptions.
 int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
   pyattn_sdpa_params c;
@@ -187,6 +203,8 @@ int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
                 (long long)c.window_left, (long long)c.window_right);
   if (!std::isnan(c.scale) && !std::isfinite(c.scale))
     return fail(err, PYATTN_ERR_VALUE, "scale must be finite (or NaN for the default), got %g", c.scale);
+  if (c.softcap != 0 && !softcap_ok(c.softcap))
+    return fail(err, PYATTN_ERR_VALUE, "softcap must be 0 (off) or a finite number > 0, got %g", c.softcap);
 
   const int64_t B = c.B, Hq = c.Hq, Hkv = c.Hkv, L = c.L, S = c.S, E = c.E, Ev = c.Ev;
   const int64_t G = Hkv ? Hq / Hkv : 1;
@@ -197,11 +215,20 @@ int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
   const Operand weights{"weights", &c.weights, {B, Hq, L, S}, true, false};
   const Operand lse{"lse", &c.lse, {B, Hq, L, 1}, false, false};
   const Operand mask{"mask", &c.mask, {B, Hq, L, S}, false, true};
+  const Operand slopes{"alibi_slopes", &c.alibi_slopes, {B, Hq, 1, 1}, false, false};
+  const Operand sinks{"sinks", &c.sinks, {B, Hq, 1, 1}, false, false};
   const bool have_mask = c.mask_kind != PYATTN_MASK_NONE;
-  for (const Operand* o : {&q, &k, &v, &out, &weights, &lse, &mask}) {
-    if ((o == &mask && !have_mask) || ((o == &weights || o == &lse) && !o->a->data)) continue;
+  for (const Operand* o : {&q, &k, &v, &out, &weights, &lse, &mask, &slopes, &sinks}) {
+    if ((o == &mask && !have_mask) || (!o->required && !o->a->data)) continue;
     const int64_t o_item = o == &mask && c.mask_kind == PYATTN_MASK_BOOL ? 1 : item;
     if (int rc = check_operand(*o, o_item, err)) return rc;
+  }
+  for (const Operand* o : {&slopes, &sinks}) {
+    if (!o->a->data) continue;
+    bool (*ok)(double) = o == &slopes ? alibi_slope_ok : sink_ok;
+    const char* must = o == &slopes ? "must be finite" : "must not be NaN or +inf (-inf means no sink)";
+    const int rc = item == 8 ? check_per_head<double>(*o, ok, must, err) : check_per_head<float>(*o, ok, must, err);
+    if (rc) return rc;
   }
   // The core's work sizes: every (batch, query row) against every key and feature.
   {
@@ -231,7 +258,7 @@ int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
     const struct { const Operand* o; int64_t item; bool written; } all[] = {
         {&out, item, true}, {&weights, item, c.weights.data != nullptr}, {&lse, item, c.lse.data != nullptr},
         {&q, item, false}, {&k, item, false}, {&v, item, false},
-        {&mask, mask_item, have_mask}, {&lengths, 8, false}};
+        {&mask, mask_item, have_mask}, {&lengths, 8, false}, {&slopes, item, false}, {&sinks, item, false}};
     for (const auto& w : all) {
       if (!w.written) continue;
       const Span ws = span_of(*w.o, w.item);
@@ -257,6 +284,7 @@ int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
   p.vis.window_left = window_side(c.window_left, L, S);
   p.vis.window_right = window_side(c.window_right, L, S);
   p.num_threads = c.num_threads > 0 ? c.num_threads : default_num_threads();
+  p.variants.softcap = c.softcap;
 
   // The batch (B, Hkv, G): query head h = hk * G + g; key/value broadcast over g.
   // (Strides along Hkv: G query heads per kv head. Products cannot
@@ -280,6 +308,8 @@ int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
     const Operand lengths{"kv_lengths", &len, {B, 1, 1, 1}, false, true};
     add(builder, lengths, 1, 1, 0, 0, 0, &p.vis.lengths);
   }
+  if (c.alibi_slopes.data) add_query_like(slopes, 0, &p.variants.alibi_slopes);
+  if (c.sinks.data) add_query_like(sinks, 0, &p.variants.sinks);
   std::vector<const StridedArray*> shared = {&p.k, &p.v};
   if (c.kv_lengths) shared.push_back(&p.vis.lengths);
   p.fold = builder.fold_shared(shared);

@@ -102,6 +102,16 @@ typedef struct pyattn_sdpa_params {
   const int64_t *kv_lengths;   /* (B,) or NULL; each 0 <= n <= S */
   int64_t kv_lengths_stride;   /* in elements */
   double scale;                /* NaN (the default): 1/sqrt(E), 1 if E == 0; else finite */
+  /* Score variants of current models (all zero: off; docs/score_variants.md).
+   * The order a score is made in: s = scale * <q, k>; softcap; + the float
+   * mask's bias; + ALiBi; softmax with the sink in its denominator. */
+  double softcap;              /* 0: off; else finite and > 0: s = softcap * tanh(s / softcap) */
+  pyattn_array alibi_slopes;   /* (B, Hq), the call's dtype, read if data is not NULL (stride_b,
+                                  stride_h; 0 broadcasts): s -= slope * |p(i) - j|, p(i) the
+                                  query row's key position (as for causal); finite */
+  pyattn_array sinks;          /* (B, Hq), the call's dtype, read if data is not NULL: exp(sink)
+                                  joins each row's softmax denominator with no value (lse
+                                  includes it); -inf: no sink; not NaN or +inf */
   /* New options are added here, at the end (see "Versioning" above). */
 } pyattn_sdpa_params;
 

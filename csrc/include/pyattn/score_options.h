@@ -76,8 +76,10 @@ struct ScoreOption {
 
 // THE TABLE of the score options, in the order the bindings read them (and
 // lay their arrays out). A row here is all the argument plumbing an option
-// needs: the Python layer passes every option it was given to the core as
-// one dict, and the bindings read that dict row by row.
+// needs in Python: the Python layer passes every option it was given to the
+// core as one dict, and the bindings read that dict row by row. (The C API,
+// a fixed struct, gives each option a field of its own at the struct's end:
+// csrc/capi/sdpa_capi.cpp, with the value rules above.)
 inline constexpr ScoreOption kScoreOptions[] = {
     {"softcap", ScoreOptionKind::scalar, &ScoreVariants::softcap, nullptr, softcap_ok,
      "must be a finite number > 0"},

@@ -21,6 +21,7 @@ def sdpa_stored_kv(query: object, key: object, value: object, storage: int, key_
                    window_left: int, window_right: int, lengths: object, out: object,
                    want_weights: object, want_lse: object, gqa: object, num_threads: int,
                    score: Optional[dict]) -> np.ndarray | tuple: ...
+def project(x: object, w: object, bias: object, num_threads: int) -> np.ndarray: ...
 def additive(qp: object, kp: object, value: object, v_a: object, mask: object, causal: int,
              window_left: int, window_right: int, lengths: object, out: object,
              want_weights: object, want_lse: object, num_threads: int, result_dtype: np.dtype,

@@ -24,14 +24,21 @@ def _parameter(x, name: str, ndim: int):
     return a
 
 
-def _project(x: np.ndarray, w, bias, cdt: np.dtype) -> np.ndarray:
-    """x @ w + bias in the compute dtype (x itself when there is nothing to do)."""
+def _project(x: np.ndarray, w, bias, cdt: np.dtype, threads: int) -> np.ndarray:
+    """x @ w + bias in the compute dtype (x itself when there is nothing to do).
+
+    The product runs on pyattn's threads (_core.project), not NumPy's BLAS:
+    a BLAS keeps its own idle threads spinning after a product, on the cores
+    the attention then runs on (docs/api.md, section 2)."""
     x = _args.for_core(x, cdt)
     if w is not None:
-        p = np.matmul(x, np.asarray(w, dtype=cdt))
-        if bias is not None:
-            p += np.asarray(bias, dtype=cdt)
-        return p
+        D = x.shape[-1]
+        x2 = x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), D)  # (a copy if rows are not evenly apart)
+        if D > 1 and x2.strides[1] != x2.itemsize:
+            x2 = np.ascontiguousarray(x2)
+        w2 = np.ascontiguousarray(w, dtype=cdt)
+        b2 = None if bias is None else np.ascontiguousarray(bias, dtype=cdt)
+        return _core.project(x2, w2, b2, threads).reshape(x.shape[:-1] + (w2.shape[1],))
     if bias is not None:
         return x + np.asarray(bias, dtype=cdt)
     return x
@@ -93,8 +100,8 @@ def additive_attention(
         out: preallocated result (exact shape and dtype, writable, not
             overlapping an input); returned itself.
         num_threads: threads for this call (default: ``get_num_threads()``).
-            The projections ``query @ w_query``, ``key @ w_key`` are one
-            NumPy matrix product each (NumPy's BLAS and its threads).
+            The projections ``query @ w_query``, ``key @ w_key`` run on
+            pyattn's threads too.
 
     Returns:
         ``out``, or a tuple ``(out[, weights][, lse])``.
@@ -137,7 +144,7 @@ def additive_attention(
     # out) is the core's rule, shared with scaled_dot_product_attention.
     cdt = _args.compute_dtype(dtype)
     return _core.additive(
-        _project(q, wq, b, cdt), _project(k, wk, None, cdt), _args.for_core(v, cdt),
+        _project(q, wq, b, cdt, threads), _project(k, wk, None, cdt, threads), _args.for_core(v, cdt),
         va if va.dtype == cdt and (A <= 1 or va.strides[0] == va.itemsize) else np.ascontiguousarray(va, dtype=cdt),
         attn_mask, causal, left, right, kv_lengths, out, return_weights, return_lse, threads, dtype,
         (query, key, value),

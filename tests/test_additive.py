@@ -483,6 +483,29 @@ def test_bitwise_identical_for_any_thread_count(isa, dtype):
             assert a.tobytes() == b.tobytes()
 
 
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("rows,D,A", [(0, 5, 7), (1, 1, 1), (7, 3, 5), (97, 33, 45), (13, 0, 9), (5, 17, 0),
+                                      (300, 64, 31), (200, 130, 128)])
+def test_projection_on_pyattn_threads(isa, dtype, rows, D, A):
+    """The projections x @ w + bias (pyattn._core.project, used by
+    additive_attention): against float64 within the error bound of a sum of
+    D products in the dtype ((D + 1) eps times the sum of the magnitudes),
+    with and without bias, rows of x apart in memory, the same bits for any
+    thread count."""
+    rng = np.random.default_rng(rows * 1000 + D * 10 + A)
+    x = rng.standard_normal((rows, 2 * D + 1)).astype(dtype)[:, 1:D + 1]  # rows 2D+1 apart
+    w = rng.standard_normal((D, A)).astype(dtype)
+    b = rng.standard_normal(A).astype(dtype)
+    for bias in (None, b):
+        got = [pyattn._core.project(x, w, bias, n) for n in (1, 2, 3)]
+        want = x.astype(np.float64) @ w.astype(np.float64) + (0 if bias is None else bias)
+        assert got[0].shape == (rows, A) and got[0].dtype == dtype
+        magnitude = np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)) + (0 if bias is None else np.abs(b))
+        assert (np.abs(got[0] - want) <= (D + 1) * np.finfo(dtype).eps * magnitude).all()
+        for g in got[1:]:
+            assert g.tobytes() == got[0].tobytes()
+
+
 def test_concurrent_calls_from_python_threads(isa):
     rng = np.random.default_rng(16)
     cases = []

@@ -11,6 +11,8 @@
 #include "bindings.h"
 #include "call_args.h"
 #include "pyattn/additive.h"
+#include "pyattn/projection.h"
+#include "pyattn/threads.h"
 
 namespace pyattn::bindings {
 
@@ -57,9 +59,50 @@ py::object additive(py::handle qp, py::handle kp, py::handle value, py::handle v
   return call.result();
 }
 
+// x (rows, D) with unit-stride rows, w (D, A) and bias (A,) (or None)
+// contiguous, all float32 or all float64 (pyattn/additive.py prepares them)
+// -> x @ w + bias, a new (rows, A) array, on num_threads threads (0: the
+// default).
+py::array project(const py::array& x, const py::array& w, py::handle bias, int num_threads) {
+  const DType dt = float_kind(x.dtype());
+  if (dt != DType::f32 && dt != DType::f64) throw py::type_error("x: dtype must be float32 or float64");
+  if (!same_dtype(w.dtype(), x.dtype())) throw py::type_error("w: must have x's dtype");
+  if (x.ndim() != 2 || w.ndim() != 2 || w.shape(0) != x.shape(1))
+    throw py::value_error("x (rows, D) and w (D, A) do not fit together");
+  const int64_t rows = x.shape(0), D = x.shape(1), A = w.shape(1), item = x.itemsize();
+  if (rows > 0 && (D > 1 && x.strides(1) != item)) throw py::value_error("x needs unit-stride rows");
+  if ((rows > 1 && x.strides(0) % item != 0) ||
+      (D > 0 && A > 1 && w.strides(1) != item) || (D > 1 && A > 0 && w.strides(0) != A * item))
+    throw py::value_error("x's rows must be whole elements apart and w C-contiguous");
+  ProjectParams p;
+  if (!bias.is_none()) {
+    const py::array b = py::reinterpret_borrow<py::array>(bias);
+    if (!same_dtype(b.dtype(), x.dtype()) || b.ndim() != 1 || b.shape(0) != A || (A > 1 && b.strides(0) != item))
+      throw py::value_error("bias: must be a contiguous (A,) array of x's dtype");
+    p.bias = b.data();
+  }
+  py::array y(x.dtype(), std::vector<py::ssize_t>{static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(A)});
+  p.dtype = dt;
+  p.rows = rows;
+  p.D = D;
+  p.A = A;
+  p.x = x.data();
+  p.x_stride = rows > 1 ? x.strides(0) / item : D;
+  p.w = w.data();
+  p.y = y.mutable_data();
+  p.num_threads = num_threads > 0 ? num_threads : default_num_threads();
+  {
+    py::gil_scoped_release release;
+    pyattn::project(p);
+  }
+  return y;
+}
+
 }  // namespace
 
 void register_additive(py::module_& m) {
+  m.def("project", &project, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("num_threads"),
+        "x @ w + bias on pyattn's threads (additive attention's projections; see pyattn.additive).");
   m.def("additive", &additive, py::arg("qp"), py::arg("kp"), py::arg("value"), py::arg("v_a"), py::arg("mask"),
         py::arg("causal"), py::arg("window_left"), py::arg("window_right"), py::arg("lengths"), py::arg("out"),
         py::arg("want_weights"), py::arg("want_lse"), py::arg("num_threads"), py::arg("result_dtype"),

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pyattn/additive.h"
+#include "pyattn/projection.h"
 #include "pyattn/sdpa.h"
 #include "../kernels/tiling.h"
 #include "../kernels/work_items.h"
@@ -17,6 +18,9 @@ namespace pyattn {
 using SdpaKernelFn = void (*)(const SdpaParams&, const Tiling&, WorkItems& work, void* scratch);
 using AdditiveKernelFn = void (*)(const AdditiveParams&, const Tiling&, WorkItems& work,
                                   void* scratch);
+// Runs projection work items (pyattn/projection.h); scratch: D x kProjectChunk
+// + kProjectRows x kProjectChunk elements.
+using ProjectKernelFn = void (*)(const ProjectParams&, WorkItems& work, void* scratch);
 
 // Testing hook: y[i] = f(x[i]) for i < n with the ISA's vectorised function
 // `fn` (see VecMathFn in vec_math-inl.h); x, y float (f32) or double (f64).
@@ -29,6 +33,7 @@ struct KernelTable {
   SdpaKernelFn sdpa_float_query[5];  // float32 q, k/v stored as the index DType
                                      // (bf16, f16, i8; null for f32 / f64)
   AdditiveKernelFn additive[2];
+  ProjectKernelFn project[2];   // f32, f64
   VecMathKernelFn vec_math[2];  // f32, f64
 };
 

@@ -18,6 +18,7 @@
 #include "../kernels/attention_loop-inl.h"
 #include "../kernels/sdpa-inl.h"
 #include "../kernels/additive-inl.h"
+#include "../kernels/projection-inl.h"
 
 // Each SDPA entry point picks its score-variant instantiation at the one
 // switch point (kernel_switch.h, which lists them).
@@ -54,6 +55,9 @@ void additive_f32(const AdditiveParams& p, const Tiling& t, WorkItems& w, void* 
 void additive_f64(const AdditiveParams& p, const Tiling& t, WorkItems& w, void* s) {
   additive_kernel<VecF64, AdditiveShape>(p, t, w, s);
 }
+// The dense projections of additive attention, with the SDPA score tiles.
+void project_f32(const ProjectParams& p, WorkItems& w, void* s) { project_kernel<VecF32, SdpaShape>(p, w, s); }
+void project_f64(const ProjectParams& p, WorkItems& w, void* s) { project_kernel<VecF64, SdpaShape>(p, w, s); }
 
 // Testing hook (pyattn._core._vec_math): the vectorised elementary functions
 // over an array, the tail through a zero-padded vector.

@@ -14,6 +14,7 @@
 #include "pyattn/attention_params.h"
 #include "pyattn/half.h"
 #include "pyattn/additive.h"
+#include "pyattn/projection.h"
 #include "pyattn/sdpa.h"
 #include "../dispatch/kernel_table.h"
 #include "../kernels/core_limits.h"
@@ -51,6 +52,7 @@
         name, {&sdpa_f32, &sdpa_f64, &sdpa_bf16, &sdpa_f16},                   \
         {nullptr, nullptr, &sdpa_f32q_bf16, &sdpa_f32q_f16, &sdpa_f32q_i8},   \
         {&additive_f32, &additive_f64},                                        \
+        {&project_f32, &project_f64},                                          \
         {&vec_math_f32, &vec_math_f64}};                                       \
     return table;                                                              \
   }

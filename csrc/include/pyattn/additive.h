@@ -5,7 +5,7 @@
 //   over the keys visible to row i.
 //
 // qp = query @ w_query + bias and kp = key @ w_key are the projections; the
-// Python layer computes them (one BLAS product each, O((L + S) A) memory)
+// Python layer computes them (pyattn/projection.h, O((L + S) A) memory)
 // before the call. The (L, S, A) tensor of tanh arguments is never formed:
 // the kernel scores tiles of rows x keys with A in registers (additive-inl.h).
 // Masks, causal/window/kv_lengths, weights and lse are those of

@@ -71,7 +71,7 @@ inline void qk_rows(int mr, const typename V::T* a, int64_t lda,
 // rows. pf: the 4 key rows to fetch as these are read (or null).
 template <class V, int R, class S>
 PYATTN_INLINE void dot4(const typename V::T* q, int64_t E, const S* k0, int64_t ldk, const S* pf,
-                        typename V::T* s, int64_t ld_s, const float* kscale) {
+                        const S* pf_l2, typename V::T* s, int64_t ld_s, const float* kscale) {
   using T = typename V::T;
   using Reg = typename V::R;
   constexpr int W = V::W;
@@ -84,7 +84,10 @@ PYATTN_INLINE void dot4(const typename V::T* q, int64_t E, const S* k0, int64_t 
   for (int64_t e = 0; e < ev; e += W) {
     // (a vector at a time: a burst of whole rows stalls on the fill buffers)
     if (pf && e % kLineElems < W)
-      for (int64_t i = 0; i < 4; ++i) __builtin_prefetch(pf + i * ldk + e);
+      for (int64_t i = 0; i < 4; ++i) {
+        __builtin_prefetch(pf + i * ldk + e);
+        if (pf_l2) prefetch_l2_if_i8(pf_l2 + i * ldk + e);
+      }
     Reg kv[4];
     for (int i = 0; i < 4; ++i) kv[i] = load_as<V>(k0 + i * ldk + e);
     for (int r = 0; r < R; ++r) {
@@ -108,11 +111,12 @@ PYATTN_INLINE void dot4(const typename V::T* q, int64_t E, const S* k0, int64_t 
 // dot4 with a compile-time row count 1..R for rows < R.
 template <class V, int R, class S>
 PYATTN_INLINE void dot4_rows(int rows, const typename V::T* q, int64_t E, const S* k0, int64_t ldk,
-                             const S* pf, typename V::T* s, int64_t ld_s, const float* kscale) {
+                             const S* pf, const S* pf_l2, typename V::T* s, int64_t ld_s,
+                             const float* kscale) {
   if constexpr (R > 1) {
-    if (rows < R) return dot4_rows<V, R - 1, S>(rows, q, E, k0, ldk, pf, s, ld_s, kscale);
+    if (rows < R) return dot4_rows<V, R - 1, S>(rows, q, E, k0, ldk, pf, pf_l2, s, ld_s, kscale);
   }
-  dot4<V, R, S>(q, E, k0, ldk, pf, s, ld_s, kscale);
+  dot4<V, R, S>(q, E, k0, ldk, pf, pf_l2, s, ld_s, kscale);
 }
 
 // Scores of `rows` query rows (qs, row stride E) against keys k[0, nk) read
@@ -141,11 +145,12 @@ inline void dot_rows(const typename V::T* qs, int64_t rows, int64_t E, const S* 
   for (; j + 4 <= nk; j += 4) {
     const S* k0 = k + j * ldk;
     const S* pf = j + kAhead + 4 <= nk ? k0 + kAhead * ldk : nullptr;
+    const S* pf_l2 = std::is_same_v<S, I8> && j + kI8AheadL2 + 4 <= nk ? k0 + kI8AheadL2 * ldk : nullptr;
     const float* ks = kscale ? kscale + j : nullptr;
     for (int64_t r = 0; r < rows; r += kRows) {
       const int rb = static_cast<int>(imin(kRows, rows - r));
-      dot4_rows<V, kRows, S>(rb, qs + r * E, E, k0, ldk, pf, st + r * ld_s + j, ld_s, ks);
-      pf = nullptr;
+      dot4_rows<V, kRows, S>(rb, qs + r * E, E, k0, ldk, pf, pf_l2, st + r * ld_s + j, ld_s, ks);
+      pf = pf_l2 = nullptr;
     }
   }
   for (; j < nk; ++j) {

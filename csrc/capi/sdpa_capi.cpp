@@ -13,6 +13,7 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "pyattn/batch_layout.h"
@@ -163,15 +164,22 @@ void add(BatchLayoutBuilder& builder, const Operand& o, int64_t hkv, int64_t g, 
 }
 
 // Checks the values of a per-head option (B x Hq in the call's dtype T,
-// strides checked) against its rule.
+// strides checked) against its row of kScoreOptions (the rule and its text,
+// as the Python bindings use them).
 template <class T>
-int check_per_head(const Operand& o, bool (*ok)(double), const char* must, pyattn_error* err) {
+int check_per_head(const Operand& o, pyattn_error* err) {
+  const ScoreOption* opt = nullptr;
+  for (const ScoreOption& row : kScoreOptions)
+    if (std::strcmp(row.name, o.name) == 0) opt = &row;
+  std::string must = opt->must;
+  const size_t at = must.find("{dtype}");
+  if (at != std::string::npos) must.replace(at, 7, sizeof(T) == 8 ? "float64" : "float32");
   const T* a = static_cast<const T*>(o.a->data);
   for (int64_t b = 0; b < o.dims[0]; ++b)
     for (int64_t h = 0; h < o.dims[1]; ++h) {
       const double x = static_cast<double>(a[b * o.a->stride_b + h * o.a->stride_h]);
-      if (!ok(x))
-        return fail(err, PYATTN_ERR_VALUE, "%s %s, got %g (batch %lld, head %lld)", o.name, must, x,
+      if (!opt->ok(x))
+        return fail(err, PYATTN_ERR_VALUE, "%s %s, got %g (batch %lld, head %lld)", o.name, must.c_str(), x,
                     (long long)b, (long long)h);
     }
   return PYATTN_OK;
@@ -225,10 +233,7 @@ int checked_sdpa(const pyattn_sdpa_params* user, pyattn_error* err) {
   }
   for (const Operand* o : {&slopes, &sinks}) {
     if (!o->a->data) continue;
-    bool (*ok)(double) = o == &slopes ? alibi_slope_ok : sink_ok;
-    const char* must = o == &slopes ? "must be finite" : "must not be NaN or +inf (-inf means no sink)";
-    const int rc = item == 8 ? check_per_head<double>(*o, ok, must, err) : check_per_head<float>(*o, ok, must, err);
-    if (rc) return rc;
+    if (int rc = item == 8 ? check_per_head<double>(*o, err) : check_per_head<float>(*o, err)) return rc;
   }
   // The core's work sizes: every (batch, query row) against every key and feature.
   {

@@ -81,48 +81,49 @@ inline void pv_cols(int nvec, int mr, const typename V::T* p, int64_t ldp, int64
 
 // acc[rows x ev_pad] += P[rows x nk] * B[nk x ev_pad] for one strip of
 // probabilities (row stride ldp), B in the storage type SB (row stride ldb).
-// B read from memory (`streamed`: values in place) by a few rows (decoding,
-// with grouped heads or not) takes streaming tiles as wide as the registers
-// allow (kAccRegs accumulators): one row gets independent accumulators over
-// the row (with Shape::pv_nc, P V chained every key on the FMA latency), and
-// 2-4 rows go over B in as few passes as possible, the first fetching the
-// whole row ahead (Shape's tiles would take 4 passes, none fetched), a chunk
-// of keys at a time: the chunk (kChunkBytes of B) is still in L1 for the
-// later passes, which would otherwise read it back from L2 while no fetch
-// is under way. Each element still sums over the keys in order: the same
-// bits either way.
+// A few rows (decoding, with grouped heads or not) take streaming tiles as
+// wide as the registers allow (kAccRegs accumulators): one row gets
+// independent accumulators over the row (with Shape::pv_nc, P V chained
+// every key on the FMA latency), 2-4 rows go in as few passes as possible.
+// When B is read from memory (`streamed`: values in place) and takes more
+// than one pass (2-4 rows; one row on AVX2: 3 passes at Ev = 128), the
+// passes go over B a chunk of keys at a time (kChunkBytes of B), the first
+// fetching the whole row ahead: the chunk is still in L1 for the later
+// passes. (Passes over the whole block would each stream part of every row
+// from memory, or read it back from L2 while no fetch is under way.) Each
+// element still sums over the keys in order: the same bits either way.
 template <class V, class Shape, class SB>
 inline void pv_block(int64_t rows, const typename V::T* p, int64_t ldp, int64_t nk, const SB* b,
                      int64_t ldb, typename V::T* acc, int64_t ev_pad, bool streamed) {
   constexpr int W = V::W;
   constexpr int kAccRegs = W >= 16 ? 16 : W >= 8 ? 8 : Shape::pv_mr * Shape::pv_nc;
+  constexpr int kRowNC = W >= 16 ? 8 : W >= 8 ? 6 : Shape::pv_nc;
+  constexpr int64_t kChunkBytes = 16 << 10;
   const int ev = static_cast<int>(ev_pad / W);
-  if (rows == 1) {
-    constexpr int kRowNC = W >= 16 ? 8 : W >= 8 ? 6 : Shape::pv_nc;
-    for (int64_t c0 = 0; c0 < ev_pad; c0 += kRowNC * W) {
-      const int nvec = static_cast<int>(imin(kRowNC, (ev_pad - c0) / W));
-      pv_cols<V, 1, kRowNC, SB, true>(nvec, 1, p, ldp, nk, b + c0, ldb, acc + c0, ev_pad, nvec, nk);
-    }
-    return;
-  }
-  if (streamed && rows <= 4) {
-    constexpr int64_t kChunkBytes = 16 << 10;
-    const int64_t row_bytes = ev_pad * int64_t(sizeof(SB));
-    const int64_t chunk = imax(16, kChunkBytes / imax(row_bytes, 1));
+  const int64_t row_bytes = ev_pad * int64_t(sizeof(SB));
+  const int64_t chunk = imax(16, kChunkBytes / imax(row_bytes, 1));
+  // The passes of an MR x NC tile over keys [0, nk): chunk by chunk, the
+  // first pass fetching whole rows ahead, or each pass over the whole block,
+  // fetching its own columns ahead.
+  auto passes = [&](auto mr_c, auto nc_c, bool chunked) {
+    constexpr int MR = decltype(mr_c)::value, NC = decltype(nc_c)::value;
     const int mr = static_cast<int>(rows);
-    auto passes = [&](auto tile) {
-      constexpr int MR = decltype(tile)::value, NC = kAccRegs / MR;
-      for (int64_t j0 = 0; j0 < nk; j0 += chunk) {
-        const int64_t nj = imin(chunk, nk - j0);
-        for (int64_t c0 = 0; c0 < ev_pad; c0 += NC * W) {
-          const int nvec = static_cast<int>(imin(NC, (ev_pad - c0) / W));
-          pv_cols<V, MR, NC, SB, true>(nvec, mr, p + j0, ldp, nj, b + j0 * ldb + c0, ldb, acc + c0,
-                                       ev_pad, c0 == 0 ? ev : 0, nk - j0);
-        }
+    const int64_t keys_per_pass = chunked ? chunk : nk;
+    for (int64_t j0 = 0; j0 < nk; j0 += keys_per_pass) {
+      const int64_t nj = imin(keys_per_pass, nk - j0);
+      for (int64_t c0 = 0; c0 < ev_pad; c0 += NC * W) {
+        const int nvec = static_cast<int>(imin(NC, (ev_pad - c0) / W));
+        const int pf_vecs = chunked ? (c0 == 0 ? ev : 0) : nvec;
+        pv_cols<V, MR, NC, SB, true>(nvec, mr, p + j0, ldp, nj, b + j0 * ldb + c0, ldb, acc + c0, ev_pad,
+                                     pf_vecs, nk - j0);
       }
-    };
-    if (mr == 2) return passes(std::integral_constant<int, 2>{});
-    return passes(std::integral_constant<int, 4>{});
+    }
+  };
+  using One = std::integral_constant<int, 1>;
+  if (rows == 1) return passes(One{}, std::integral_constant<int, kRowNC>{}, streamed && ev_pad > kRowNC * W);
+  if (streamed && rows <= 4) {
+    if (rows == 2) return passes(std::integral_constant<int, 2>{}, std::integral_constant<int, kAccRegs / 2>{}, true);
+    return passes(std::integral_constant<int, 4>{}, std::integral_constant<int, kAccRegs / 4>{}, true);
   }
   for (int64_t m0 = 0; m0 < rows; m0 += Shape::pv_mr) {
     const int mr = static_cast<int>(imin(Shape::pv_mr, rows - m0));

@@ -36,10 +36,7 @@ inline void convert_row(const S* src, typename V::T* dst, int64_t n) {
 // is bound by the conversions of the codes, and the L1 fetch alone, 2 KiB
 // ahead at E = 128, did not cover the memory's latency.
 constexpr int64_t kI8AheadL2 = 64;
-template <class S>
-PYATTN_INLINE void prefetch_l2_if_i8(const S* p) {
-  if constexpr (std::is_same_v<S, I8>) __builtin_prefetch(p, 0, 2);
-}
+PYATTN_INLINE void prefetch_l2(const void* p) { __builtin_prefetch(p, 0, 2); }
 
 inline void prefetch_bytes(const char* p, int64_t bytes) {
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);

@@ -36,8 +36,9 @@ inline void pv_tile(const typename V::T* p, int64_t ldp, int64_t nk,
       constexpr int kVecsPerLine = 64 / (W * int(sizeof(SB))) > 1 ? 64 / (W * int(sizeof(SB))) : 1;
       if (j + kAhead < pf_rows)
         for (int n = 0; n < pf_vecs; n += kVecsPerLine) __builtin_prefetch(b + (j + kAhead) * ldb + n * W);
-      if (std::is_same_v<SB, I8> && j + kI8AheadL2 < pf_rows)
-        for (int n = 0; n < pf_vecs; n += kVecsPerLine) prefetch_l2_if_i8(b + (j + kI8AheadL2) * ldb + n * W);
+      if constexpr (std::is_same_v<SB, I8>)
+        if (j + kI8AheadL2 < pf_rows)
+          for (int n = 0; n < pf_vecs; n += kVecsPerLine) prefetch_l2(b + (j + kI8AheadL2) * ldb + n * W);
     }
     R bv[NC];
     if constexpr (kPairs) {

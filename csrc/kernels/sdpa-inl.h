@@ -86,7 +86,8 @@ PYATTN_INLINE void dot4(const typename V::T* q, int64_t E, const S* k0, int64_t 
     if (pf && e % kLineElems < W)
       for (int64_t i = 0; i < 4; ++i) {
         __builtin_prefetch(pf + i * ldk + e);
-        if (pf_l2) prefetch_l2_if_i8(pf_l2 + i * ldk + e);
+        if constexpr (std::is_same_v<S, I8>)
+          if (pf_l2) prefetch_l2(pf_l2 + i * ldk + e);
       }
     Reg kv[4];
     for (int i = 0; i < 4; ++i) kv[i] = load_as<V>(k0 + i * ldk + e);

@@ -82,7 +82,8 @@ def _thread_wait_from_environment() -> None:
 
 def get_config() -> dict:
     """Version, ISAs (selected, supported by this CPU, compiled in), OpenMP
-    runtime, default thread count and compiler."""
+    runtime, default thread count, thread wait policy, the OpenMP runtime
+    libraries loaded in the process now, and compiler."""
     d = _core.dispatch_info()
     b = _core.build_info()
     return {
@@ -94,6 +95,7 @@ def get_config() -> dict:
         "openmp": b["openmp"],
         "num_threads": get_num_threads(),
         "thread_wait": _thread_wait_description(),
+        "openmp_runtimes": list(_core.openmp_runtimes_loaded()),
         "compiler": b["compiler"],
     }
 
@@ -104,6 +106,36 @@ def show_config() -> None:
         if isinstance(value, list):
             value = ", ".join(value)
         print(f"{key:>14}: {value}")
+
+
+_several_runtimes_warned = False
+
+
+def warn_if_several_openmp_runtimes(stacklevel: int = 3) -> bool:
+    """Warns (once per process) when more than one OpenMP runtime library is
+    loaded. Each runtime has its own thread pool, and idle threads of one
+    spin on the cores while the other's threads work: torch right after
+    pyattn, or pyattn right after torch, then runs several times slower.
+    pyattn.torch calls it when imported and the transformers backend's
+    register() when called (torch is loaded by then). Returns whether
+    several runtimes are loaded."""
+    global _several_runtimes_warned
+    loaded = list(_core.openmp_runtimes_loaded())
+    if len(loaded) < 2 or _core.build_info()["openmp"] is None:
+        return False
+    if not _several_runtimes_warned:
+        _several_runtimes_warned = True
+        names = ", ".join(os.path.basename(path) for path in loaded)
+        warnings.warn(
+            f"{len(loaded)} OpenMP runtimes are loaded in this process ({names}); pyattn uses "
+            f"{_core.build_info()['openmp']}. Each has a thread pool of its own whose idle threads "
+            "spin while the other's threads work, which can make pyattn and torch run several "
+            "times slower when their calls alternate. Use one runtime (pyattn built or installed "
+            "against the system's libgomp.so.1, as from source or from the manylinux wheels, "
+            "shares torch's), or set OMP_WAIT_POLICY=passive in the environment before Python "
+            "starts. See 'Threads next to torch and ONNX Runtime' in docs/torch.md.",
+            RuntimeWarning, stacklevel=stacklevel)
+    return True
 
 
 def warn_if_isa_refused() -> None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import _args
+from . import _args, _config
 from . import additive as _additive
 from . import attention as _attention
 from . import merge as _merge
@@ -50,6 +50,10 @@ __all__ = [
     "merge_attention_states",
     "varlen_attention",
 ]
+
+# torch has loaded its OpenMP runtime by now: a second one beside pyattn's is
+# a thread pool spinning beside the other's work (docs/torch.md).
+_config.warn_if_several_openmp_runtimes(stacklevel=2)
 
 _NUMPY_VIEWABLE = (torch.float32, torch.float64, torch.float16)
 _FLOATS = _NUMPY_VIEWABLE + (torch.bfloat16,)

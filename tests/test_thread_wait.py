@@ -80,3 +80,94 @@ def test_environment_variable():
     r = run_python(code, PYATTN_THREAD_WAIT="bogus")
     assert r.returncode == 0 and r.stdout.strip() == "auto"
     assert "PYATTN_THREAD_WAIT ignored" in r.stderr
+
+
+# --- more than one OpenMP runtime in the process --------------------------
+
+def _libgomp_path():
+    """The system libgomp that pyattn's core is linked against, if that is the
+    runtime in use (a source build on Linux), else None."""
+    runtimes = pyattn.get_config()["openmp_runtimes"]
+    return next((p for p in runtimes if os.path.basename(p) == "libgomp.so.1"), None)
+
+
+def test_config_lists_the_runtime_in_use():
+    cfg = pyattn.get_config()
+    assert all(isinstance(p, str) for p in cfg["openmp_runtimes"])
+    if cfg["openmp"] is None:
+        pytest.skip("built without OpenMP: no runtime of pyattn's to find")
+    if not sys.platform.startswith(("linux", "darwin", "freebsd")):
+        pytest.skip("the loaded libraries are listed on Linux, FreeBSD and macOS only")
+    in_use = cfg["openmp"].split(" (")[0]
+    assert in_use in [os.path.basename(p) for p in cfg["openmp_runtimes"]]
+
+
+def test_one_shared_runtime_beside_torch_gives_no_warning():
+    pytest.importorskip("torch", reason="the check runs when pyattn.torch is imported")
+    # torch's libgomp.so.1 and the system's have the same soname: the process
+    # loads one of them, which pyattn and torch then share.
+    code = "import pyattn, pyattn.torch\n"
+    if _has_transformers():  # register() runs the check as well
+        code += "import pyattn.integrations.transformers as t; t.register()\n"
+    r = run_python(code + "print(len(pyattn.get_config()['openmp_runtimes']))")
+    assert r.returncode == 0, r.stderr
+    if int(r.stdout) > 1:
+        pytest.skip("this build's OpenMP runtime is not the one torch loads: the warning is right here")
+    assert "OpenMP runtimes are loaded" not in r.stderr
+
+
+def _has_transformers():
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="makes a second runtime from Linux's libgomp.so.1")
+def test_a_second_runtime_is_listed_and_warned_about(tmp_path):
+    pytest.importorskip("torch", reason="the check runs when pyattn.torch is imported")
+    system_gomp = _libgomp_path()
+    if system_gomp is None:
+        pytest.skip("pyattn does not use a libgomp.so.1 here to copy as a second runtime")
+    # A copy of libgomp under another soname is a second runtime, as a
+    # wheel's bundled libgomp-<hash>.so.1 beside torch's would be.
+    data = pathlib.Path(system_gomp).read_bytes()
+    assert data.count(b"libgomp.so.1\0") == 1, "expected the soname once in libgomp's string table"
+    copy = tmp_path / "libgomp-0badc0de.so.1"
+    copy.write_bytes(data.replace(b"libgomp.so.1\0", b"libgomp.so.7\0"))
+    code = (
+        "import ctypes, os, warnings\n"
+        f"ctypes.CDLL({str(copy)!r})\n"
+        "import pyattn\n"
+        "names = [os.path.basename(p) for p in pyattn.get_config()['openmp_runtimes']]\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import pyattn.torch\n"
+        "    again = pyattn._config.warn_if_several_openmp_runtimes()\n"
+        "print(sorted(names), again, [str(w.message) for w in caught if w.category is RuntimeWarning])\n"
+    )
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert "'libgomp-0badc0de.so.1', 'libgomp.so.1'" in r.stdout
+    assert "True" in r.stdout  # still several runtimes when asked again
+    assert r.stdout.count("OpenMP runtimes are loaded in this process") == 1  # warned once
+    assert "OMP_WAIT_POLICY=passive" in r.stdout
+
+
+def test_warning_logic(monkeypatch):
+    from pyattn import _config
+
+    if _config._core.build_info()["openmp"] is None:
+        pytest.skip("built without OpenMP: no thread pool of pyattn's to compete")
+    monkeypatch.setattr(_config, "_several_runtimes_warned", False)
+    monkeypatch.setattr(_config._core, "openmp_runtimes_loaded", lambda: ["/usr/lib/libgomp.so.1"])
+    assert _config.warn_if_several_openmp_runtimes() is False
+    monkeypatch.setattr(_config._core, "openmp_runtimes_loaded",
+                        lambda: ["/usr/lib/libgomp.so.1", "/site/x.libs/libomp-1a2b.so"])
+    with pytest.warns(RuntimeWarning, match=r"2 OpenMP runtimes .*libgomp\.so\.1, libomp-1a2b\.so"):
+        assert _config.warn_if_several_openmp_runtimes() is True
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _config.warn_if_several_openmp_runtimes() is True  # once per process

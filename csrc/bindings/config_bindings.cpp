@@ -54,6 +54,11 @@ void register_config(py::module_& m) {
     r["private_runtime"] = openmp_runtime_private();
     return r;
   });
+  m.def("openmp_runtimes_loaded", [] {
+    py::list r;
+    for (const std::string& path : openmp_runtimes_loaded()) r.append(path);
+    return r;
+  }, "The paths of the OpenMP runtime libraries loaded in this process now.");
   m.def("dispatch_info", [] {
     const DispatchInfo d = dispatch_info();
     py::dict r;

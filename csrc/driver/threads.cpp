@@ -2,11 +2,18 @@
 
 #include <atomic>
 #include <mutex>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
 #include <pthread.h>
+#endif
+#if defined(__linux__) || defined(__FreeBSD__)
+#include <link.h>
+#elif defined(__APPLE__)
+#include <mach-o/dyld.h>
 #endif
 
 #ifdef _OPENMP
@@ -41,6 +48,24 @@ std::string openmp_runtime_file() {
   }
 #endif
   return "";
+}
+#endif
+
+// Whether a shared object's file name is that of an OpenMP runtime (GNU,
+// LLVM or Intel, plain or renamed by auditwheel/delocate).
+bool is_openmp_runtime_file(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  for (const char* prefix : {"libgomp.", "libgomp-", "libomp.", "libomp-", "libiomp5.", "libiomp5-", "libiomp5md."})
+    if (base.rfind(prefix, 0) == 0) return true;
+  return false;
+}
+
+#if defined(__linux__) || defined(__FreeBSD__)
+int collect_openmp_runtime(struct dl_phdr_info* info, size_t, void* data) {
+  if (info->dlpi_name && is_openmp_runtime_file(info->dlpi_name))
+    static_cast<std::vector<std::string>*>(data)->push_back(info->dlpi_name);
+  return 0;
 }
 #endif
 
@@ -83,6 +108,19 @@ bool openmp_runtime_private() {
 #else
   return false;
 #endif
+}
+
+std::vector<std::string> openmp_runtimes_loaded() {
+  std::vector<std::string> found;
+#if defined(__linux__) || defined(__FreeBSD__)
+  dl_iterate_phdr(&collect_openmp_runtime, &found);
+#elif defined(__APPLE__)
+  for (uint32_t i = 0, n = _dyld_image_count(); i < n; ++i) {
+    const char* name = _dyld_get_image_name(i);
+    if (name && is_openmp_runtime_file(name)) found.push_back(name);
+  }
+#endif
+  return found;
 }
 
 bool thread_wait_is_passive() {

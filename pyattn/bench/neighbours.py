@@ -186,6 +186,10 @@ def _print(med, cpu, threads, rounds, block, ort_note, out):
     print(f"Neighbours: {cpu_name()}, {os.cpu_count()} logical CPUs, {threads} threads for torch and "
           f"pyattn; OpenMP {cfg['openmp']}; medians of {rounds} alternating blocks of {block} calls",
           file=out)
+    runtimes = cfg["openmp_runtimes"]
+    print(f"OpenMP runtimes loaded in this process: {', '.join(runtimes) or 'none listed'}"
+          + (" (several: one thread pool each, see docs/torch.md)" if len(runtimes) > 1 else
+             " (one: pyattn and torch share its threads)" if runtimes else ""), file=out)
     print("torch mm: (384 x 384) @ (384 x 384) float32; pyattn: causal (1, 8, 256, 64) float32", file=out)
     print("(wall: elapsed time of the timed call; cpu: CPU time all the process's threads used meanwhile)",
           file=out)

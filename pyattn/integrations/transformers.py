@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _config
 from .. import torch as _pt
 
 __all__ = ["register", "attention_forward", "attention_mask"]
@@ -119,6 +120,7 @@ def register(name: str = "pyattn") -> str:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
     from transformers import AttentionInterface, AttentionMaskInterface
 
+    _config.warn_if_several_openmp_runtimes(stacklevel=3)
     AttentionInterface.register(name, attention_forward)
     AttentionMaskInterface.register(name, attention_mask)
     return name

@@ -105,7 +105,7 @@ def show_config() -> None:
     for key, value in get_config().items():
         if isinstance(value, list):
             value = ", ".join(value)
-        print(f"{key:>14}: {value}")
+        print(f"{key:>15}: {value}")
 
 
 _several_runtimes_warned = False

@@ -173,3 +173,53 @@ def test_measure_keeps_the_warm_up_result_only_when_asked():
     calls.clear()
     dropped = measure(fn, min_time=0.0, min_repeats=3, keep_first=False)
     assert dropped.first_result is None and len(calls) >= 4
+
+
+def test_matmul_roof_is_timed_without_openblas_overrides(monkeypatch, tmp_path, capsys):
+    """With OPENBLAS_CORETYPE set, the roof is timed in a child process without
+    it (OpenBLAS's own kernels), and the report says so. (The child reports
+    the overrides it sees; any would make it fail, and the roof fall back.)"""
+    from pyattn.bench import cli, matmul_roof
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    seen = []
+    real = matmul_roof.measure_in_child
+
+    def spy(n, threads, budget, **kw):
+        seen.append((n, threads))
+        return real(n, threads, budget, **kw)
+
+    monkeypatch.setattr(matmul_roof, "measure_in_child", spy)
+    out_json = tmp_path / "bench.json"
+    code = cli.main(["--smoke", "--threads", "1", "--case", "smoke-prefill-*", "--baselines", "none",
+                     "--no-progress", "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    assert seen == [(2048, 1)]
+    meta = json.loads(out_json.read_text())["meta"]
+    assert meta["roof_source"]["process"] == "child"
+    assert meta["roof_source"]["without"] == {"OPENBLAS_CORETYPE": "Haswell"}
+    assert "matmul roof timed in a child process without OPENBLAS_CORETYPE=Haswell" in captured.out
+    assert json.loads(out_json.read_text())["roof"]["1"]["gflops"] > 0
+
+
+def test_matmul_roof_falls_back_to_this_process(monkeypatch, tmp_path, capsys):
+    from pyattn.bench import cli, matmul_roof
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the roof's child process exited with 1: boom")
+
+    monkeypatch.setattr(matmul_roof, "measure_in_child", broken)
+    out_json = tmp_path / "bench.json"
+    code = cli.main(["--smoke", "--threads", "1", "--case", "smoke-prefill-*", "--baselines", "none",
+                     "--no-progress", "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    report = json.loads(out_json.read_text())
+    assert report["meta"]["roof_source"]["process"] == "bench"
+    assert "boom" in report["meta"]["roof_source"]["failed"]
+    assert report["roof"]["1"]["gflops"] > 0
+    assert "as its child process without them failed" in captured.out

@@ -91,6 +91,14 @@ def _libgomp_path():
     return next((p for p in runtimes if os.path.basename(p) == "libgomp.so.1"), None)
 
 
+def _has_transformers():
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def test_config_lists_the_runtime_in_use():
     cfg = pyattn.get_config()
     assert all(isinstance(p, str) for p in cfg["openmp_runtimes"])
@@ -114,14 +122,6 @@ def test_one_shared_runtime_beside_torch_gives_no_warning():
     if int(r.stdout) > 1:
         pytest.skip("this build's OpenMP runtime is not the one torch loads: the warning is right here")
     assert "OpenMP runtimes are loaded" not in r.stderr
-
-
-def _has_transformers():
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="makes a second runtime from Linux's libgomp.so.1")

@@ -1,8 +1,8 @@
 #include "pyattn/threads.h"
 
 #include <atomic>
-#include <mutex>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -51,6 +51,7 @@ std::string openmp_runtime_file() {
 }
 #endif
 
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__APPLE__)
 // Whether a shared object's file name is that of an OpenMP runtime (GNU,
 // LLVM or Intel, plain or renamed by auditwheel/delocate).
 bool is_openmp_runtime_file(const std::string& path) {
@@ -60,6 +61,7 @@ bool is_openmp_runtime_file(const std::string& path) {
     if (base.rfind(prefix, 0) == 0) return true;
   return false;
 }
+#endif
 
 #if defined(__linux__) || defined(__FreeBSD__)
 int collect_openmp_runtime(struct dl_phdr_info* info, size_t, void* data) {

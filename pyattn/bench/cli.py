@@ -20,7 +20,9 @@ level is compared with a read from that level, not from memory. NumPy's BLAS thr
 threadpoolctl when it is importable (else they are not controlled and the
 table says so); ONNX Runtime runs with intra-op spinning off. Note:
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment can slow OpenBLAS
-(the roof and the NumPy baseline); the run reports them.
+(e.g. Haswell kernels on an AVX-512 CPU): the NumPy baseline runs with them,
+and the matmul roof, a property of the machine, is then timed in a child
+process without them (pyattn/bench/matmul_roof.py); the run reports both.
 
 The "x" columns are speed-ups of pyattn: baseline time / pyattn time
 (> 1: pyattn is faster). Ratios between pyattn calls that a comparison
@@ -43,6 +45,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -50,6 +53,7 @@ import numpy as np
 
 from . import baselines as bl
 from . import cases as cs
+from . import matmul_roof
 from .machine import cpu_name
 from .timing import format_time, measure, merge_timings
 
@@ -289,10 +293,13 @@ def run(args, out=None):
     steps = (len(selected) * len(threads_list) * (1 + rounds * (1 + len(baselines)))
              + rounds * side_count + rounds * len(threads_list) * roofs)
     progress = Progress(steps, enabled=not args.no_progress)
-    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        if k in os.environ:
-            progress.message(f"note: {k}={os.environ[k]} is set; it can slow NumPy's matmul "
-                             "(the roof and the NumPy baseline)")
+    overrides = matmul_roof.overrides_set()
+    for k, val in overrides.items():
+        progress.message(f"note: {k}={val} is set; it can slow NumPy's matmul (the NumPy baseline; "
+                         "the matmul roof is timed in a child process without it)")
+    # Where the roof is timed: see pyattn/bench/matmul_roof.py.
+    roof_source = {"process": "child" if overrides else "bench", "without": overrides,
+                   "architecture": None, "baseline_architecture": matmul_roof.openblas_architecture()}
 
     per_round = dict(budget, min_time=budget["min_time"] / rounds, max_time=budget["max_time"] / rounds,
                      min_repeats=max(2, math.ceil(budget["min_repeats"] / rounds)),
@@ -309,11 +316,22 @@ def run(args, out=None):
     def time_roof(r):
         for t in threads_list:
             progress.step(f"roof: NumPy float32 matmul {_ROOF_N}^3, {t} thread(s) ({r + 1}/{rounds})")
-            runner = bl.roof_runner(_ROOF_N, t)
-            with runner:
-                tm = measure(runner, **per_round, keep_first=False)
+            tm = None
+            if roof_source["process"] == "child":
+                try:
+                    tm, roof_source["architecture"] = matmul_roof.measure_in_child(_ROOF_N, t, per_round)
+                except (OSError, RuntimeError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+                    progress.message(f"note: {exc}; the matmul roof is timed in this process instead")
+                    roof_source.update(process="bench", failed=str(exc))
+                    for parts in roof_parts.values():  # (no roof merged from both)
+                        parts.clear()
+            if tm is None:
+                runner = bl.roof_runner(_ROOF_N, t)
+                with runner:
+                    tm = measure(runner, **per_round, keep_first=False)
+                del runner
+                roof_source["architecture"] = roof_source["baseline_architecture"]
             roof_parts[t].append(tm)
-            del runner
             if read_roof:
                 progress.step(f"roof: streaming read of {read_bytes >> 20} MiB, {t} thread(s) ({r + 1}/{rounds})")
                 runner = bl.read_roof_runner(read_bytes, t)
@@ -423,7 +441,7 @@ def run(args, out=None):
             s["ratio"] = _side_ratio(key, p["median_s"], s["median_s"])
 
     report = {"meta": {**env, "preset": preset, "threads": threads_list, "skipped_baselines": skipped,
-                       "roof_n": _ROOF_N},
+                       "roof_n": _ROOF_N, "roof_source": roof_source},
               "roof": {str(t): v for t, v in roof.items()},
               "read_roof": {str(t): v for t, v in read.items()}, "results": results}
     print_report(report, out)
@@ -505,6 +523,16 @@ def print_report(report, out=None):
     if report["roof"]:
         roofs = ", ".join(f"{t} thr {r['gflops']:.1f}" for t, r in report["roof"].items())
         print(f"matmul roof (NumPy float32 {meta['roof_n']}^3 matmul, GFLOP/s): {roofs}", file=out)
+        src = meta.get("roof_source") or {}
+        unset = ", ".join(f"{k}={v}" for k, v in (src.get("without") or {}).items())
+        if src.get("process") == "child":
+            print(f"note: matmul roof timed in a child process without {unset} (OpenBLAS kernels there: "
+                  f"{src.get('architecture') or '?'}; the NumPy baseline's: "
+                  f"{src.get('baseline_architecture') or '?'})", file=out)
+        elif src.get("failed"):
+            print(f"note: matmul roof timed with {unset} (OpenBLAS kernels: {src.get('architecture') or '?'}), "
+                  f"as its child process without them failed ({src['failed']}): it can understate the roof",
+                  file=out)
     if report.get("read_roof"):
         reads = ", ".join(f"{t} thr {r['gb_per_s']:.1f}" for t, r in report["read_roof"].items())
         nbytes = next(iter(report["read_roof"].values()))["bytes"]
@@ -515,7 +543,7 @@ def print_report(report, out=None):
               "(session.intra_op.allow_spinning=0)", file=out)
     for k, val in meta["env"].items():
         if k.startswith("OPENBLAS_CORE") or k.startswith("OPENBLAS_L2"):
-            print(f"note: {k}={val} is set (it can slow NumPy's matmul)", file=out)
+            print(f"note: {k}={val} is set (it can slow NumPy's matmul, the NumPy baseline)", file=out)
     if load and meta["cpu_count"] and load[0] > 0.75:
         print(f"note: load average {load[0]:.1f} at the start on {meta['cpu_count']} CPUs: other processes "
               "compete for the cores, multi-threaded timings are unreliable", file=out)

@@ -49,12 +49,12 @@ void set_thread_wait(ThreadWait w);
 ThreadWait thread_wait();
 bool thread_wait_is_passive();       // the policy in effect (automatic resolved)
 bool openmp_runtime_private();       // the runtime's file is a renamed private copy
+void after_parallel_region();        // releases the pool when passive
 
 // The paths of the OpenMP runtime libraries loaded in this process now
 // (libgomp, libomp, libiomp5, renamed copies included; empty where the
 // platform cannot list its loaded libraries). More than one means more than
 // one thread pool: each spins its idle threads beside the others' work.
 std::vector<std::string> openmp_runtimes_loaded();
-void after_parallel_region();        // releases the pool when passive
 
 }  // namespace pyattn

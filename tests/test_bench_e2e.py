@@ -33,5 +33,6 @@ def test_neighbours_smoke():
             torch.get_num_threads()) == before
     assert "torch mm after pyattn [passive]" in med and all(t > 0 for t in med.values())
     assert "after/alone" in out.getvalue() and "after/add" in out.getvalue()
+    assert "rounds 25-75%" in out.getvalue()
     assert "torch mm after torch add [active]" in med and "pyattn after torch add [passive]" in med
     assert "torch mm after torch sdpa [active]" in med and "torch sdpa:" in out.getvalue()

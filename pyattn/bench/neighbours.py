@@ -26,7 +26,10 @@ shape (``torch.nn.functional.scaled_dot_product_attention``): what the
 operation pyattn replaces costs it.
 
 Each pyattn wait policy (``pyattn.set_thread_wait``) is measured in the same
-run; the ratio ``after / alone`` is printed (1.00: no effect).
+run; the ratio ``after / alone`` is printed (1.00: no effect), with the
+middle half of its per-round values (each round's "after" block against the
+same round's "alone" block): on a shared machine that spread, not the
+third decimal, says what a ratio can be trusted to.
 """
 
 from __future__ import annotations
@@ -170,14 +173,39 @@ def run_neighbours(threads=2, rounds=15, block=25, out=None, progress=True):
         pyattn.set_thread_wait(prev[2])
     med = {name: statistics.median(w for w, _ in s) for name, s in samples.items()}
     cpu = {name: statistics.median(c for _, c in s) for name, s in samples.items()}
-    _print(med, cpu, threads, rounds, block, ort_note, out)
+    _print(med, cpu, _round_ratio_spread(samples), threads, rounds, block, ort_note, out)
     print("CPU time the process uses in the 20 ms after the call, while the caller sleeps (median):", file=out)
     for name, t in idle.items():
         print(f"  {name:42s} {t * 1e3:8.2f} ms", file=out)
     return med
 
 
-def _print(med, cpu, threads, rounds, block, ort_note, out):
+def _alone_name(name):
+    """ "X alone [policy]" for "X after Y [policy]" (None for an "alone" row)."""
+    if " after " not in name:
+        return None
+    what, _, rest = name.partition(" after ")
+    return f"{what} alone {rest[rest.index('['):]}"
+
+
+def _round_ratio_spread(samples):
+    """Per "after" row: the quartiles of its per-round ratios after / alone
+    (wall time, each round's block against the same round's "alone" block):
+    how far the ratio moves between rounds on this machine."""
+    spread = {}
+    for name, s in samples.items():
+        alone = samples.get(_alone_name(name) or "")
+        if alone and len(s) == len(alone):
+            ratios = sorted(a[0] / b[0] for a, b in zip(s, alone))
+            if len(ratios) >= 4:
+                q = statistics.quantiles(ratios, n=4)
+                spread[name] = (q[0], q[2])
+            else:
+                spread[name] = (ratios[0], ratios[-1])
+    return spread
+
+
+def _print(med, cpu, spread, threads, rounds, block, ort_note, out):
     import os
 
     import pyattn
@@ -196,20 +224,23 @@ def _print(med, cpu, threads, rounds, block, ort_note, out):
     print("(torch add: an elementwise add on the same threads touching the bytes of the op it stands for; "
           "after/add: the previous op against it as a neighbour)", file=out)
     print("(torch sdpa: torch's own causal attention of pyattn's shape, the operation pyattn replaces)", file=out)
-    print(f"{'timed call':42s} {'wall':>10s} {'after/alone':>12s} {'after/add':>11s} {'cpu':>10s} "
-          f"{'after/alone':>12s}", file=out)
+    print("(rounds 25-75%: the middle half of the per-round ratios after/alone, wall: how much the "
+          "ratio moves between rounds here)", file=out)
+    print(f"{'timed call':42s} {'wall':>10s} {'after/alone':>12s} {'rounds 25-75%':>14s} {'after/add':>11s} "
+          f"{'cpu':>10s} {'after/alone':>12s}", file=out)
     for name in med:
         cells = []
         for table in (med, cpu):
             t, alone, control = table[name], None, None
             if " after " in name:
                 what, _, rest = name.partition(" after ")
-                policy = rest[rest.index('['):]
-                alone = table.get(f"{what} alone {policy}")
+                alone = table.get(_alone_name(name))
                 if not rest.startswith("torch add") and table is med:
-                    control = table.get(f"{what} after torch add {policy}")
+                    control = table.get(f"{what} after torch add {rest[rest.index('['):]}")
             cell = f"{t * 1e6:8.1f}us " + (f"{t / alone:12.3f}" if alone else f"{'':12s}")
             if table is med:
+                lo_hi = spread.get(name)
+                cell += f" {lo_hi[0]:7.3f}-{lo_hi[1]:<6.3f}" if lo_hi else f" {'':14s}"
                 cell += f" {t / control:11.3f}" if control else f" {'':11s}"
             cells.append(cell)
         print(f"{name:42s} " + " ".join(cells), file=out)

@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import pyattn
@@ -223,3 +224,19 @@ def test_matmul_roof_falls_back_to_this_process(monkeypatch, tmp_path, capsys):
     assert "boom" in report["meta"]["roof_source"]["failed"]
     assert report["roof"]["1"]["gflops"] > 0
     assert "as its child process without them failed" in captured.out
+
+
+@pytest.mark.parametrize("nbytes", [0, 63, 64, 4096 + 64 * 3 + 17, (1 << 20) + 64 * 5, 3 * (1 << 20) + 640])
+def test_stream_read_reads_every_whole_line(nbytes):
+    """The read roof's streaming read (the best ISA's loads) returns the XOR
+    of every 8-byte word of the buffer's whole 64-byte lines, for any thread
+    count: it read each of them exactly once."""
+    from pyattn import _core
+
+    rng = np.random.default_rng(nbytes)
+    whole = rng.integers(0, 256, size=nbytes + 1, dtype=np.uint8)
+    for buf in (whole[:nbytes], whole[1:]):  # (the second one starts off any alignment)
+        lines = np.frombuffer(buf[: nbytes // 64 * 64].tobytes(), dtype=np.uint64)
+        want = int(np.bitwise_xor.reduce(lines)) if lines.size else 0
+        for threads in (1, 2, 3):
+            assert _core._stream_read(buf, threads) == want

@@ -124,7 +124,8 @@ void register_config(py::module_& m) {
     return stream_read(data, bytes, num_threads);
   }, py::arg("buffer"), py::arg("num_threads"),
      "Benchmark hook: reads a contiguous buffer once with num_threads threads (the read-bandwidth "
-     "roof of pyattn-bench); returns the XOR of its 8-byte words.");
+     "roof of pyattn-bench, with the loads of the best ISA the CPU supports); returns the XOR of "
+     "the 8-byte words of its whole 64-byte lines.");
   m.def("build_info", [] {
     py::dict r;
     r["compiler"] = compiler();

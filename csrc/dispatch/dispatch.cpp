@@ -43,6 +43,7 @@ constexpr int kNumTargets = sizeof(kTargets) / sizeof(kTargets[0]);
 
 struct State {
   std::atomic<const KernelTable*> active{nullptr};
+  const KernelTable* best = nullptr;
   DispatchInfo info;
 };
 
@@ -59,6 +60,7 @@ State& state() {
         best = i;
       }
     }
+    s.best = &kTargets[best].table();
     int chosen = best;
     if (const char* env = std::getenv("PYATTN_ISA"); env && *env) {
       info.requested = env;
@@ -84,6 +86,8 @@ State& state() {
 }  // namespace
 
 const KernelTable& active_kernels() { return *state().active.load(std::memory_order_acquire); }
+
+const KernelTable& best_supported_kernels() { return *state().best; }
 
 DispatchInfo dispatch_info() {
   DispatchInfo info = state().info;

@@ -21,6 +21,9 @@ using AdditiveKernelFn = void (*)(const AdditiveParams&, const Tiling&, WorkItem
 // Runs projection work items (pyattn/projection.h); scratch: D x kProjectChunk
 // + kProjectRows x kProjectChunk elements.
 using ProjectKernelFn = void (*)(const ProjectParams&, WorkItems& work, void* scratch);
+// XOR of the 8-byte words of 64-byte lines [begin, end) of data: one thread's
+// share of the streaming read that measures the memory roof.
+using ReadLinesFn = uint64_t (*)(const void* data, int64_t begin, int64_t end);
 
 // Testing hook: y[i] = f(x[i]) for i < n with the ISA's vectorised function
 // `fn` (see VecMathFn in vec_math-inl.h); x, y float (f32) or double (f64).
@@ -35,6 +38,7 @@ struct KernelTable {
   AdditiveKernelFn additive[2];
   ProjectKernelFn project[2];   // f32, f64
   VecMathKernelFn vec_math[2];  // f32, f64
+  ReadLinesFn read_lines;
 };
 
 // One per target translation unit (csrc/targets/<isa>.cpp).
@@ -55,6 +59,9 @@ struct DispatchInfo {
 // The table of the selected ISA: chosen at first use (best supported, or
 // PYATTN_ISA), then fixed unless set_isa() is called.
 const KernelTable& active_kernels();
+// The table of the best ISA this CPU supports, whatever PYATTN_ISA selects:
+// for measurements of the machine itself (the read roof).
+const KernelTable& best_supported_kernels();
 DispatchInfo dispatch_info();
 // Testing hook: selects a compiled, supported ISA by name; returns the name
 // of the previous one. Throws std::invalid_argument otherwise.

@@ -1,8 +1,8 @@
 // The machine's read bandwidth, for the benchmarks' memory roof: a streaming
 // read of a buffer by `num_threads` threads, each taking 1 MiB chunks in
-// turn and fetching 4 KiB ahead of its reads. SIMD-free baseline code (the compiler vectorises the XOR loop with
-// the baseline ISA's 16-byte loads, far more than one core can fetch from
-// memory); the threads are the driver's (parallel.h).
+// turn and fetching 4 KiB ahead of its reads, with the loads of the best ISA
+// the CPU supports (whatever PYATTN_ISA selects: the roof is the machine's;
+// csrc/kernels/stream_read-inl.h). The threads are the driver's (parallel.h).
 #pragma once
 
 #include <cstdint>

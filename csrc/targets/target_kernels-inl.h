@@ -19,6 +19,7 @@
 #include "../kernels/sdpa-inl.h"
 #include "../kernels/additive-inl.h"
 #include "../kernels/projection-inl.h"
+#include "../kernels/stream_read-inl.h"
 
 // Each SDPA entry point picks its score-variant instantiation at the one
 // switch point (kernel_switch.h, which lists them).

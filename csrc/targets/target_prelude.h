@@ -53,6 +53,7 @@
         {nullptr, nullptr, &sdpa_f32q_bf16, &sdpa_f32q_f16, &sdpa_f32q_i8},   \
         {&additive_f32, &additive_f64},                                        \
         {&project_f32, &project_f64},                                          \
-        {&vec_math_f32, &vec_math_f64}};                                       \
+        {&vec_math_f32, &vec_math_f64},                                        \
+        &read_lines};                                                          \
     return table;                                                              \
   }

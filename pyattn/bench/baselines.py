@@ -393,8 +393,9 @@ def additive_torch_recipe(torch, q, k, v, v_a, w_query=None, w_key=None, bias=No
 def read_roof_runner(nbytes, threads):
     """A streaming read of an ``nbytes`` buffer by ``threads`` threads
     (``pyattn._core._stream_read``: 1 MiB chunks taken in turn, 4 KiB
-    fetched ahead): the machine's practical read bandwidth at that thread
-    count, the roof of the memory-bound cases."""
+    fetched ahead, with the loads of the best ISA the CPU supports): the
+    machine's practical read bandwidth at that thread count, the roof of the
+    memory-bound cases."""
     from pyattn import _core
 
     buf = np.ones(nbytes // 4, np.float32)  # (touched: no page faults while timed)

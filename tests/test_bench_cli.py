@@ -176,11 +176,23 @@ def test_measure_keeps_the_warm_up_result_only_when_asked():
     assert dropped.first_result is None and len(calls) >= 4
 
 
+def _roof_smoke_run(tmp_path, capsys):
+    """A one-case smoke run with the matmul roof: (its JSON report, its stdout)."""
+    from pyattn.bench import cli
+
+    out_json = tmp_path / "bench.json"
+    code = cli.main(["--smoke", "--threads", "1", "--case", "smoke-prefill-*", "--baselines", "none",
+                     "--no-progress", "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    return json.loads(out_json.read_text()), captured.out
+
+
 def test_matmul_roof_is_timed_without_openblas_overrides(monkeypatch, tmp_path, capsys):
     """With OPENBLAS_CORETYPE set, the roof is timed in a child process without
     it (OpenBLAS's own kernels), and the report says so. (The child reports
     the overrides it sees; any would make it fail, and the roof fall back.)"""
-    from pyattn.bench import cli, matmul_roof
+    from pyattn.bench import matmul_roof
 
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
@@ -192,21 +204,16 @@ def test_matmul_roof_is_timed_without_openblas_overrides(monkeypatch, tmp_path, 
         return real(n, threads, budget, **kw)
 
     monkeypatch.setattr(matmul_roof, "measure_in_child", spy)
-    out_json = tmp_path / "bench.json"
-    code = cli.main(["--smoke", "--threads", "1", "--case", "smoke-prefill-*", "--baselines", "none",
-                     "--no-progress", "--json", str(out_json)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.out + captured.err
+    report, out = _roof_smoke_run(tmp_path, capsys)
     assert seen == [(2048, 1)]
-    meta = json.loads(out_json.read_text())["meta"]
-    assert meta["roof_source"]["process"] == "child"
-    assert meta["roof_source"]["without"] == {"OPENBLAS_CORETYPE": "Haswell"}
-    assert "matmul roof timed in a child process without OPENBLAS_CORETYPE=Haswell" in captured.out
-    assert json.loads(out_json.read_text())["roof"]["1"]["gflops"] > 0
+    assert report["meta"]["roof_source"]["process"] == "child"
+    assert report["meta"]["roof_source"]["without"] == {"OPENBLAS_CORETYPE": "Haswell"}
+    assert "matmul roof timed in a child process without OPENBLAS_CORETYPE=Haswell" in out
+    assert report["roof"]["1"]["gflops"] > 0
 
 
 def test_matmul_roof_falls_back_to_this_process(monkeypatch, tmp_path, capsys):
-    from pyattn.bench import cli, matmul_roof
+    from pyattn.bench import matmul_roof
 
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
 
@@ -214,16 +221,11 @@ def test_matmul_roof_falls_back_to_this_process(monkeypatch, tmp_path, capsys):
         raise RuntimeError("the roof's child process exited with 1: boom")
 
     monkeypatch.setattr(matmul_roof, "measure_in_child", broken)
-    out_json = tmp_path / "bench.json"
-    code = cli.main(["--smoke", "--threads", "1", "--case", "smoke-prefill-*", "--baselines", "none",
-                     "--no-progress", "--json", str(out_json)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.out + captured.err
-    report = json.loads(out_json.read_text())
+    report, out = _roof_smoke_run(tmp_path, capsys)
     assert report["meta"]["roof_source"]["process"] == "bench"
     assert "boom" in report["meta"]["roof_source"]["failed"]
     assert report["roof"]["1"]["gflops"] > 0
-    assert "as its child process without them failed" in captured.out
+    assert "as its child process without them failed" in out
 
 
 @pytest.mark.parametrize("nbytes", [0, 63, 64, 4096 + 64 * 3 + 17, (1 << 20) + 64 * 5, 3 * (1 << 20) + 640])

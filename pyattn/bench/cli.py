@@ -326,10 +326,7 @@ def run(args, out=None):
                     for parts in roof_parts.values():  # (no roof merged from both)
                         parts.clear()
             if tm is None:
-                runner = bl.roof_runner(_ROOF_N, t)
-                with runner:
-                    tm = measure(runner, **per_round, keep_first=False)
-                del runner
+                tm = matmul_roof.measure_here(_ROOF_N, t, per_round)
                 roof_source["architecture"] = roof_source["baseline_architecture"]
             roof_parts[t].append(tm)
             if read_roof:

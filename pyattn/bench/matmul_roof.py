@@ -44,7 +44,8 @@ def openblas_architecture():
     return None
 
 
-def _measure_here(n, threads, budget):
+def measure_here(n, threads, budget):
+    """The roof timed in this process, as the environment sets OpenBLAS."""
     from . import baselines as bl
     from .timing import measure
 
@@ -76,7 +77,7 @@ def measure_in_child(n, threads, budget, timeout=600):
 
 def _child(arg):
     spec = json.loads(arg)
-    tm = _measure_here(spec["n"], spec["threads"], spec["budget"])
+    tm = measure_here(spec["n"], spec["threads"], spec["budget"])
     print(json.dumps({"median": tm.median, "samples": tm.samples, "number": tm.number,
                       "architecture": openblas_architecture(), "overrides": overrides_set()}))
 
